@@ -1,0 +1,215 @@
+"""Examples/s of one SigLIP train step, jaxmm against open_clip (PyTorch), on the CPU.
+
+The same small two-tower (ViT 4x192 with 8x8 patches on 64x64 images; text
+transformer 4x192 over 32 byte tokens; 192-d joint embedding) takes full train
+steps (forward, backward, gradient clipping, AdamW) on one synthetic batch.
+jaxmm's step is the framework's own: the config from configs/siglip_shapes.py
+with overrides, jaxmm.train's optimizer, state and compiled step, on a one-CPU
+mesh. The reference is open_clip's CLIP with SigLipLoss and torch.optim.AdamW
+(see open_clip_reference.py for what differs). After warmup the two sides run
+alternately, `--rounds` times `--steps` steps each, so that load from other
+processes hits both alike; the table gives medians over rounds of the time
+per step, examples/s, achieved GFLOP/s and the ratio jaxmm/torch.
+
+fp32 runs everything in float32; bf16 runs jaxmm with model.dtype=bfloat16
+(float32 parameters) and torch under torch.autocast('cpu', torch.bfloat16).
+
+  .venv-bench/bin/python benchmarks/step_throughput.py
+  .venv-bench/bin/python benchmarks/step_throughput.py --dtype bf16 --rounds 3 --steps 3
+  .venv/bin/python benchmarks/step_throughput.py --skip-torch   # jaxmm only
+"""
+import argparse
+import os
+import shlex
+import statistics
+import sys
+import time
+
+import jax
+import numpy as np
+
+from experiments import image_text
+from jaxmm import config_loading
+from jaxmm import models
+from jaxmm import parallel
+from jaxmm import train
+
+CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs",
+                      "siglip_shapes.py")
+
+# The benchmark model, in jaxmm's config terms; open_clip_reference builds the same shapes.
+SHAPES = dict(
+    image_size=64, max_len=32, embed_dim=192,
+    image=dict(patch_size=8, width=192, depth=4, num_heads=3, mlp_dim=768),
+    text=dict(vocab_size=256, width=192, depth=4, num_heads=3, mlp_dim=768),
+)
+DTYPES = {"fp32": "float32", "bf16": "bfloat16"}
+TORCH_THREADS = 2
+
+
+def parse_args(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--rounds", type=int, default=5, help="alternating timed rounds")
+  parser.add_argument("--steps", type=int, default=5, help="timed steps per side per round")
+  parser.add_argument("--warmup", type=int, default=2,
+                      help="untimed steps per side before the rounds (after compilation)")
+  parser.add_argument("--batch", type=int, default=64, help="global batch size B")
+  parser.add_argument("--dtype", choices=("fp32", "bf16", "both"), default="both")
+  parser.add_argument("--skip-torch", action="store_true",
+                      help="time jaxmm only (no torch/open_clip needed)")
+  return parser.parse_args(argv)
+
+
+def jaxmm_config(batch_size: int, dtype: str):
+  """configs/siglip_shapes.py with the benchmark's shapes, batch and compute dtype, on one device."""
+  config = config_loading.load_config(CONFIG)
+  image, text = SHAPES["image"], SHAPES["text"]
+  return config_loading.apply_overrides(config, [
+      f"batch_size={batch_size}", f"model.dtype={dtype}", f"model.embed_dim={SHAPES['embed_dim']}",
+      f"data.image_size={SHAPES['image_size']}", f"data.max_len={SHAPES['max_len']}",
+      *(f"model.image.{key}={value}" for key, value in image.items()),
+      *(f"model.text.{key}={value}" for key, value in text.items()),
+      "mesh.data=1", "mesh.fsdp=1", "mesh.tensor=1"])
+
+
+def synthetic_batch(config, seed: int = 0) -> dict[str, np.ndarray]:
+  """Images [B, H, W, 3] uniform in [-1, 1]; byte tokens [B, L] with 0-padding after 8..L tokens."""
+  rng = np.random.default_rng(seed)
+  size, length, batch = config.data.image_size, config.data.max_len, config.batch_size
+  tokens = rng.integers(1, 256, (batch, length), dtype=np.int32)
+  tokens[np.arange(length)[None, :] >= rng.integers(8, length + 1, (batch, 1))] = 0
+  return {"image": rng.uniform(-1, 1, (batch, size, size, 3)).astype(np.float32),
+          "tokens": tokens}
+
+
+def step_flops(config) -> int:
+  """Model FLOPs of one train step: 3x the forward matmuls (jaxmm.models.flops) plus the
+  [B, B] logits of the loss."""
+  per_example = models.model_flops_per_example(config.model, image_size=config.data.image_size)
+  logits = 2 * config.batch_size * config.model.embed_dim
+  return 3 * config.batch_size * (per_example + logits)
+
+
+class JaxmmSide:
+  """jaxmm's compiled train step on a one-device mesh, built as jaxmm.train.run builds it."""
+
+  def __init__(self, config, batch):
+    mesh = parallel.make_mesh(config.mesh, jax.devices()[:1])
+    model = models.get_model(config.model)
+    init_params = image_text.make_init_params(model, config)
+    tx, schedule = train.make_optimizer(config.optim, config.total_steps)
+    shardings = train.state_shardings(init_params, tx, mesh)
+    self.state = train.init_state(init_params, tx, shardings, train.init_rng(config.seed))
+    self.step = train.compile_train_step(
+        train.make_train_step(image_text.make_loss_fn(model, config.loss, mesh), tx, schedule,
+                              config.seed), mesh, shardings)
+    self.batch = parallel.global_batch(batch, mesh)
+
+  def run(self, steps: int) -> float:
+    """Seconds for `steps` steps, waiting for the last one to finish."""
+    start = time.perf_counter()
+    for _ in range(steps):
+      self.state, metrics = self.step(self.state, self.batch)
+    jax.block_until_ready((self.state, metrics))
+    return time.perf_counter() - start
+
+
+class TorchSide:
+  """open_clip's CLIP with SigLipLoss and AdamW, eager, `TORCH_THREADS` threads."""
+
+  def __init__(self, config, batch):
+    import torch  # pylint: disable=import-outside-toplevel
+    import open_clip_reference as reference  # pylint: disable=import-outside-toplevel
+    torch.set_num_threads(TORCH_THREADS)
+    torch.manual_seed(config.seed)
+    model = reference.make_model(SHAPES)
+    self.num_params = sum(p.numel() for p in model.parameters())
+    self.step = reference.make_train_step(
+        model, reference.make_optimizer(model, config.optim), config.optim.grad_clip_norm,
+        bf16=config.model.dtype == "bfloat16")
+    self.images, self.tokens = reference.to_torch_batch(batch)
+    # Counting runs one (untimed) step.
+    self.counted_flops = reference.count_step_flops(self.step, self.images, self.tokens)
+
+  def run(self, steps: int) -> float:
+    """Seconds for `steps` steps (eager PyTorch on the CPU returns when the work is done)."""
+    start = time.perf_counter()
+    for _ in range(steps):
+      self.step(self.images, self.tokens)
+    return time.perf_counter() - start
+
+
+def benchmark(dtype: str, args) -> dict:
+  """Median seconds per step of each side over alternating rounds, and their FLOP counts."""
+  config = jaxmm_config(args.batch, DTYPES[dtype])
+  batch = synthetic_batch(config)
+  sides = {}
+  start = time.perf_counter()
+  sides["jaxmm"] = JaxmmSide(config, batch)
+  sides["jaxmm"].run(1)  # compiles
+  compile_s = time.perf_counter() - start
+  if not args.skip_torch:
+    sides["torch"] = TorchSide(config, batch)
+  for side in sides.values():
+    side.run(args.warmup)
+  times = {name: [] for name in sides}
+  for _ in range(args.rounds):
+    for name, side in sides.items():
+      times[name].append(side.run(args.steps) / args.steps)
+  result = {"dtype": dtype, "flops": step_flops(config), "compile_s": compile_s,
+            "times": times, "median": {name: statistics.median(t) for name, t in times.items()}}
+  if "torch" in sides:
+    result["torch_counted_flops"] = sides["torch"].counted_flops
+    result["torch_params"] = sides["torch"].num_params
+  result["jaxmm_params"] = sum(x.size for x in jax.tree.leaves(sides["jaxmm"].state.params))
+  return result
+
+
+def load_average() -> str:
+  with open("/proc/loadavg") as f:
+    return " ".join(f.read().split()[:3])
+
+
+def print_table(results, args):
+  print(f"\nbatch {args.batch}; medians over {args.rounds} rounds of {args.steps} steps; "
+        f"min..max of the per-round means in brackets")
+  header = (f"{'dtype':<6}{'side':<7}{'s/step':>9}{'(min..max)':>18}{'examples/s':>12}"
+            f"{'GFLOP/s':>9}{'jaxmm/torch':>13}")
+  print(header)
+  print("-" * len(header))
+  for r in results:
+    for name, median in r["median"].items():
+      t = r["times"][name]
+      ratio = (f"{r['median']['torch'] / r['median']['jaxmm']:.2f}x"
+               if name == "jaxmm" and "torch" in r["median"] else "")
+      print(f"{r['dtype']:<6}{name:<7}{median:>9.4f}{f'({min(t):.3f}..{max(t):.3f})':>18}"
+            f"{args.batch / median:>12.1f}{r['flops'] / median / 1e9:>9.1f}{ratio:>13}")
+  print("\nGFLOP/s use the model FLOPs of jaxmm.models.flops (3x forward matmuls, plus the loss's "
+        "logits), the same count for both sides.")
+  for r in results:
+    line = (f"{r['dtype']}: {r['flops'] / 1e9:.1f} GFLOP/step (jaxmm.models.flops); "
+            f"jaxmm compile {r['compile_s']:.1f} s; params jaxmm {r['jaxmm_params'] / 1e6:.2f} M")
+    if "torch_counted_flops" in r:
+      line += (f", torch {r['torch_params'] / 1e6:.2f} M; torch FlopCounterMode "
+               f"{r['torch_counted_flops'] / 1e9:.1f} GFLOP/step")
+    print(line)
+
+
+def main(argv=None):
+  args = parse_args(argv)
+  print("command:", shlex.join([os.path.relpath(sys.executable), *sys.argv]))
+  print(f"jax {jax.__version__} on {jax.devices()[0].platform} ({len(jax.devices())} device), "
+        f"{os.cpu_count()} CPU cores; load average before: {load_average()}")
+  if not args.skip_torch:
+    import open_clip  # pylint: disable=import-outside-toplevel
+    import torch  # pylint: disable=import-outside-toplevel
+    print(f"torch {torch.__version__}, open_clip {open_clip.__version__}, "
+          f"{TORCH_THREADS} torch threads")
+  dtypes = ("fp32", "bf16") if args.dtype == "both" else (args.dtype,)
+  results = [benchmark(dtype, args) for dtype in dtypes]
+  print_table(results, args)
+  print(f"load average after: {load_average()}")
+
+
+if __name__ == "__main__":
+  main()

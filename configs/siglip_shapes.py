@@ -1,0 +1,15 @@
+"""SigLIP (Zhai et al. 2023) on the shapes dataset: the default image-text run.
+
+  jaxmm train --config configs/siglip_shapes.py --workdir /tmp/siglip
+  jaxmm train --config configs/siglip_shapes.py:base --workdir gs://bucket/siglip_b16
+"""
+from configs import image_text_shapes
+from jaxmm import losses
+
+
+def get_config(arg: str = "small"):
+  # Logit scale 10 and bias -10 as in the paper (Zhai et al. 2023, Algorithm 1):
+  # the bias keeps the many negative pairs from dominating the first steps.
+  return image_text_shapes.get_config(
+      arg, loss="siglip", init_log_scale=losses.SIGLIP_INIT_LOG_SCALE,
+      init_bias=losses.SIGLIP_INIT_BIAS, b2=0.95, eps=1e-8)

@@ -1,0 +1,56 @@
+"""Restore any run for a notebook: its config, step and parameters as host numpy.
+
+  run = jaxmm.analysis.load_run("runs/siglip_shapes")
+  run.config.model, run.step, run.params["img"]...
+
+No mesh is needed: arrays come back whole, in host memory, whatever mesh the
+run was trained on.
+"""
+import dataclasses
+import json
+import os
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+
+from jaxmm import config_loading
+from jaxmm.train import checkpoints
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+  config: ml_collections.ConfigDict
+  step: int
+  params: Any  # pytree of np.ndarray
+  opt_state: Any  # pytree of np.ndarray
+  data_position: dict
+  workdir: str
+
+
+def checkpoint_steps(workdir: str) -> list[int]:
+  """The steps with a complete checkpoint in `workdir`, ascending."""
+  manager = checkpoints.make_manager(workdir, read_only=True)
+  return sorted(manager.all_steps())
+
+
+def load_run(workdir: str, step: int | None = None) -> Run:
+  """The run in `workdir` at checkpoint `step` (default: the latest)."""
+  if not os.path.isdir(os.path.join(workdir, checkpoints.CHECKPOINT_DIR)):
+    raise FileNotFoundError(f"no checkpoints under {workdir!r}")
+  manager = checkpoints.make_manager(workdir, read_only=True)
+  steps = sorted(manager.all_steps())
+  if not steps:
+    raise FileNotFoundError(f"no complete checkpoint in {workdir!r}")
+  if step is None:
+    step = steps[-1]
+  elif step not in steps:
+    raise ValueError(f"no checkpoint at step {step} in {workdir!r}; steps saved: {steps}")
+  target = jax.tree.map(lambda meta: np.zeros(meta.shape, meta.dtype),
+             checkpoints.state_metadata(manager, step))
+  state, position = checkpoints.restore(manager, step, target)
+  config = config_loading.config_from_json(json.dumps(checkpoints.restore_config(manager, step)))
+  manager.close()
+  return Run(config=config, step=int(state["step"]), params=state["params"],
+       opt_state=state["opt_state"], data_position=position, workdir=workdir)

@@ -1,0 +1,178 @@
+"""Experiment configs: load `configs/NAME.py[:ARG]`, apply command-line overrides, JSON.
+
+A config file defines `get_config(arg)` returning an `ml_collections.ConfigDict`.
+Overrides are `KEY=VALUE` strings with dotted keys (`optim.lr=1e-3`); each
+value is parsed by the type of the field it replaces, and an unknown key is an
+error naming the nearest existing key, so a typo fails before anything runs.
+"""
+import ast
+import difflib
+import importlib.util
+import json
+import os
+import sys
+
+import ml_collections
+
+
+class ConfigError(ValueError):
+  """A config spec, override key or override value that cannot be used."""
+
+
+def load_config(spec: str) -> ml_collections.ConfigDict:
+  """Returns `get_config(ARG)` of the file named by `spec`, 'path.py' or 'path.py:ARG'.
+
+  A config may import its neighbours as `configs.NAME`: the folder that holds
+  the config's folder is put on `sys.path` while the file is imported.
+  """
+  path, sep, arg = spec.rpartition(":")
+  if not sep or not path.endswith(".py"):
+    path, arg = spec, None
+  if not os.path.isfile(path):
+    raise ConfigError(f"config file not found: {path!r}")
+  module = _import_file(path)
+  if not hasattr(module, "get_config"):
+    raise ConfigError(f"config file {path!r} defines no get_config()")
+  try:
+    config = module.get_config() if arg is None else module.get_config(arg)
+  except ValueError as e:  # e.g. an unknown variant ARG
+    raise ConfigError(f"{spec}: {e}") from e
+  if not isinstance(config, ml_collections.ConfigDict):
+    raise ConfigError(f"get_config() of {path!r} returned {type(config).__name__}, "
+                      "not an ml_collections.ConfigDict")
+  return config
+
+
+def _import_file(path):
+  """Imports the Python file at `path` as a fresh module."""
+  path = os.path.abspath(path)
+  root = os.path.dirname(os.path.dirname(path))
+  name = "_jaxmm_config_" + os.path.splitext(os.path.basename(path))[0]
+  module_spec = importlib.util.spec_from_file_location(name, path)
+  module = importlib.util.module_from_spec(module_spec)
+  added = root not in sys.path
+  if added:
+    sys.path.insert(0, root)
+  try:
+    module_spec.loader.exec_module(module)
+  finally:
+    if added:
+      sys.path.remove(root)
+  return module
+
+
+def flat_keys(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
+  """Dotted keys of all leaves of `config`, e.g. ['mesh.data', 'optim.lr', ...]."""
+  keys = []
+  for key in config.keys():
+    value = config[key]
+    if isinstance(value, ml_collections.ConfigDict):
+      keys.extend(flat_keys(value, prefix + key + "."))
+    else:
+      keys.append(prefix + key)
+  return keys
+
+
+def apply_overrides(config: ml_collections.ConfigDict,
+                    overrides: list[str]) -> ml_collections.ConfigDict:
+  """Sets each 'dotted.key=value' of `overrides` on `config` in place and returns it.
+
+  All overrides are parsed and checked before any is applied, so a bad one
+  leaves `config` unchanged.
+  """
+  keys = flat_keys(config)
+  parsed = []
+  for override in overrides:
+    key, sep, text = override.partition("=")
+    if not sep:
+      raise ConfigError(f"override {override!r} is not of the form KEY=VALUE")
+    if key not in keys:
+      raise ConfigError(_unknown_key_message(key, keys))
+    parent, name = _parent(config, key)
+    parsed.append((parent, name, _parse_value(key, text, parent.get_type(name))))
+  for parent, name, value in parsed:
+    parent[name] = value
+  return config
+
+
+def _unknown_key_message(key, keys):
+  nearest = difflib.get_close_matches(key, keys, n=1, cutoff=0.0)
+  message = f"unknown config key {key!r}"
+  return message + (f"; did you mean {nearest[0]!r}?" if nearest else "")
+
+
+def _parent(config, key):
+  *path, name = key.split(".")
+  for part in path:
+    config = config[part]
+  return config, name
+
+
+def _parse_value(key, text, field_type):
+  """Parses `text` as a value of `field_type`; 'None' is accepted for any field."""
+  if text == "None":
+    return None
+  try:
+    if field_type is bool:
+      return _parse_bool(text)
+    if field_type is str:
+      return text
+    if field_type is int:
+      return _parse_int(text)
+    if field_type is float:
+      return float(text)
+    if field_type in (tuple, list):
+      value = ast.literal_eval(text)
+      # A bare scalar is read as a one-element sequence: 'mesh_shape=4' -> (4,).
+      return field_type(value if isinstance(value, (tuple, list)) else (value,))
+  except (ValueError, SyntaxError) as e:
+    raise ConfigError(f"bad value {text!r} for config key {key!r}: expected "
+                      f"{field_type.__name__}") from e
+  # A field that is None (or of another type) takes a Python literal, and
+  # otherwise the text itself: 'data.data_dir=/tmp/x' gives the string.
+  try:
+    value = ast.literal_eval(text)
+  except (ValueError, SyntaxError):
+    return text
+  if field_type is not type(None) and not isinstance(value, field_type):
+    raise ConfigError(f"bad value {text!r} for config key {key!r}: expected "
+                      f"{field_type.__name__}")
+  return value
+
+
+def _parse_int(text):
+  try:
+    return int(text)
+  except ValueError:
+    # 'total_steps=1e5' is a common way to write an int.
+    value = float(text)
+    if not value.is_integer():
+      raise
+    return int(value)
+
+
+def _parse_bool(text):
+  lowered = text.lower()
+  if lowered in ("true", "1", "yes"):
+    return True
+  if lowered in ("false", "0", "no"):
+    return False
+  raise ValueError(text)
+
+
+def config_to_json(config: ml_collections.ConfigDict) -> str:
+  """The config as indented JSON (tuples become lists), as in `workdir/config.json`."""
+  return json.dumps(config.to_dict(), indent=2, sort_keys=True)
+
+
+def config_from_json(text: str) -> ml_collections.ConfigDict:
+  """Inverse of `config_to_json`; JSON lists become tuples, as configs write them."""
+  return ml_collections.ConfigDict(json.loads(text, object_hook=_lists_to_tuples))
+
+
+def _lists_to_tuples(obj):
+  return {k: _as_tuple(v) for k, v in obj.items()}
+
+
+def _as_tuple(value):
+  return tuple(_as_tuple(v) for v in value) if isinstance(value, list) else value

@@ -1,0 +1,45 @@
+"""Zero-shot tasks of the bundled datasets: class prompts and label keys.
+
+For `shapes`, the prompts of a class are every caption the dataset can write
+for it (all sizes, positions and other attributes), so the class embedding
+averages out everything but the attribute asked about.
+"""
+import itertools
+
+from jaxmm.data import shapes
+from jaxmm.evaluators.zero_shot import ZeroShotTask
+
+
+def _captions_where(keep) -> list[str]:
+  return [shapes.caption(*attrs) for attrs in itertools.product(
+      shapes.SHAPES, shapes.COLOURS, shapes.SIZES, shapes.POSITIONS) if keep(*attrs)]
+
+
+def shapes_tasks() -> list[ZeroShotTask]:
+  """Shape (6-way) and colour (8-way) on the test split, and the held-out
+  (shape, colour) compositions classified among all pairs."""
+  pairs = list(itertools.product(shapes.SHAPES, shapes.COLOURS))
+  return [
+      ZeroShotTask(
+          name="shape",
+          class_prompts=[_captions_where(lambda s, c, z, p, k=k: s == k) for k in shapes.SHAPES],
+          labels=lambda b: b["shape"]),
+      ZeroShotTask(
+          name="colour",
+          class_prompts=[_captions_where(lambda s, c, z, p, k=k: c == k) for k in shapes.COLOURS],
+          labels=lambda b: b["colour"]),
+      ZeroShotTask(
+          name="held_out_pairs",
+          class_prompts=[_captions_where(lambda s, c, z, p, k=k: (s, c) == k) for k in pairs],
+          labels=lambda b: b["shape"] * len(shapes.COLOURS) + b["colour"],
+          select=lambda b: b["held_out"].astype(bool)),
+  ]
+
+
+TASKS = {"shapes": shapes_tasks}
+
+
+def zero_shot_tasks(dataset: str) -> list[ZeroShotTask]:
+  if dataset not in TASKS:
+    raise ValueError(f"no zero-shot prompts for dataset {dataset!r}; known: {sorted(TASKS)}")
+  return TASKS[dataset]()

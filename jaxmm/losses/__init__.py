@@ -1,0 +1,10 @@
+"""Contrastive losses as pure functions of embeddings (see contrastive.py)."""
+from jaxmm.losses.contrastive import CLIP_INIT_LOG_SCALE
+from jaxmm.losses.contrastive import SIGLIP_INIT_BIAS
+from jaxmm.losses.contrastive import SIGLIP_INIT_LOG_SCALE
+from jaxmm.losses.contrastive import SIGLIP_VARIANTS
+from jaxmm.losses.contrastive import SUPCON_CONTRAST_MODES
+from jaxmm.losses.contrastive import SUPCON_TEMPERATURE
+from jaxmm.losses.contrastive import clip_loss
+from jaxmm.losses.contrastive import siglip_loss
+from jaxmm.losses.contrastive import supcon_loss

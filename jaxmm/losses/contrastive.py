@@ -1,0 +1,208 @@
+"""Contrastive losses: CLIP (softmax), SigLIP (sigmoid) and SupCon.
+
+Each loss computes in the wider of its inputs' dtype and float32, so bfloat16
+embeddings are reduced in float32 and float64 ones (under x64) stay float64.
+
+With `axis_name` (a mesh-axis name or a tuple of them) a loss is meant to be
+called inside `jax.shard_map` on each device's [b, ...] rows of a global batch
+of B = n·b rows; it returns on every device the loss of the global batch, and
+its gradient w.r.t. the local rows and the scalar parameters is that of the
+unsharded loss. The value is a `psum` of per-shard partial sums, so it is
+invariant across devices and can be returned with `out_specs=P()`.
+
+Run that `shard_map` with `check_vma=True` (its default). With it JAX tracks
+which values vary across devices: a replicated `in_specs=P()` parameter
+(log_scale, bias) used with device-varying rows is implicitly broadcast, and
+the broadcast transposes into a `psum` of the per-device gradients, while the
+`psum` of the loss transposes into a plain copy of the cotangent. The gradient
+is then the global one whether `jax.grad` is taken outside the `shard_map` or
+inside it (a train step that runs wholly in `shard_map`). With
+`check_vma=False` only the outside form is right: inside, the scalars get
+their local gradient and the embeddings n times theirs.
+"""
+import math
+
+import jax
+import jax.numpy as jnp
+
+from jaxmm.losses import ring
+
+# Paper defaults: CLIP initialises the logit scale to 1/0.07 (Radford et al.
+# 2021, Sec. 2.5); SigLIP initialises t' = log 10 and b = −10 (Zhai et al.
+# 2023, Sec. 3.2 and Algorithm 1); SupCon uses τ = 0.07 (Khosla et al. 2020).
+CLIP_INIT_LOG_SCALE = math.log(1 / 0.07)
+SIGLIP_INIT_LOG_SCALE = math.log(10.0)
+SIGLIP_INIT_BIAS = -10.0
+SUPCON_TEMPERATURE = 0.07
+
+SIGLIP_VARIANTS = ("gather", "ring")
+SUPCON_CONTRAST_MODES = ("all", "one")
+
+
+def _compute_dtype(*arrays):
+  return jnp.result_type(jnp.float32, *(a.dtype for a in arrays))
+
+
+def _matching(rows, cols, col_offset):
+  """[rows, cols] bool mask of matching pairs: local row i ↔ column offset + i."""
+  return jnp.arange(rows)[:, None] + col_offset == jnp.arange(cols)[None, :]
+
+
+def clip_loss(zimg, ztxt, log_scale, *, axis_name=None):
+  """Symmetric InfoNCE of CLIP (Radford et al. 2021, Fig. 3).
+
+  With logits = exp(log_scale) · zimg · ztxtᵀ ([B, B]), the loss is the mean of
+  the image→text and text→image cross-entropies with the diagonal as targets.
+
+  With `axis_name` each shard gathers both towers' embeddings: its image rows
+  against all texts are its rows of the image→text problem, and its text rows
+  against all images are its rows of the text→image problem (the columns of
+  the [B, B] logits that belong to its texts). Per-shard sums are added up and
+  divided by the global 2B.
+
+  Args:
+    zimg: [b, D] L2-normalised image embeddings (this shard's rows).
+    ztxt: [b, D] L2-normalised text embeddings, row i matching zimg row i.
+    log_scale: scalar, log of the logit multiplier.
+    axis_name: None, or the mesh axis name(s) the batch is sharded over.
+
+  Returns:
+    Scalar loss over the global batch.
+  """
+  dtype = _compute_dtype(zimg, ztxt)
+  zimg, ztxt = zimg.astype(dtype), ztxt.astype(dtype)
+  scale = jnp.exp(jnp.asarray(log_scale, dtype))
+  b = zimg.shape[0]
+  batch = b * ring.num_shards(axis_name)
+  targets = ring.shard_index(axis_name) * b + jnp.arange(b)
+
+  def cross_entropy_sum(queries, keys):
+    logits = scale * queries @ ring.gather_rows(keys, axis_name).T  # [b, B]
+    target_logits = jnp.take_along_axis(logits, targets[:, None], axis=1)
+    return jnp.sum(jax.nn.logsumexp(logits, axis=1) - target_logits[:, 0])
+
+  local = cross_entropy_sum(zimg, ztxt) + cross_entropy_sum(ztxt, zimg)
+  return ring.sum_shards(local, axis_name) / (2 * batch)
+
+
+def siglip_loss(zimg, ztxt, log_scale, bias, *, axis_name=None,
+                variant="ring"):
+  """Sigmoid loss of SigLIP (Zhai et al. 2023, Algorithm 1).
+
+  −(1/B) Σᵢ Σⱼ log σ(zᵢⱼ · (exp(log_scale) · zimgᵢ · ztxtⱼ + bias)), zᵢⱼ = +1
+  for the matching pair i = j and −1 otherwise.
+
+  `variant` chooses how a sharded batch is reduced (without `axis_name` both
+  compute the same [B, B] logits):
+    "gather": all-gather the text embeddings; each shard forms its [b, B]
+      logits rows at once.
+    "ring": text blocks travel around the ring of shards (the paper's chunked
+      implementation, Sec. 3.3); a shard forms one [b, b] logits block at a
+      time and the backward pass recomputes them, so memory does not grow
+      with the number of shards (see `ring.ring_sum`).
+
+  Args:
+    zimg: [b, D] L2-normalised image embeddings (this shard's rows).
+    ztxt: [b, D] L2-normalised text embeddings, row i matching zimg row i.
+    log_scale: scalar, log of the logit multiplier t.
+    bias: scalar logit bias b.
+    axis_name: None, or the mesh axis name(s) the batch is sharded over.
+    variant: "gather" or "ring".
+
+  Returns:
+    Scalar loss over the global batch.
+  """
+  if variant not in SIGLIP_VARIANTS:
+    raise ValueError(
+        f"variant must be one of {SIGLIP_VARIANTS}, got {variant!r}")
+  dtype = _compute_dtype(zimg, ztxt)
+  zimg, ztxt = zimg.astype(dtype), ztxt.astype(dtype)
+  scale = jnp.exp(jnp.asarray(log_scale, dtype))
+  bias = jnp.asarray(bias, dtype)
+  b = zimg.shape[0]
+  batch = b * ring.num_shards(axis_name)
+
+  def neg_log_sigmoid_sum(images, texts, matching):
+    logits = scale * images @ texts.T + bias
+    signs = 2.0 * matching - 1.0 if matching is not None else -1.0
+    return -jnp.sum(jax.nn.log_sigmoid(signs * logits))
+
+  if variant == "gather":
+    texts = ring.gather_rows(ztxt, axis_name)
+    offset = ring.shard_index(axis_name) * b
+    local = neg_log_sigmoid_sum(zimg, texts, _matching(b, batch, offset))
+  else:
+    # Only a shard's own text block holds its matching pairs; every other
+    # block is all negatives (Algorithm 1's loop over neighbours).
+    local = ring.ring_sum(
+        lambda images, texts, own: neg_log_sigmoid_sum(
+            images, texts, _matching(b, b, 0) if own else None),
+        zimg, ztxt, axis_name)
+  return ring.sum_shards(local, axis_name) / batch
+
+
+def supcon_loss(features, labels=None, *, temperature=SUPCON_TEMPERATURE,
+                base_temperature=SUPCON_TEMPERATURE, contrast_mode="all",
+                axis_name=None):
+  """Supervised contrastive loss, L_out of Khosla et al. (2020), eq. 2.
+
+  For anchor a with positives P(a) (all other views whose label equals a's)
+  and contrast set A(a) (all views except a itself):
+
+    ℓ(a) = −(τ/τ_base) · (1/|P(a)|) Σ_{p∈P(a)} log( exp(a·p/τ) / Σ_{c∈A(a)} exp(a·c/τ) )
+
+  and the loss is the mean of ℓ over the anchors with |P(a)| ≥ 1; an anchor
+  without positives contributes nothing (0 if no anchor has one). labels=None
+  gives SimCLR's NT-Xent (positives are the other views of the same sample).
+  The anchors are every view (contrast_mode "all") or the first view of each
+  sample ("one"); the contrast set is always every view.
+
+  With `axis_name` each shard's anchors are its own samples and the contrast
+  set is gathered from all shards; per-anchor sums and positive-anchor counts
+  are summed over shards before dividing.
+
+  Args:
+    features: [b, V, D] L2-normalised features of V views (this shard's rows).
+    labels: [b] integer class labels, or None.
+    temperature: τ.
+    base_temperature: τ_base, rescales the loss as in the reference code.
+    contrast_mode: "all" or "one".
+    axis_name: None, or the mesh axis name(s) the batch is sharded over.
+
+  Returns:
+    Scalar loss over the global batch.
+  """
+  if contrast_mode not in SUPCON_CONTRAST_MODES:
+    raise ValueError(f"contrast_mode must be one of {SUPCON_CONTRAST_MODES}, "
+                     f"got {contrast_mode!r}")
+  dtype = _compute_dtype(features)
+  features = features.astype(dtype)
+  b, views, _ = features.shape
+  offset = ring.shard_index(axis_name) * b
+  if labels is None:
+    labels = offset + jnp.arange(b)  # Each sample is its own class.
+
+  anchor_views = views if contrast_mode == "all" else 1
+  anchors = features[:, :anchor_views].reshape(b * anchor_views, -1)
+  anchor_labels = jnp.repeat(labels, anchor_views)
+  contrast = ring.gather_rows(features, axis_name)  # [B, V, D]
+  contrast_labels = jnp.repeat(ring.gather_rows(labels, axis_name), views)
+  contrast = contrast.reshape(contrast.shape[0] * views, -1)
+
+  # Anchor (i, v) is global view (offset + i)·V + v, which is excluded from
+  # its own contrast set A(a) and so also from its positives.
+  anchor_ids = ((offset + jnp.arange(b))[:, None] * views +
+                jnp.arange(anchor_views)[None, :]).reshape(-1)
+  is_self = anchor_ids[:, None] == jnp.arange(contrast.shape[0])[None, :]
+  positive = (anchor_labels[:, None] == contrast_labels[None, :]) & ~is_self
+
+  logits = jnp.where(is_self, -jnp.inf, anchors @ contrast.T / temperature)
+  log_prob = logits - jax.nn.logsumexp(logits, axis=1, keepdims=True)
+  num_positives = jnp.sum(positive, axis=1)
+  has_positive = num_positives > 0
+  mean_log_prob_pos = (jnp.sum(jnp.where(positive, log_prob, 0.0), axis=1) /
+                       jnp.maximum(num_positives, 1))
+  local_sum = -(temperature / base_temperature) * jnp.sum(
+      jnp.where(has_positive, mean_log_prob_pos, 0.0))
+  count = ring.sum_shards(jnp.sum(has_positive).astype(dtype), axis_name)
+  return ring.sum_shards(local_sum, axis_name) / jnp.maximum(count, 1)

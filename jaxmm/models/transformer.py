@@ -1,0 +1,167 @@
+"""Pre-LN transformer encoder shared by the image and text towers.
+
+Every parameter carries logical axis names ('embed', 'mlp', 'heads', 'kv') and
+the main activations are constrained to ('batch', 'length', 'act_*'), so one
+table of rules in `jaxmm.parallel` decides data, FSDP and tensor parallelism.
+Parameters are float32; `dtype` is the compute dtype.
+"""
+from typing import Any, Optional, Tuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+# Large negative logit for masked keys: finite so that a row whose keys are all
+# masked gives a uniform (not NaN) distribution.
+_MASKED_LOGIT = -1e30
+
+
+def partitioned(init_fn, names):
+  """An initialiser whose parameter carries logical axis `names`."""
+  return nn.with_logical_partitioning(init_fn, names)
+
+
+def dot_product_attention(q, k, v, mask=None):
+  """softmax(q kᵀ / √d) v (Vaswani et al. 2017, eq. 1), softmax in float32.
+
+  Args:
+    q: [B, L, H, K] queries.
+    k: [B, S, H, K] keys.
+    v: [B, S, H, K] values.
+    mask: optional bool, broadcastable to [B, H, L, S]; False drops a key.
+
+  Returns:
+    [B, L, H, K] in the dtype of `v`.
+  """
+  logits = jnp.einsum("blhk,bshk->bhls", q, k, preferred_element_type=jnp.float32)
+  logits = logits / jnp.sqrt(jnp.float32(q.shape[-1]))
+  if mask is not None:
+    logits = jnp.where(mask, logits, _MASKED_LOGIT)
+  weights = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
+  return jnp.einsum("bhls,bshk->blhk", weights, v)
+
+
+class HeadDense(nn.Module):
+  """x · kernel contracting x's last `num_in` axes with the kernel's first, plus bias.
+
+  The q/k/v ([embed, heads, kv]) and output ([heads, kv, embed]) projections keep
+  heads as a separate kernel axis, so 'heads' can be tensor-sharded. (flax's
+  DenseGeneral initialises multi-axis kernels flat and reshapes after, so under a
+  mesh its logical constraint meets a rank-2 value and fails; this one does not.)
+  """
+  kernel_shape: Tuple[int, ...]
+  kernel_axes: Tuple[Optional[str], ...]
+  num_in: int = 1
+  dtype: Any = jnp.float32
+  use_bias: bool = True
+
+  @nn.compact
+  def __call__(self, x):
+    """x [..., *kernel_shape[:num_in]] -> [..., *kernel_shape[num_in:]]."""
+    fan_in = tuple(range(self.num_in))
+    fan_out = tuple(range(self.num_in, len(self.kernel_shape)))
+    kernel = self.param(
+        "kernel",
+        partitioned(nn.initializers.xavier_uniform(in_axis=fan_in, out_axis=fan_out), self.kernel_axes),
+        self.kernel_shape)
+    y = jnp.tensordot(x.astype(self.dtype), kernel.astype(self.dtype), axes=self.num_in)
+    if not self.use_bias:
+      return y
+    bias = self.param("bias", partitioned(nn.initializers.zeros, self.kernel_axes[self.num_in:]),
+                      self.kernel_shape[self.num_in:])
+    return y + bias.astype(self.dtype)
+
+
+class MultiHeadAttention(nn.Module):
+  """Multi-head attention with einsum projections (Vaswani et al. 2017, section 3.2.2)."""
+  num_heads: int
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x_q, x_kv, mask=None):
+    """x_q [B, L, D], x_kv [B, S, D], mask broadcastable to [B, H, L, S] -> [B, L, D]."""
+    width = x_q.shape[-1]
+    if width % self.num_heads:
+      raise ValueError(f"width {width} is not divisible by num_heads {self.num_heads}")
+    heads_shape = (self.num_heads, width // self.num_heads)
+
+    def project(name, x, use_bias=True):
+      dense = HeadDense((width,) + heads_shape, ("embed", "heads", "kv"), 1, self.dtype,
+                        use_bias=use_bias, name=name)
+      return nn.with_logical_constraint(dense(x), ("batch", "length", "act_heads", None))
+
+    # No key bias: it adds q·b_k to a whole row of logits, which the softmax
+    # ignores, so its gradient is zero up to rounding and Adam would turn that
+    # rounding noise into updates of full step size.
+    keys = project("key", x_kv, use_bias=False)
+    y = dot_product_attention(project("query", x_q), keys, project("value", x_kv), mask)
+    y = nn.with_logical_constraint(y, ("batch", "length", "act_heads", None))
+    return HeadDense(heads_shape + (width,), ("heads", "kv", "embed"), 2, self.dtype, name="out")(y)
+
+
+def layer_norm(dtype, name=None):
+  """LayerNorm with its scale and bias named along 'embed'."""
+  return nn.LayerNorm(
+      dtype=dtype, name=name,
+      scale_init=partitioned(nn.initializers.ones, ("embed",)),
+      bias_init=partitioned(nn.initializers.zeros, ("embed",)))
+
+
+class MlpBlock(nn.Module):
+  """Dense(mlp_dim) -> GELU -> Dense(width)."""
+  mlp_dim: int
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    """x [B, L, D] -> [B, L, D]."""
+    width = x.shape[-1]
+    h = nn.Dense(
+        self.mlp_dim, dtype=self.dtype, name="fc1",
+        kernel_init=partitioned(nn.initializers.xavier_uniform(), ("embed", "mlp")),
+        bias_init=partitioned(nn.initializers.normal(1e-6), ("mlp",)))(x)
+    h = nn.with_logical_constraint(nn.gelu(h), ("batch", "length", "act_mlp"))
+    return nn.Dense(
+        width, dtype=self.dtype, name="fc2",
+        kernel_init=partitioned(nn.initializers.xavier_uniform(), ("mlp", "embed")),
+        bias_init=partitioned(nn.initializers.normal(1e-6), ("embed",)))(h)
+
+
+class EncoderBlock(nn.Module):
+  """x + MHSA(LN(x)), then x + MLP(LN(x)) (pre-LN, Xiong et al. 2020)."""
+  num_heads: int
+  mlp_dim: int
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, mask=None):
+    """x [B, L, D], mask bool [B, 1, 1, L] or None -> [B, L, D]."""
+    act = ("batch", "length", "act_embed")
+    y = layer_norm(self.dtype, "ln_attn")(x)
+    y = MultiHeadAttention(self.num_heads, self.dtype, name="attn")(y, y, mask)
+    x = nn.with_logical_constraint(x + y, act)
+    y = layer_norm(self.dtype, "ln_mlp")(x)
+    y = MlpBlock(self.mlp_dim, self.dtype, name="mlp")(y)
+    return nn.with_logical_constraint(x + y, act)
+
+
+class Encoder(nn.Module):
+  """A stack of `depth` EncoderBlocks; `remat` recomputes each block in the backward pass."""
+  depth: int
+  num_heads: int
+  mlp_dim: int
+  dtype: Any = jnp.float32
+  remat: bool = False
+
+  @nn.compact
+  def __call__(self, x, padding_mask: Optional[jax.Array] = None):
+    """x [B, L, D], padding_mask bool [B, L] (True = real token) or None -> [B, L, D].
+
+    Padded tokens are dropped as keys; their own outputs are computed but meaningless.
+    """
+    block = nn.remat(EncoderBlock) if self.remat else EncoderBlock
+    mask = None if padding_mask is None else padding_mask[:, None, None, :]
+    x = nn.with_logical_constraint(x.astype(self.dtype), ("batch", "length", "act_embed"))
+    for i in range(self.depth):
+      x = block(self.num_heads, self.mlp_dim, self.dtype, name=f"block_{i}")(x, mask)
+    return x

@@ -1,0 +1,71 @@
+"""Two-tower image-text model (CLIP, Radford et al. 2021; SigLIP, Zhai et al. 2023)."""
+import math
+from typing import Any, Mapping, Optional
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from jaxmm.models.text import TextTransformer
+from jaxmm.models.transformer import partitioned
+from jaxmm.models.vit import ViT
+
+
+def l2_normalize(x, eps=1e-12):
+  """x / ||x|| along the last axis, in float32. [B, E] -> [B, E]."""
+  x = x.astype(jnp.float32)
+  return x * jnp.reciprocal(jnp.sqrt(jnp.maximum(jnp.sum(x * x, axis=-1, keepdims=True), eps * eps)))
+
+
+class TwoTower(nn.Module):
+  """ViT and text transformer, each projected to `embed_dim` and L2-normalised.
+
+  Attributes:
+    image: ViT keyword arguments (patch_size, width, depth, num_heads, mlp_dim, pool).
+    text: TextTransformer keyword arguments (vocab_size, width, depth, num_heads, mlp_dim, max_len).
+    embed_dim: joint embedding dimension E.
+    dtype: compute dtype of the towers; parameters and embeddings are float32.
+    remat: recompute each transformer block in the backward pass.
+    init_log_scale: initial log of the logit multiplier (log 10 for SigLIP, log 1/0.07 for CLIP).
+    init_bias: initial logit bias (−10 for SigLIP); None creates no bias parameter.
+  """
+  image: Mapping[str, Any]
+  text: Mapping[str, Any]
+  embed_dim: int
+  dtype: Any = jnp.float32
+  remat: bool = False
+  init_log_scale: float = math.log(10.0)
+  init_bias: Optional[float] = -10.0
+
+  def setup(self):
+    dtype = jnp.dtype(self.dtype)
+    self.image_tower = ViT(**self.image, dtype=dtype, remat=self.remat)
+    self.text_tower = TextTransformer(**self.text, dtype=dtype, remat=self.remat)
+    # The heads run in float32: they are cheap and the embeddings feed the loss.
+    self.image_proj = self._projection()
+    self.text_proj = self._projection()
+    self.log_scale = self.param(
+        "log_scale", partitioned(nn.initializers.constant(self.init_log_scale), ()), (), jnp.float32)
+    if self.init_bias is not None:
+      self.bias = self.param(
+          "bias", partitioned(nn.initializers.constant(self.init_bias), ()), (), jnp.float32)
+
+  def _projection(self):
+    return nn.Dense(
+        self.embed_dim, dtype=jnp.float32,
+        kernel_init=partitioned(nn.initializers.lecun_normal(), ("embed", "joint")),
+        bias_init=partitioned(nn.initializers.zeros, ("joint",)))
+
+  def encode_image(self, images):
+    """images [B, H, W, C] -> unit-norm float32 [B, E]."""
+    return l2_normalize(self.image_proj(self.image_tower(images).astype(jnp.float32)))
+
+  def encode_text(self, tokens):
+    """tokens int [B, L] (0 = pad) -> unit-norm float32 [B, E]."""
+    return l2_normalize(self.text_proj(self.text_tower(tokens).astype(jnp.float32)))
+
+  def __call__(self, images, tokens):
+    """Returns (zimg [B, E], ztxt [B, E], {'log_scale': [], 'bias': []}); 'bias' only with init_bias."""
+    aux = {"log_scale": self.log_scale}
+    if self.init_bias is not None:
+      aux["bias"] = self.bias
+    return self.encode_image(images), self.encode_text(tokens), aux

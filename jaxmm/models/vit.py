@@ -1,0 +1,73 @@
+"""Vision Transformer image tower (Dosovitskiy et al. 2021) returning one vector per image."""
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from jaxmm.models.transformer import Encoder, MlpBlock, MultiHeadAttention, layer_norm, partitioned
+
+
+class MAPHead(nn.Module):
+  """Multihead attention pooling: one learned query attends over all tokens (Lee et al. 2019)."""
+  num_heads: int
+  mlp_dim: int
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    """x [B, N, D] -> [B, D]."""
+    probe = self.param("probe", partitioned(nn.initializers.xavier_uniform(), (None, None, "embed")),
+                       (1, 1, x.shape[-1]))
+    probe = jnp.broadcast_to(probe.astype(self.dtype), (x.shape[0], 1, x.shape[-1]))
+    y = MultiHeadAttention(self.num_heads, self.dtype, name="attn")(probe, x)
+    y = y + MlpBlock(self.mlp_dim, self.dtype, name="mlp")(layer_norm(self.dtype, "ln")(y))
+    return y[:, 0]
+
+
+class ViT(nn.Module):
+  """Patchify -> + position embedding -> Encoder -> LayerNorm -> pool.
+
+  pool: 'gap' (mean over patches), 'cls' (a learned class token prepended), or
+  'map' (multihead attention pooling).
+  """
+  patch_size: int
+  width: int
+  depth: int
+  num_heads: int
+  mlp_dim: int
+  pool: str = "gap"
+  dtype: Any = jnp.float32
+  remat: bool = False
+
+  @nn.compact
+  def __call__(self, images):
+    """images [B, H, W, C] (H, W multiples of patch_size) -> [B, width] in the compute dtype."""
+    _, h, w, _ = images.shape
+    p = self.patch_size
+    if h % p or w % p:
+      raise ValueError(f"image size {h}x{w} is not a multiple of patch_size {p}")
+    # A stride-p convolution with a p×p kernel is patchify + one shared linear map.
+    x = nn.Conv(
+        self.width, (p, p), strides=(p, p), padding="VALID", dtype=self.dtype, name="patch_embed",
+        kernel_init=partitioned(nn.initializers.lecun_normal(), (None, None, None, "embed")),
+        bias_init=partitioned(nn.initializers.zeros, ("embed",)))(images.astype(self.dtype))
+    x = x.reshape(x.shape[0], -1, self.width)
+    pos = self.param("pos_embedding", partitioned(nn.initializers.normal(0.02), (None, None, "embed")),
+                     (1, x.shape[1], self.width))
+    x = x + pos.astype(self.dtype)
+
+    if self.pool == "cls":
+      cls = self.param("cls", partitioned(nn.initializers.zeros, (None, None, "embed")),
+                       (1, 1, self.width))
+      x = jnp.concatenate([jnp.broadcast_to(cls.astype(self.dtype), (x.shape[0], 1, self.width)), x], 1)
+
+    x = Encoder(self.depth, self.num_heads, self.mlp_dim, self.dtype, self.remat, name="encoder")(x)
+    x = layer_norm(self.dtype, "ln_final")(x)
+
+    if self.pool == "gap":
+      return jnp.mean(x, axis=1)
+    if self.pool == "cls":
+      return x[:, 0]
+    if self.pool == "map":
+      return MAPHead(self.num_heads, self.mlp_dim, self.dtype, name="map_head")(x)
+    raise ValueError(f"unknown pool {self.pool!r}; expected 'gap', 'cls' or 'map'")

@@ -1,0 +1,39 @@
+"""jaxmm: contrastive and diffusion pretraining in JAX/Flax."""
+import setuptools
+
+# Ranges are what the code needs; constraints.txt pins one set that resolves
+# together and is what `make` installs.
+INSTALL_REQUIRES = [
+    "jax>=0.10.2,<0.12",
+    "flax>=0.12.8,<0.13",
+    "optax>=0.2.8,<0.3",
+    "orbax-checkpoint>=0.12.8,<0.13",
+    "tensorflow-datasets>=4.9.10,<4.10",
+    "importlib_resources>=6",  # tfds needs it on Python >= 3.9 but declares it only below
+    "array_record>=0.8.6",
+    "grain>=0.2.18,<0.3",
+    "ml_collections>=1.1.0,<1.2",
+    "chex>=0.1.92",
+    "einops>=0.8.2",
+    "absl-py>=2.1",
+    "numpy>=2.0",
+    "pillow>=11",
+    "tensorboardX>=2.6",
+    "tqdm>=4.66",
+]
+
+setuptools.setup(
+    name="jaxmm",
+    version="0.1.0",
+    description="Contrastive and diffusion pretraining in one JAX/Flax codebase.",
+    python_requires=">=3.10",
+    packages=setuptools.find_packages(include=["jaxmm", "jaxmm.*", "experiments"]),
+    install_requires=INSTALL_REQUIRES,
+    extras_require={
+        "test": ["pytest>=8", "pytest-xdist>=3.6"],
+        # Only needed to prepare public TFDS datasets with image features.
+        "tf": ["tensorflow-cpu>=2.21,<2.22"],
+        "sentencepiece": ["sentencepiece>=0.2"],
+    },
+    entry_points={"console_scripts": ["jaxmm=jaxmm.cli:main"]},
+)
