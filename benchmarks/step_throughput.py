@@ -153,12 +153,17 @@ def benchmark(dtype: str, args) -> dict:
   for side in sides.values():
     side.run(args.warmup)
   times = {name: [] for name in sides}
-  for _ in range(args.rounds):
+  for i in range(args.rounds):
     for name, side in sides.items():
       times[name].append(side.run(args.steps) / args.steps)
+    print(f"{dtype} round {i + 1}: " + ", ".join(f"{name} {t[-1]:.3f} s/step" for name, t in
+                                               times.items()) + f"; load {load_average()}")
   result = {"dtype": dtype, "flops": step_flops(config), "compile_s": compile_s,
             "times": times, "median": {name: statistics.median(t) for name, t in times.items()}}
   if "torch" in sides:
+    # Rounds run back to back, so a round's pair saw about the same load from elsewhere.
+    result["paired_ratio"] = statistics.median(
+        t / j for t, j in zip(times["torch"], times["jaxmm"]))
     result["torch_counted_flops"] = sides["torch"].counted_flops
     result["torch_params"] = sides["torch"].num_params
   result["jaxmm_params"] = sum(x.size for x in jax.tree.leaves(sides["jaxmm"].state.params))
@@ -172,18 +177,19 @@ def load_average() -> str:
 
 def print_table(results, args):
   print(f"\nbatch {args.batch}; medians over {args.rounds} rounds of {args.steps} steps; "
-        f"min..max of the per-round means in brackets")
+        f"min..max of the per-round means in brackets. jaxmm/torch: examples/s ratio of the "
+        f"medians [median of the per-round ratios]")
   header = (f"{'dtype':<6}{'side':<7}{'s/step':>9}{'(min..max)':>18}{'examples/s':>12}"
-            f"{'GFLOP/s':>9}{'jaxmm/torch':>13}")
+            f"{'GFLOP/s':>9}{'jaxmm/torch':>20}")
   print(header)
   print("-" * len(header))
   for r in results:
     for name, median in r["median"].items():
       t = r["times"][name]
-      ratio = (f"{r['median']['torch'] / r['median']['jaxmm']:.2f}x"
+      ratio = (f"{r['median']['torch'] / r['median']['jaxmm']:.2f}x [{r['paired_ratio']:.2f}x]"
                if name == "jaxmm" and "torch" in r["median"] else "")
       print(f"{r['dtype']:<6}{name:<7}{median:>9.4f}{f'({min(t):.3f}..{max(t):.3f})':>18}"
-            f"{args.batch / median:>12.1f}{r['flops'] / median / 1e9:>9.1f}{ratio:>13}")
+            f"{args.batch / median:>12.1f}{r['flops'] / median / 1e9:>9.1f}{ratio:>20}")
   print("\nGFLOP/s use the model FLOPs of jaxmm.models.flops (3x forward matmuls, plus the loss's "
         "logits), the same count for both sides.")
   for r in results:

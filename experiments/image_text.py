@@ -77,8 +77,8 @@ def make_zero_shot_evaluator(model, config, mesh, workdir):
       mesh=mesh, text_batch_size=config.eval.zero_shot.batch_size, workdir=workdir)
 
 
-def train(config: ml_collections.ConfigDict, workdir: str) -> train_lib.TrainState:
-  mesh = parallel.make_mesh(config.mesh)
+def build(config: ml_collections.ConfigDict, workdir: str, mesh: jax.sharding.Mesh) -> dict:
+  """The experiment's parts for `jaxmm.train.run`: init, loss, data and evaluators."""
   parallel.check_batch_size(config.batch_size, mesh)
   parallel.check_batch_size(config.eval.zero_shot.batch_size, mesh)
   model = models.get_model(config.model)
@@ -86,7 +86,11 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> train_lib.TrainSta
   train_data = data.train_iterator(
       config.data, global_batch_size=config.batch_size, seed=seed,
       process_index=jax.process_index(), process_count=jax.process_count())
-  return train_lib.run(
-      config, workdir, mesh=mesh, init_params=make_init_params(model, config),
-      loss_fn=make_loss_fn(model, config.loss, mesh), train_data=train_data,
-      evaluators=[make_zero_shot_evaluator(model, config, mesh, workdir)])
+  return dict(init_params=make_init_params(model, config),
+              loss_fn=make_loss_fn(model, config.loss, mesh), train_data=train_data,
+              evaluators=[make_zero_shot_evaluator(model, config, mesh, workdir)])
+
+
+def train(config: ml_collections.ConfigDict, workdir: str) -> train_lib.TrainState:
+  mesh = parallel.make_mesh(config.mesh)
+  return train_lib.run(config, workdir, mesh=mesh, **build(config, workdir, mesh))

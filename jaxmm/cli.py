@@ -12,6 +12,7 @@ import sys
 
 from absl import flags
 from absl import logging
+import logging as std_logging
 
 from jaxmm import config_loading
 
@@ -94,7 +95,9 @@ def main(argv=None) -> None:
   # Libraries that read absl flags (grain's worker processes) need them parsed.
   if not flags.FLAGS.is_parsed():
     flags.FLAGS(["jaxmm"])
-  logging.set_verbosity(logging.INFO)
+  # jaxmm's own progress at INFO; libraries (orbax, grain) only at WARNING.
+  logging.set_verbosity(logging.WARNING)
+  std_logging.getLogger("jaxmm").setLevel(std_logging.INFO)
   try:
     experiment = importlib.import_module(f"experiments.{config.experiment}")
   except ModuleNotFoundError as e:

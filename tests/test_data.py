@@ -24,10 +24,8 @@ REFERENCE_RGB = {
 
 
 @pytest.fixture(scope="session")
-def data_dir(tmp_path_factory):
-  path = str(tmp_path_factory.mktemp("tfds"))
-  data.data_source("shapes", "train", data_dir=path)  # builds both splits
-  return path
+def data_dir(shapes_data_dir):
+  return shapes_data_dir
 
 
 def _records(data_dir, split):

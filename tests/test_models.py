@@ -1,5 +1,6 @@
 """Tests for jaxmm.models: shapes, logical axes, sharding, remat, dtypes, masking, references, FLOPs."""
 import math
+import re
 
 import flax.linen as nn
 import jax
@@ -8,7 +9,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from jaxmm.models import get_model, model_flops_per_example
+from jaxmm.models import get_model, matmul, model_flops_per_example
 from jaxmm.models.transformer import dot_product_attention
 
 PARAM_AXES = {"embed", "mlp", "heads", "kv", "vocab", "joint", None}
@@ -220,3 +221,48 @@ def test_flop_count_matches_xla_cost_analysis(pool):
   ours = model_flops_per_example(config, image_size=32)
   # XLA also counts the elementwise work that the matmul count leaves out.
   assert 0.9 < ours / xla_flops <= 1.0, (ours, xla_flops)
+
+
+def _operands(seed=3):
+  rng = np.random.default_rng(seed)
+  return rng.normal(size=(2, 5, 6)), rng.normal(size=(6, 3, 4))
+
+
+def test_low_precision_tensordot_value_and_gradients_match_float64():
+  x, w = _operands()
+  cotangent = np.random.default_rng(4).normal(size=(2, 5, 3, 4))
+
+  def loss(x, w):
+    return jnp.sum(matmul.tensordot(x, w, 1, jnp.bfloat16).astype(jnp.float32) * cotangent)
+
+  y = matmul.tensordot(jnp.float32(x), jnp.float32(w), 1, jnp.bfloat16)
+  assert y.dtype == jnp.bfloat16
+  np.testing.assert_allclose(np.float64(y.astype(jnp.float32)), np.tensordot(x, w, 1), atol=0.1, rtol=0.02)
+  dx, dw = jax.grad(loss, argnums=(0, 1))(jnp.float32(x), jnp.float32(w))
+  assert dx.dtype == dw.dtype == jnp.float32  # float32 parameters get float32 gradients
+  np.testing.assert_allclose(dx, np.tensordot(cotangent, w, ((2, 3), (1, 2))), atol=0.1, rtol=0.02)
+  np.testing.assert_allclose(dw, np.tensordot(x, cotangent, ((0, 1), (0, 1))), atol=0.1, rtol=0.02)
+
+
+def test_float32_products_are_the_plain_jax_numpy_ones():
+  x, w = (jnp.float32(a) for a in _operands())
+  assert np.array_equal(matmul.tensordot(x, w, 1, jnp.float32), jnp.tensordot(x, w, 1))
+  q = jnp.float32(np.random.default_rng(5).normal(size=(2, 5, 3, 4)))
+  got = matmul.einsum("blhk,bshk->bhls", q, q, jnp.float32)
+  assert np.array_equal(got, jnp.einsum("blhk,bshk->bhls", q, q))
+
+
+def test_bfloat16_step_runs_dense_layers_as_bf16_dots_with_float32_accumulation(f32):
+  _, variables = f32
+  images, tokens = batch()
+  model = get_model(tiny_config(dtype="bfloat16"))
+  grad_fn = jax.jit(jax.grad(lambda v: _loss(model, v, images, tokens)))
+  hlo = grad_fn.lower(variables).compile().as_text()
+  dtypes = dict(re.findall(r"%(\S+) = (\w+)\[", hlo))
+  fast = sum(dtypes.get(a) == dtypes.get(b) == "bf16"
+             for a, b in re.findall(r"= f32\[[^\]]*\]\S* dot\(%(\S+?), %(\S+?)\)", hlo))
+  # Per tower 2 blocks x (q, k, v, out, fc1, fc2), plus the patch embedding:
+  # each is one forward and two backward bf16 x bf16 -> f32 dots.
+  assert fast >= 3 * (2 * 2 * 6 + 1), fast
+  grads = grad_fn(variables)  # XLA:CPU must also be able to run them
+  assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(grads))

@@ -4,28 +4,12 @@ import numpy as np
 import pytest
 
 from experiments import image_text
-from jaxmm import config_loading
 from jaxmm import models
 from jaxmm import parallel
 from jaxmm import train
 
 STEPS = 3
 BATCH = 16
-
-
-def tiny_config(loss):
-  config = config_loading.load_config(f"configs/{loss}_shapes.py")
-  config_loading.apply_overrides(config, [
-      "batch_size=16", "total_steps=10", "optim.warmup_steps=1", "optim.lr=0.01",
-      # Adam divides by sqrt(v) + eps: with a tiny eps a gradient that is zero
-      # up to rounding (there are such) gets an update of size lr, of random sign.
-      "optim.eps=1e-4",
-      "data.image_size=16", "data.max_len=8", "model.embed_dim=16",
-      "model.image.patch_size=8", "model.image.width=32", "model.image.depth=1",
-      "model.image.num_heads=2", "model.image.mlp_dim=64",
-      "model.text.width=32", "model.text.depth=1", "model.text.num_heads=2",
-      "model.text.mlp_dim=64"])
-  return config
 
 
 def random_batch(config):
@@ -56,8 +40,10 @@ def run_steps(config, mesh_shape, devices):
 
 
 @pytest.mark.parametrize("loss", ["siglip", "clip"])
-def test_meshes_match_one_device(loss):
-  config = tiny_config(loss)
+def test_meshes_match_one_device(loss, tiny_config):
+  # Adam divides by sqrt(v) + eps: with a tiny eps a gradient that is zero up
+  # to rounding would get an update of size lr and random sign.
+  config = tiny_config(loss, "optim.eps=1e-4")
   ref_losses, ref_params, _ = run_steps(config, (1, 1, 1), jax.devices()[:1])
   assert ref_losses[-1] < ref_losses[0], ref_losses  # it trains: the numbers mean something
   for shape in [(8, 1, 1), (2, 2, 2), (1, 8, 1)]:
@@ -67,7 +53,7 @@ def test_meshes_match_one_device(loss):
                  params, ref_params)
 
 
-def test_parameters_are_sharded_by_the_rules():
+def test_parameters_are_sharded_by_the_rules(tiny_config):
   config = tiny_config("siglip")
   *_, state = run_steps(config, (2, 2, 2), jax.devices())
   mlp_kernel = [x for path, x in jax.tree_util.tree_leaves_with_path(state.params)

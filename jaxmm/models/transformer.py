@@ -5,11 +5,13 @@ the main activations are constrained to ('batch', 'length', 'act_*'), so one
 table of rules in `jaxmm.parallel` decides data, FSDP and tensor parallelism.
 Parameters are float32; `dtype` is the compute dtype.
 """
-from typing import Any, Optional, Tuple
+from typing import Any, Callable, Optional, Tuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from jaxmm.models import matmul
 
 # Large negative logit for masked keys: finite so that a row whose keys are all
 # masked gives a uniform (not NaN) distribution.
@@ -23,6 +25,12 @@ def partitioned(init_fn, names):
 
 def dot_product_attention(q, k, v, mask=None):
   """softmax(q kᵀ / √d) v (Vaswani et al. 2017, eq. 1), softmax in float32.
+
+  The logits accumulate in float32; the batched [B, H, L, S] products keep
+  plain autodiff, because XLA:CPU (jax 0.10.2) compiles some of their
+  backward products bf16 x bf16 -> float32 into a dot it cannot run
+  ("Unsupported element type for DotThunk"), unlike `matmul.einsum`'s dense
+  layers.
 
   Args:
     q: [B, L, H, K] queries.
@@ -41,33 +49,35 @@ def dot_product_attention(q, k, v, mask=None):
   return jnp.einsum("bhls,bshk->blhk", weights, v)
 
 
-class HeadDense(nn.Module):
+class Dense(nn.Module):
   """x · kernel contracting x's last `num_in` axes with the kernel's first, plus bias.
 
-  The q/k/v ([embed, heads, kv]) and output ([heads, kv, embed]) projections keep
-  heads as a separate kernel axis, so 'heads' can be tensor-sharded. (flax's
-  DenseGeneral initialises multi-axis kernels flat and reshapes after, so under a
-  mesh its logical constraint meets a rank-2 value and fails; this one does not.)
+  Every dense layer of the towers: the q/k/v ([embed, heads, kv]) and output
+  ([heads, kv, embed]) projections keep heads as a separate kernel axis, so
+  'heads' can be tensor-sharded (flax's DenseGeneral initialises multi-axis
+  kernels flat and reshapes after, so under a mesh its logical constraint meets
+  a rank-2 value and fails; this one does not); the MLP uses [embed, mlp] and
+  [mlp, embed], the patch embedding [p, p, C, embed]. The product runs in
+  `dtype` with float32 accumulation (`jaxmm.models.matmul`).
   """
   kernel_shape: Tuple[int, ...]
   kernel_axes: Tuple[Optional[str], ...]
   num_in: int = 1
   dtype: Any = jnp.float32
   use_bias: bool = True
+  kernel_init: Optional[Callable] = None  # None: Glorot uniform over the in and out axes.
+  bias_init: Callable = nn.initializers.zeros
 
   @nn.compact
   def __call__(self, x):
     """x [..., *kernel_shape[:num_in]] -> [..., *kernel_shape[num_in:]]."""
-    fan_in = tuple(range(self.num_in))
-    fan_out = tuple(range(self.num_in, len(self.kernel_shape)))
-    kernel = self.param(
-        "kernel",
-        partitioned(nn.initializers.xavier_uniform(in_axis=fan_in, out_axis=fan_out), self.kernel_axes),
-        self.kernel_shape)
-    y = jnp.tensordot(x.astype(self.dtype), kernel.astype(self.dtype), axes=self.num_in)
+    kernel_init = self.kernel_init or nn.initializers.xavier_uniform(
+        in_axis=tuple(range(self.num_in)), out_axis=tuple(range(self.num_in, len(self.kernel_shape))))
+    kernel = self.param("kernel", partitioned(kernel_init, self.kernel_axes), self.kernel_shape)
+    y = matmul.tensordot(x, kernel, self.num_in, self.dtype)
     if not self.use_bias:
       return y
-    bias = self.param("bias", partitioned(nn.initializers.zeros, self.kernel_axes[self.num_in:]),
+    bias = self.param("bias", partitioned(self.bias_init, self.kernel_axes[self.num_in:]),
                       self.kernel_shape[self.num_in:])
     return y + bias.astype(self.dtype)
 
@@ -86,8 +96,8 @@ class MultiHeadAttention(nn.Module):
     heads_shape = (self.num_heads, width // self.num_heads)
 
     def project(name, x, use_bias=True):
-      dense = HeadDense((width,) + heads_shape, ("embed", "heads", "kv"), 1, self.dtype,
-                        use_bias=use_bias, name=name)
+      dense = Dense((width,) + heads_shape, ("embed", "heads", "kv"), 1, self.dtype,
+                    use_bias=use_bias, name=name)
       return nn.with_logical_constraint(dense(x), ("batch", "length", "act_heads", None))
 
     # No key bias: it adds q·b_k to a whole row of logits, which the softmax
@@ -96,7 +106,7 @@ class MultiHeadAttention(nn.Module):
     keys = project("key", x_kv, use_bias=False)
     y = dot_product_attention(project("query", x_q), keys, project("value", x_kv), mask)
     y = nn.with_logical_constraint(y, ("batch", "length", "act_heads", None))
-    return HeadDense(heads_shape + (width,), ("heads", "kv", "embed"), 2, self.dtype, name="out")(y)
+    return Dense(heads_shape + (width,), ("heads", "kv", "embed"), 2, self.dtype, name="out")(y)
 
 
 def layer_norm(dtype, name=None):
@@ -116,15 +126,11 @@ class MlpBlock(nn.Module):
   def __call__(self, x):
     """x [B, L, D] -> [B, L, D]."""
     width = x.shape[-1]
-    h = nn.Dense(
-        self.mlp_dim, dtype=self.dtype, name="fc1",
-        kernel_init=partitioned(nn.initializers.xavier_uniform(), ("embed", "mlp")),
-        bias_init=partitioned(nn.initializers.normal(1e-6), ("mlp",)))(x)
+    h = Dense((width, self.mlp_dim), ("embed", "mlp"), 1, self.dtype,
+              bias_init=nn.initializers.normal(1e-6), name="fc1")(x)
     h = nn.with_logical_constraint(nn.gelu(h), ("batch", "length", "act_mlp"))
-    return nn.Dense(
-        width, dtype=self.dtype, name="fc2",
-        kernel_init=partitioned(nn.initializers.xavier_uniform(), ("mlp", "embed")),
-        bias_init=partitioned(nn.initializers.normal(1e-6), ("embed",)))(h)
+    return Dense((self.mlp_dim, width), ("mlp", "embed"), 1, self.dtype,
+                 bias_init=nn.initializers.normal(1e-6), name="fc2")(h)
 
 
 class EncoderBlock(nn.Module):

@@ -4,7 +4,8 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxmm.models.transformer import Encoder, MlpBlock, MultiHeadAttention, layer_norm, partitioned
+from jaxmm.models.transformer import (Dense, Encoder, MlpBlock, MultiHeadAttention, layer_norm,
+                                      partitioned)
 
 
 class MAPHead(nn.Module):
@@ -42,16 +43,16 @@ class ViT(nn.Module):
   @nn.compact
   def __call__(self, images):
     """images [B, H, W, C] (H, W multiples of patch_size) -> [B, width] in the compute dtype."""
-    _, h, w, _ = images.shape
+    b, h, w, c = images.shape
     p = self.patch_size
     if h % p or w % p:
       raise ValueError(f"image size {h}x{w} is not a multiple of patch_size {p}")
-    # A stride-p convolution with a p×p kernel is patchify + one shared linear map.
-    x = nn.Conv(
-        self.width, (p, p), strides=(p, p), padding="VALID", dtype=self.dtype, name="patch_embed",
-        kernel_init=partitioned(nn.initializers.lecun_normal(), (None, None, None, "embed")),
-        bias_init=partitioned(nn.initializers.zeros, ("embed",)))(images.astype(self.dtype))
-    x = x.reshape(x.shape[0], -1, self.width)
+    # A stride-p convolution with a p×p kernel is patchify + one shared linear
+    # map; written as that matmul it takes the float32-accumulating bf16 path.
+    patches = images.reshape(b, h // p, p, w // p, p, c).transpose(0, 1, 3, 2, 4, 5)
+    x = Dense((p, p, c, self.width), (None, None, None, "embed"), 3, self.dtype,
+              kernel_init=nn.initializers.lecun_normal(), name="patch_embed")(patches)
+    x = x.reshape(b, -1, self.width)
     pos = self.param("pos_embedding", partitioned(nn.initializers.normal(0.02), (None, None, "embed")),
                      (1, x.shape[1], self.width))
     x = x + pos.astype(self.dtype)

@@ -24,6 +24,8 @@ from jaxmm.train.optim import make_optimizer
 from jaxmm.train.state import TrainState, abstract_state, init_state, state_shardings
 from jaxmm.train.step import LossFn, compile_train_step, make_train_step
 
+log = logging.getLogger("jaxmm")
+
 # evaluator(params, step) -> {metric name: value}
 Evaluator = Callable[[Any, int], Mapping[str, float]]
 
@@ -85,7 +87,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, mesh: jax.sharding.M
   parallel.check_batch_size(config.batch_size, mesh)
   os.makedirs(workdir, exist_ok=True)
   write_config(config, workdir)
-  logging.info("mesh: %s", parallel.describe(mesh))
+  log.info("mesh: %s", parallel.describe(mesh))
 
   tx, schedule = make_optimizer(config.optim, config.total_steps)
   shardings = state_shardings(init_params, tx, mesh)
@@ -94,7 +96,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, mesh: jax.sharding.M
   if latest is None:
     state = init_state(init_params, tx, shardings, init_rng(config.seed))
   else:
-    logging.info("resuming from checkpoint %d in %s", latest, workdir)
+    log.info("resuming from checkpoint %d in %s", latest, workdir)
     state, position = checkpoints.restore(
       manager, latest, abstract_state(init_params, tx, shardings))
     train_data.set_state(position)
@@ -114,28 +116,31 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, mesh: jax.sharding.M
   history = []
   bar = tqdm.tqdm(total=config.total_steps, initial=start, unit="step", dynamic_ncols=True,
           disable=jax.process_index() != 0, smoothing=0.1)
-  with _Preemption() as preemption:
-    for step in range(start + 1, config.total_steps + 1):
-      batch = parallel.global_batch(next(train_data), mesh)
-      state, metrics = train_step(state, batch)
-      history.append(metrics)
-      bar.update(1)
-      if step % config.log_every == 0 or step == config.total_steps:
-        scalars = mean_metrics(history)
-        history = []
-        bar.set_postfix(loss=f"{scalars['loss']:.4f}")
-        writer.write_scalars(step, scalars, prefix="train/")
-      if step % config.checkpoint_every == 0 or step == config.total_steps:
-        save(step)
-      if config.eval_every and (step % config.eval_every == 0 or step == config.total_steps):
-        evaluate(step)
-      if preemption.requested:
-        logging.warning("SIGTERM: saving checkpoint %d and stopping", step)
-        if manager.latest_step() != step:
+  try:
+    with _Preemption() as preemption:
+      for step in range(start + 1, config.total_steps + 1):
+        batch = parallel.global_batch(next(train_data), mesh)
+        state, metrics = train_step(state, batch)
+        history.append(metrics)
+        bar.update(1)
+        if step % config.log_every == 0 or step == config.total_steps:
+          scalars = mean_metrics(history)
+          history = []
+          bar.set_postfix(loss=f"{scalars['loss']:.4f}")
+          writer.write_scalars(step, scalars, prefix="train/")
+        if step % config.checkpoint_every == 0 or step == config.total_steps:
           save(step)
-        break
-  bar.close()
-  manager.wait_until_finished()
-  manager.close()
-  writer.close()
+        if config.eval_every and (step % config.eval_every == 0 or step == config.total_steps):
+          evaluate(step)
+        if preemption.requested:
+          log.warning("SIGTERM: saving checkpoint %d and stopping", step)
+          if manager.latest_step() != step:
+            save(step)
+          break
+  finally:
+    # A crash (an exception) still completes the checkpoint being written.
+    bar.close()
+    manager.wait_until_finished()
+    manager.close()
+    writer.close()
   return state

@@ -1,6 +1,5 @@
 """Scalars to TensorBoard event files and the console (process 0 only)."""
 from collections.abc import Mapping
-import logging
 
 import jax
 import numpy as np
@@ -33,7 +32,6 @@ class MetricWriter:
     self._events.flush()
     # tqdm.write keeps an open progress bar intact.
     tqdm.tqdm.write(f"[{step}] {prefix}{format_scalars(scalars)}")
-    logging.debug("step %d %s%s", step, prefix, format_scalars(scalars))
 
   def close(self) -> None:
     if self._events is not None:

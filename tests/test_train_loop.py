@@ -1,0 +1,116 @@
+"""The generic loop: checkpoints, exact resume, preemption, and restoring a run."""
+import json
+import os
+import signal
+
+import jax
+import numpy as np
+import pytest
+
+from experiments import image_text
+from jaxmm import analysis
+from jaxmm import parallel
+from jaxmm import train
+
+TOTAL = 6
+
+
+@pytest.fixture
+def config(tiny_config, shapes_data_dir):
+  return tiny_config("siglip", f"total_steps={TOTAL}", "checkpoint_every=2", "log_every=2",
+                     "eval_every=3", f"data.data_dir={shapes_data_dir}")
+
+
+class _Interrupt(Exception):
+  pass
+
+
+class _StopAfter:
+  """Wraps a train iterator; raises (or sends SIGTERM) when batch `n + 1` is asked for."""
+
+  def __init__(self, iterator, n, action):
+    self._iterator, self._left, self._action = iterator, n, action
+
+  def __next__(self):
+    if self._left == 0:
+      self._action()
+    self._left -= 1
+    return next(self._iterator)
+
+  def get_state(self):
+    return self._iterator.get_state()
+
+  def set_state(self, state):
+    self._iterator.set_state(state)
+
+
+def _raise():
+  raise _Interrupt()
+
+
+def run(config, workdir, stop_after=None, action=_raise):
+  mesh = parallel.make_mesh(config.mesh)
+  parts = image_text.build(config, workdir, mesh)
+  if stop_after is not None:
+    parts["train_data"] = _StopAfter(parts["train_data"], stop_after, action)
+  return train.run(config, workdir, mesh=mesh, **parts)
+
+
+def _assert_trees_equal(a, b):
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(a), jax.device_get(b))
+
+
+def test_resume_after_a_crash_is_bit_identical(config, tmp_path):
+  straight = run(config, str(tmp_path / "straight"))
+  crashed = str(tmp_path / "crashed")
+  with pytest.raises(_Interrupt):
+    run(config, crashed, stop_after=5)  # dies while training step 6
+  assert analysis.checkpoint_steps(crashed)[-1] == 4
+  resumed = run(config, crashed)
+  assert int(resumed.step) == TOTAL
+  _assert_trees_equal(resumed.params, straight.params)
+  _assert_trees_equal(resumed.opt_state, straight.opt_state)
+
+
+def test_sigterm_saves_and_stops(config, tmp_path):
+  workdir = str(tmp_path / "preempted")
+  state = run(config, workdir, stop_after=3,
+              action=lambda: os.kill(os.getpid(), signal.SIGTERM))
+  # SIGTERM arrives while batch 4 is read: step 4 completes, is saved, and the loop stops.
+  assert int(state.step) == 4
+  assert analysis.checkpoint_steps(workdir) == [2, 4]
+  assert int(run(config, workdir).step) == TOTAL
+
+
+def test_load_run_restores_params_config_and_position(config, tmp_path):
+  workdir = str(tmp_path / "run")
+  state = run(config, workdir)
+  restored = analysis.load_run(workdir)
+  assert restored.step == TOTAL
+  assert restored.config == config
+  _assert_trees_equal(restored.params, state.params)
+  assert all(isinstance(x, np.ndarray) for x in jax.tree.leaves(restored.params))
+  earlier = analysis.load_run(workdir, step=4)
+  assert earlier.step == 4
+  assert earlier.data_position != restored.data_position
+  with pytest.raises(ValueError, match=r"no checkpoint at step 5 .*\[2, 4, 6\]"):
+    analysis.load_run(workdir, step=5)
+
+
+def test_workdir_holds_config_events_and_eval_json(config, tmp_path):
+  workdir = str(tmp_path / "run")
+  run(config, workdir)
+  with open(os.path.join(workdir, "config.json")) as f:
+    assert json.load(f)["total_steps"] == TOTAL
+  assert any(name.startswith("events.out.tfevents") for name in os.listdir(workdir))
+  with open(os.path.join(workdir, "zero_shot.json")) as f:
+    results = json.load(f)
+  assert sorted(results, key=int) == ["3", "6"]
+  for accuracies in results.values():
+    assert set(accuracies) == {"zero_shot/shape", "zero_shot/colour", "zero_shot/held_out_pairs"}
+    assert all(0.0 <= v <= 1.0 for v in accuracies.values())
+
+
+def test_load_run_of_an_empty_workdir_fails_clearly(tmp_path):
+  with pytest.raises(FileNotFoundError, match="no checkpoints"):
+    analysis.load_run(str(tmp_path))

@@ -1,0 +1,82 @@
+"""Zero-shot evaluation with encoders whose answers are known in advance."""
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxmm import data
+from jaxmm import evaluators
+from jaxmm import parallel
+from jaxmm.data import shapes
+
+NUM_CLASSES = 5
+
+
+def _encode_images(params, images):
+  """The 'model' predicts the class written into pixel (0, 0, 0)."""
+  del params
+  return jax.nn.one_hot(images[:, 0, 0, 0].astype(jnp.int32), NUM_CLASSES)
+
+
+def _encode_tokens(params, tokens):
+  """Prompts read 'class K': byte 6 holds the digit."""
+  del params
+  return jax.nn.one_hot(tokens[:, 6] - ord("0"), NUM_CLASSES)
+
+
+def _batches(predicted, labels, batch_size):
+  """Fixed-size batches; the last is padded with wrong predictions and mask False."""
+  n = len(labels)
+  pad = -n % batch_size
+  predicted = np.concatenate([predicted, (labels[:pad] + 1) % NUM_CLASSES])
+  labels = np.concatenate([labels, labels[:pad]])
+  mask = np.arange(n + pad) < n
+  images = np.zeros((n + pad, 4, 4, 3), np.float32)
+  images[:, 0, 0, 0] = predicted
+  return [{"image": images[i:i + batch_size], "label": labels[i:i + batch_size],
+           "mask": mask[i:i + batch_size]} for i in range(0, n + pad, batch_size)]
+
+
+def test_accuracy_counts_real_examples_only(tmp_path):
+  rng = np.random.default_rng(0)
+  labels = rng.integers(0, NUM_CLASSES, 45)
+  predicted = np.where(rng.uniform(size=45) < 0.6, labels, (labels + 2) % NUM_CLASSES)
+  tokenizer = data.get_tokenizer("bytes")
+  task = evaluators.ZeroShotTask(
+      name="digit", class_prompts=[[f"class {k}", f"class {k}"] for k in range(NUM_CLASSES)],
+      labels=lambda b: b["label"])
+  even = evaluators.ZeroShotTask(
+      name="even", class_prompts=task.class_prompts, labels=task.labels,
+      select=lambda b: b["label"] % 2 == 0)
+  evaluate = evaluators.make_evaluator(
+      tasks=[task, even], encode_images=_encode_images, encode_tokens=_encode_tokens,
+      tokenize=lambda texts: tokenizer.encode_batch(texts, 8),
+      eval_batches=lambda: _batches(predicted, labels, 16),
+      mesh=parallel.make_mesh({"data": -1}), text_batch_size=8, workdir=str(tmp_path))
+  results = evaluate(None, step=7)
+  correct = predicted == labels
+  assert results["zero_shot/digit"] == np.mean(correct)
+  assert results["zero_shot/even"] == np.mean(correct[labels % 2 == 0])
+  with open(tmp_path / "zero_shot.json") as f:
+    assert json.load(f) == {"7": results}
+
+
+def test_class_embedding_is_the_normalised_prompt_mean():
+  vectors = {"a": np.array([3.0, 0.0]), "b": np.array([0.0, 1.0]), "c": np.array([1.0, 1.0])}
+  classes = evaluators.class_embeddings(lambda texts: np.stack([vectors[t] for t in texts]),
+                                        [["a", "b"], ["c"]])
+  np.testing.assert_allclose(classes, [[3 / np.sqrt(10), 1 / np.sqrt(10)],
+                                       [1 / np.sqrt(2), 1 / np.sqrt(2)]])
+
+
+def test_shapes_prompts_cover_every_caption_of_each_class():
+  tasks = {t.name: t for t in evaluators.zero_shot_tasks("shapes")}
+  per_shape = len(shapes.COLOURS) * len(shapes.SIZES) * len(shapes.POSITIONS)
+  assert [len(p) for p in tasks["shape"].class_prompts] == [per_shape] * len(shapes.SHAPES)
+  assert all(shapes.SHAPES[k] in prompt for k, prompts in enumerate(tasks["shape"].class_prompts)
+             for prompt in prompts)
+  pairs = tasks["held_out_pairs"]
+  batch = {"shape": np.array([2]), "colour": np.array([3]), "held_out": np.array([True])}
+  label = pairs.labels(batch)[0]
+  assert all(f"{shapes.COLOURS[3]} {shapes.SHAPES[2]}" in p for p in pairs.class_prompts[label])
