@@ -16,10 +16,15 @@ import os
 
 def parse_args():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--batch", type=int, nargs="+",
-                      default=[1024, 4096, 16384], help="global batch sizes B")
+  parser.add_argument("--batch",
+                      type=int,
+                      nargs="+",
+                      default=[1024, 4096, 16384],
+                      help="global batch sizes B")
   parser.add_argument("--dim", type=int, default=64, help="embedding dim D")
-  parser.add_argument("--devices", type=int, default=8,
+  parser.add_argument("--devices",
+                      type=int,
+                      default=8,
                       help="simulated CPU devices to shard the batch over")
   return parser.parse_args()
 
@@ -42,15 +47,16 @@ def main():
 
   def temp_mib(loss, batch):
     z = jax.ShapeDtypeStruct((batch, args.dim), jnp.float32)
-    compiled = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2, 3))).lower(
-        z, z, scalar, scalar).compile()
+    compiled = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2, 3))).lower(z, z, scalar,
+                                                                             scalar).compile()
     return compiled.memory_analysis().temp_size_in_bytes / 2**20
 
   def sharded(variant):
     return jax.shard_map(
-        lambda zi, zt, s, b: siglip_loss(zi, zt, s, b, axis_name="data",
-                                         variant=variant),
-        mesh=mesh, in_specs=(P("data"), P("data"), P(), P()), out_specs=P())
+        lambda zi, zt, s, b: siglip_loss(zi, zt, s, b, axis_name="data", variant=variant),
+        mesh=mesh,
+        in_specs=(P("data"), P("data"), P(), P()),
+        out_specs=P())
 
   print(f"SigLIP value+grad, XLA temp MiB (D={args.dim}, "
         f"{args.devices} CPU devices; gather/ring per device)")

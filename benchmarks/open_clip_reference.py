@@ -26,32 +26,52 @@ from torch.utils import flop_counter
 def make_model(shapes: dict) -> open_clip.CLIP:
   """An open_clip CLIP with the towers of `shapes` (see step_throughput.SHAPES)."""
   image, text = shapes["image"], shapes["text"]
-  vision_cfg = dict(
-      layers=image["depth"], width=image["width"], head_width=image["width"] // image["num_heads"],
-      mlp_ratio=image["mlp_dim"] / image["width"], patch_size=image["patch_size"],
-      image_size=shapes["image_size"], no_ln_pre=True, pool_type="avg")
-  text_cfg = dict(
-      context_length=shapes["max_len"], vocab_size=text["vocab_size"], width=text["width"],
-      heads=text["num_heads"], layers=text["depth"], mlp_ratio=text["mlp_dim"] / text["width"],
-      no_causal_mask=True, pool_type="argmax")
+  vision_cfg = dict(layers=image["depth"],
+                    width=image["width"],
+                    head_width=image["width"] // image["num_heads"],
+                    mlp_ratio=image["mlp_dim"] / image["width"],
+                    patch_size=image["patch_size"],
+                    image_size=shapes["image_size"],
+                    no_ln_pre=True,
+                    pool_type="avg")
+  text_cfg = dict(context_length=shapes["max_len"],
+                  vocab_size=text["vocab_size"],
+                  width=text["width"],
+                  heads=text["num_heads"],
+                  layers=text["depth"],
+                  mlp_ratio=text["mlp_dim"] / text["width"],
+                  no_causal_mask=True,
+                  pool_type="argmax")
   # SigLIP's initial logit scale and bias (Zhai et al. 2023, Algorithm 1), as jaxmm's config.
-  return open_clip.CLIP(shapes["embed_dim"], vision_cfg, text_cfg,
-                        init_logit_scale=math.log(10.0), init_logit_bias=-10.0, output_dict=True)
+  return open_clip.CLIP(shapes["embed_dim"],
+                        vision_cfg,
+                        text_cfg,
+                        init_logit_scale=math.log(10.0),
+                        init_logit_bias=-10.0,
+                        output_dict=True)
 
 
 def make_optimizer(model: torch.nn.Module, optim: dict) -> torch.optim.AdamW:
   """AdamW with weight decay on parameters of rank >= 2 only."""
   params = [p for p in model.parameters() if p.requires_grad]
   groups = [
-      {"params": [p for p in params if p.ndim >= 2], "weight_decay": optim["weight_decay"]},
-      {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+      {
+          "params": [p for p in params if p.ndim >= 2],
+          "weight_decay": optim["weight_decay"]
+      },
+      {
+          "params": [p for p in params if p.ndim < 2],
+          "weight_decay": 0.0
+      },
   ]
-  return torch.optim.AdamW(groups, lr=optim["lr"], betas=(optim["b1"], optim["b2"]),
+  return torch.optim.AdamW(groups,
+                           lr=optim["lr"],
+                           betas=(optim["b1"], optim["b2"]),
                            eps=optim["eps"])
 
 
-def make_train_step(model: open_clip.CLIP, optimizer: torch.optim.Optimizer,
-                    grad_clip_norm: float, bf16: bool):
+def make_train_step(model: open_clip.CLIP, optimizer: torch.optim.Optimizer, grad_clip_norm: float,
+                    bf16: bool):
   """train_step(images [B, 3, H, W], tokens [B, L]) -> loss: forward, backward, clip, AdamW.
 
   With `bf16` the forward pass and loss run under CPU autocast to bfloat16;
@@ -69,6 +89,7 @@ def make_train_step(model: open_clip.CLIP, optimizer: torch.optim.Optimizer,
     torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip_norm)
     optimizer.step()
     return loss.detach()
+
   return train_step
 
 

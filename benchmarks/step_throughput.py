@@ -39,7 +39,9 @@ CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs
 
 # The benchmark model, in jaxmm's config terms; open_clip_reference builds the same shapes.
 SHAPES = dict(
-    image_size=64, max_len=32, embed_dim=192,
+    image_size=64,
+    max_len=32,
+    embed_dim=192,
     image=dict(patch_size=8, width=192, depth=4, num_heads=3, mlp_dim=768),
     text=dict(vocab_size=256, width=192, depth=4, num_heads=3, mlp_dim=768),
 )
@@ -51,11 +53,14 @@ def parse_args(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--rounds", type=int, default=5, help="alternating timed rounds")
   parser.add_argument("--steps", type=int, default=5, help="timed steps per side per round")
-  parser.add_argument("--warmup", type=int, default=2,
+  parser.add_argument("--warmup",
+                      type=int,
+                      default=2,
                       help="untimed steps per side before the rounds (after compilation)")
   parser.add_argument("--batch", type=int, default=64, help="global batch size B")
   parser.add_argument("--dtype", choices=("fp32", "bf16", "both"), default="both")
-  parser.add_argument("--skip-torch", action="store_true",
+  parser.add_argument("--skip-torch",
+                      action="store_true",
                       help="time jaxmm only (no torch/open_clip needed)")
   return parser.parse_args(argv)
 
@@ -68,8 +73,9 @@ def jaxmm_config(batch_size: int, dtype: str):
       f"batch_size={batch_size}", f"model.dtype={dtype}", f"model.embed_dim={SHAPES['embed_dim']}",
       f"data.image_size={SHAPES['image_size']}", f"data.max_len={SHAPES['max_len']}",
       *(f"model.image.{key}={value}" for key, value in image.items()),
-      *(f"model.text.{key}={value}" for key, value in text.items()),
-      "mesh.data=1", "mesh.fsdp=1", "mesh.tensor=1"])
+      *(f"model.text.{key}={value}" for key, value in text.items()), "mesh.data=1", "mesh.fsdp=1",
+      "mesh.tensor=1"
+  ])
 
 
 def synthetic_batch(config, seed: int = 0) -> dict[str, np.ndarray]:
@@ -78,8 +84,7 @@ def synthetic_batch(config, seed: int = 0) -> dict[str, np.ndarray]:
   size, length, batch = config.data.image_size, config.data.max_len, config.batch_size
   tokens = rng.integers(1, 256, (batch, length), dtype=np.int32)
   tokens[np.arange(length)[None, :] >= rng.integers(8, length + 1, (batch, 1))] = 0
-  return {"image": rng.uniform(-1, 1, (batch, size, size, 3)).astype(np.float32),
-          "tokens": tokens}
+  return {"image": rng.uniform(-1, 1, (batch, size, size, 3)).astype(np.float32), "tokens": tokens}
 
 
 def step_flops(config) -> int:
@@ -124,9 +129,10 @@ class TorchSide:
     torch.manual_seed(config.seed)
     model = reference.make_model(SHAPES)
     self.num_params = sum(p.numel() for p in model.parameters())
-    self.step = reference.make_train_step(
-        model, reference.make_optimizer(model, config.optim), config.optim.grad_clip_norm,
-        bf16=config.model.dtype == "bfloat16")
+    self.step = reference.make_train_step(model,
+                                          reference.make_optimizer(model, config.optim),
+                                          config.optim.grad_clip_norm,
+                                          bf16=config.model.dtype == "bfloat16")
     self.images, self.tokens = reference.to_torch_batch(batch)
     # Counting runs one (untimed) step.
     self.counted_flops = reference.count_step_flops(self.step, self.images, self.tokens)
@@ -156,10 +162,18 @@ def benchmark(dtype: str, args) -> dict:
   for i in range(args.rounds):
     for name, side in sides.items():
       times[name].append(side.run(args.steps) / args.steps)
-    print(f"{dtype} round {i + 1}: " + ", ".join(f"{name} {t[-1]:.3f} s/step" for name, t in
-                                               times.items()) + f"; load {load_average()}")
-  result = {"dtype": dtype, "flops": step_flops(config), "compile_s": compile_s,
-            "times": times, "median": {name: statistics.median(t) for name, t in times.items()}}
+    print(f"{dtype} round {i + 1}: " +
+          ", ".join(f"{name} {t[-1]:.3f} s/step" for name, t in times.items()) +
+          f"; load {load_average()}")
+  result = {
+      "dtype": dtype,
+      "flops": step_flops(config),
+      "compile_s": compile_s,
+      "times": times,
+      "median": {
+          name: statistics.median(t) for name, t in times.items()
+      }
+  }
   if "torch" in sides:
     # Rounds run back to back, so a round's pair saw about the same load from elsewhere.
     result["paired_ratio"] = statistics.median(

@@ -10,31 +10,55 @@ import ml_collections
 
 # Everything that differs between the variants, in one place.
 VARIANTS = {
-    # About 12 GFLOP per training step (jaxmm.models.flops, 3x forward), so
-    # 1000 steps fit in a few minutes on a 2-core CPU: 8x8 patches give 16
+    # About 24 GFLOP per training step (jaxmm.models.flops, 3x forward), so
+    # 1000 steps take about 5 minutes on a 2-core CPU: 8x8 patches give 16
     # image tokens, and the text tower is narrow because its 48 tokens (the
-    # longest caption is 45 bytes) would otherwise dominate.
-    "small": dict(
-        image_size=32, max_len=48, embed_dim=128,
-        image=dict(patch_size=8, width=128, depth=3, num_heads=4, mlp_dim=512),
-        text=dict(width=64, depth=2, num_heads=4, mlp_dim=256),
-        batch_size=128, total_steps=1_000, warmup_steps=100, lr=1e-3,
-        dtype="float32", remat=False, mesh=dict(data=-1, fsdp=1, tensor=1),
-        log_every=50, checkpoint_every=500, eval_every=500, eval_batch_size=512,
-    ),
-    "base": dict(
-        image_size=224, max_len=48, embed_dim=512,
-        image=dict(patch_size=16, width=768, depth=12, num_heads=12, mlp_dim=3072),
-        text=dict(width=768, depth=12, num_heads=12, mlp_dim=3072),
-        batch_size=4096, total_steps=50_000, warmup_steps=2_000, lr=1e-3,
-        dtype="bfloat16", remat=True, mesh=dict(data=1, fsdp=-1, tensor=1),
-        log_every=100, checkpoint_every=2_000, eval_every=2_000, eval_batch_size=1024,
-    ),
+    # longest caption is 45 bytes) would otherwise dominate. Batch 256 rather
+    # than 128: shape is the attribute learned last, and a larger batch holds
+    # more negatives that differ from a positive in shape alone.
+    "small":
+        dict(
+            image_size=32,
+            max_len=48,
+            embed_dim=128,
+            image=dict(patch_size=8, width=128, depth=3, num_heads=4, mlp_dim=512),
+            text=dict(width=64, depth=2, num_heads=4, mlp_dim=256),
+            batch_size=256,
+            total_steps=1_000,
+            warmup_steps=100,
+            lr=2e-3,
+            dtype="float32",
+            remat=False,
+            mesh=dict(data=-1, fsdp=1, tensor=1),
+            log_every=50,
+            checkpoint_every=500,
+            eval_every=500,
+            eval_batch_size=512,
+        ),
+    "base":
+        dict(
+            image_size=224,
+            max_len=48,
+            embed_dim=512,
+            image=dict(patch_size=16, width=768, depth=12, num_heads=12, mlp_dim=3072),
+            text=dict(width=768, depth=12, num_heads=12, mlp_dim=3072),
+            batch_size=4096,
+            total_steps=50_000,
+            warmup_steps=2_000,
+            lr=1e-3,
+            dtype="bfloat16",
+            remat=True,
+            mesh=dict(data=1, fsdp=-1, tensor=1),
+            log_every=100,
+            checkpoint_every=2_000,
+            eval_every=2_000,
+            eval_batch_size=1024,
+        ),
 }
 
 
-def get_config(arg: str, *, loss: str, init_log_scale: float, init_bias,
-               b2: float, eps: float) -> ml_collections.ConfigDict:
+def get_config(arg: str, *, loss: str, init_log_scale: float, init_bias, b2: float,
+               eps: float) -> ml_collections.ConfigDict:
   """The config of variant `arg` trained with `loss` ('siglip' or 'clip')."""
   if arg not in VARIANTS:
     raise ValueError(f"unknown config variant {arg!r}; valid: {sorted(VARIANTS)}")
@@ -50,28 +74,42 @@ def get_config(arg: str, *, loss: str, init_log_scale: float, init_bias,
   config.keep_checkpoints = 3
   config.mesh = dict(v["mesh"])
 
-  config.data = dict(
-      name="shapes", data_dir=None, train_split="train", eval_split="test",
-      image_size=v["image_size"], max_len=v["max_len"], tokenizer="bytes",
-      augment=True, shuffle_seed=None)  # None -> config.seed
+  config.data = dict(name="shapes",
+                     data_dir=None,
+                     train_split="train",
+                     eval_split="test",
+                     image_size=v["image_size"],
+                     max_len=v["max_len"],
+                     tokenizer="bytes",
+                     augment=True,
+                     shuffle_seed=None)  # None -> config.seed
 
   config.model = dict(
-      name="two_tower", embed_dim=v["embed_dim"], dtype=v["dtype"], remat=v["remat"],
-      image=dict(v["image"], pool="gap"),
+      name="two_tower",
+      embed_dim=v["embed_dim"],
+      dtype=v["dtype"],
+      remat=v["remat"],
+      image=dict(v["image"], pool="gap", stem="patch"),
       # 256 byte values: the 'bytes' tokenizer needs no vocabulary file.
       text=dict(v["text"], vocab_size=256),
-      init_log_scale=init_log_scale, init_bias=init_bias)
+      init_log_scale=init_log_scale,
+      init_bias=init_bias)
   # One length for tokenizer and position embeddings: overriding either sets both.
   config.model.text.max_len = config.data.get_ref("max_len")
 
   # 'ring' only matters for SigLIP; CLIP's softmax needs every row's logits.
   config.loss = dict(name=loss, variant="ring" if loss == "siglip" else "gather")
 
-  config.optim = dict(
-      name="adamw", lr=v["lr"], weight_decay=1e-4, b1=0.9, b2=b2, eps=eps,
-      warmup_steps=v["warmup_steps"], schedule="cosine", grad_clip_norm=1.0)
+  config.optim = dict(name="adamw",
+                      lr=v["lr"],
+                      weight_decay=1e-4,
+                      b1=0.9,
+                      b2=b2,
+                      eps=eps,
+                      warmup_steps=v["warmup_steps"],
+                      schedule="cosine",
+                      grad_clip_norm=1.0)
 
-  config.eval = dict(
-      zero_shot=dict(batch_size=v["eval_batch_size"]),
-      retrieval=dict(batch_size=v["eval_batch_size"]))
+  config.eval = dict(zero_shot=dict(batch_size=v["eval_batch_size"]),
+                     retrieval=dict(batch_size=v["eval_batch_size"]))
   return config

@@ -10,6 +10,9 @@ from jaxmm import losses
 def get_config(arg: str = "small"):
   # Logit scale 10 and bias -10 as in the paper (Zhai et al. 2023, Algorithm 1):
   # the bias keeps the many negative pairs from dominating the first steps.
-  return image_text_shapes.get_config(
-      arg, loss="siglip", init_log_scale=losses.SIGLIP_INIT_LOG_SCALE,
-      init_bias=losses.SIGLIP_INIT_BIAS, b2=0.95, eps=1e-8)
+  return image_text_shapes.get_config(arg,
+                                      loss="siglip",
+                                      init_log_scale=losses.SIGLIP_INIT_LOG_SCALE,
+                                      init_bias=losses.SIGLIP_INIT_BIAS,
+                                      b2=0.95,
+                                      eps=1e-8)

@@ -30,9 +30,10 @@ def make_contrastive_loss(loss_config: ml_collections.ConfigDict, mesh: jax.shar
   else:
     raise ValueError(f"loss.name={loss_config.name!r}; choose 'siglip' or 'clip'")
   batch = P(parallel.BATCH_AXES)
-  sharded = jax.shard_map(
-      functools.partial(loss, axis_name=parallel.BATCH_AXES), mesh=mesh,
-      in_specs=(batch, batch) + (P(),) * len(scalars), out_specs=P())
+  sharded = jax.shard_map(functools.partial(loss, axis_name=parallel.BATCH_AXES),
+                          mesh=mesh,
+                          in_specs=(batch, batch) + (P(),) * len(scalars),
+                          out_specs=P())
 
   def contrastive_loss(zimg, ztxt, aux):
     missing = [name for name in scalars if name not in aux]
@@ -40,6 +41,7 @@ def make_contrastive_loss(loss_config: ml_collections.ConfigDict, mesh: jax.shar
       raise ValueError(f"loss {loss_config.name!r} needs model parameters {missing}; "
                        f"set model.init_bias for SigLIP")
     return sharded(zimg, ztxt, *(aux[name] for name in scalars))
+
   return contrastive_loss
 
 
@@ -54,6 +56,7 @@ def make_loss_fn(model, loss_config, mesh):
     if "bias" in aux:
       metrics["bias"] = aux["bias"]
     return contrastive_loss(zimg, ztxt, aux), metrics
+
   return loss_fn
 
 
@@ -71,10 +74,14 @@ def make_zero_shot_evaluator(model, config, mesh, workdir):
       encode_images=lambda p, x: model.apply({"params": p}, x, method=model.encode_image),
       encode_tokens=lambda p, t: model.apply({"params": p}, t, method=model.encode_text),
       tokenize=lambda texts: tokenizer.encode_batch(texts, config.data.max_len),
-      eval_batches=lambda: data.eval_batches(
-          config.data, split=config.data.eval_split, batch_size=config.eval.zero_shot.batch_size,
-          process_index=jax.process_index(), process_count=jax.process_count()),
-      mesh=mesh, text_batch_size=config.eval.zero_shot.batch_size, workdir=workdir)
+      eval_batches=lambda: data.eval_batches(config.data,
+                                             split=config.data.eval_split,
+                                             batch_size=config.eval.zero_shot.batch_size,
+                                             process_index=jax.process_index(),
+                                             process_count=jax.process_count()),
+      mesh=mesh,
+      text_batch_size=config.eval.zero_shot.batch_size,
+      workdir=workdir)
 
 
 def build(config: ml_collections.ConfigDict, workdir: str, mesh: jax.sharding.Mesh) -> dict:
@@ -83,11 +90,14 @@ def build(config: ml_collections.ConfigDict, workdir: str, mesh: jax.sharding.Me
   parallel.check_batch_size(config.eval.zero_shot.batch_size, mesh)
   model = models.get_model(config.model)
   seed = config.seed if config.data.shuffle_seed is None else config.data.shuffle_seed
-  train_data = data.train_iterator(
-      config.data, global_batch_size=config.batch_size, seed=seed,
-      process_index=jax.process_index(), process_count=jax.process_count())
+  train_data = data.train_iterator(config.data,
+                                   global_batch_size=config.batch_size,
+                                   seed=seed,
+                                   process_index=jax.process_index(),
+                                   process_count=jax.process_count())
   return dict(init_params=make_init_params(model, config),
-              loss_fn=make_loss_fn(model, config.loss, mesh), train_data=train_data,
+              loss_fn=make_loss_fn(model, config.loss, mesh),
+              train_data=train_data,
               evaluators=[make_zero_shot_evaluator(model, config, mesh, workdir)])
 
 

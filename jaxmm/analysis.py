@@ -48,9 +48,13 @@ def load_run(workdir: str, step: int | None = None) -> Run:
   elif step not in steps:
     raise ValueError(f"no checkpoint at step {step} in {workdir!r}; steps saved: {steps}")
   target = jax.tree.map(lambda meta: np.zeros(meta.shape, meta.dtype),
-             checkpoints.state_metadata(manager, step))
+                        checkpoints.state_metadata(manager, step))
   state, position = checkpoints.restore(manager, step, target)
   config = config_loading.config_from_json(json.dumps(checkpoints.restore_config(manager, step)))
   manager.close()
-  return Run(config=config, step=int(state["step"]), params=state["params"],
-       opt_state=state["opt_state"], data_position=position, workdir=workdir)
+  return Run(config=config,
+             step=int(state["step"]),
+             params=state["params"],
+             opt_state=state["opt_state"],
+             data_position=position,
+             workdir=workdir)

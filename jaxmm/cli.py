@@ -27,24 +27,31 @@ config overrides:
 
 
 def _parser() -> argparse.ArgumentParser:
-  parser = argparse.ArgumentParser(
-      prog="jaxmm", description="Contrastive and diffusion pretraining in JAX/Flax.",
-      allow_abbrev=False)
+  parser = argparse.ArgumentParser(prog="jaxmm",
+                                   description="Contrastive and diffusion pretraining in JAX/Flax.",
+                                   allow_abbrev=False)
   commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
   def add_command(name, help_text, usage):
-    command = commands.add_parser(
-        name, help=help_text, description=help_text, epilog=_OVERRIDES_HELP,
-        usage=f"jaxmm {name} {usage} [--config.KEY=VALUE ...]",
-        formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
+    command = commands.add_parser(name,
+                                  help=help_text,
+                                  description=help_text,
+                                  epilog=_OVERRIDES_HELP,
+                                  usage=f"jaxmm {name} {usage} [--config.KEY=VALUE ...]",
+                                  formatter_class=argparse.RawDescriptionHelpFormatter,
+                                  allow_abbrev=False)
     command.set_defaults(parser=command)  # for errors that name the subcommand
-    command.add_argument("--config", required=True, metavar="FILE.py[:ARG]",
+    command.add_argument("--config",
+                         required=True,
+                         metavar="FILE.py[:ARG]",
                          help="config file and the argument to its get_config()")
     return command
 
   train = add_command("train", "Train an experiment, resuming from DIR's latest checkpoint.",
                       "--config FILE.py[:ARG] --workdir DIR")
-  train.add_argument("--workdir", required=True, metavar="DIR",
+  train.add_argument("--workdir",
+                     required=True,
+                     metavar="DIR",
                      help="where checkpoints, config.json and metrics go")
   inspect = add_command("inspect", "Print the resolved config and exit.",
                         "--config FILE.py[:ARG] [--json]")
@@ -104,7 +111,7 @@ def main(argv=None) -> None:
     if e.name != f"experiments.{config.experiment}":
       raise
     args.parser.error(f"no trainer experiments/{config.experiment}.py for "
-                  f"config.experiment={config.experiment!r}")
+                      f"config.experiment={config.experiment!r}")
   experiment.train(config, args.workdir)
 
 

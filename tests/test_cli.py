@@ -56,10 +56,16 @@ def test_unknown_variant_names_the_valid_ones():
 def test_overrides_parse_by_field_type(toy_config_path):
   config = config_loading.load_config(toy_config_path)
   config_loading.apply_overrides(config, [
-      "steps=1e3", "lr=3", "remat=true", "name=x=y", "data_dir=/tmp/d",
-      "mesh_shape=(4, 2)", "optim.lr=1e-3", "optim.schedule=None"])
-  expected = dict(steps=1000, lr=3.0, remat=True, name="x=y", data_dir="/tmp/d",
-                  mesh_shape=(4, 2), optim=dict(lr=0.001, schedule=None))
+      "steps=1e3", "lr=3", "remat=true", "name=x=y", "data_dir=/tmp/d", "mesh_shape=(4, 2)",
+      "optim.lr=1e-3", "optim.schedule=None"
+  ])
+  expected = dict(steps=1000,
+                  lr=3.0,
+                  remat=True,
+                  name="x=y",
+                  data_dir="/tmp/d",
+                  mesh_shape=(4, 2),
+                  optim=dict(lr=0.001, schedule=None))
   assert config.to_dict() == expected
   assert type(config.steps) is int and type(config.lr) is float
   assert type(config.mesh_shape) is tuple
@@ -71,8 +77,8 @@ def test_none_field_takes_a_literal(toy_config_path):
   assert config.data_dir == 7
 
 
-@pytest.mark.parametrize("override,nearest", [
-    ("optim.lrr=1", "optim.lr"), ("optimizer.lr=1", "optim.lr"), ("step=1", "steps")])
+@pytest.mark.parametrize("override,nearest", [("optim.lrr=1", "optim.lr"),
+                                              ("optimizer.lr=1", "optim.lr"), ("step=1", "steps")])
 def test_unknown_key_names_nearest(toy_config_path, override, nearest):
   config = config_loading.load_config(toy_config_path)
   with pytest.raises(config_loading.ConfigError) as e:
@@ -80,9 +86,9 @@ def test_unknown_key_names_nearest(toy_config_path, override, nearest):
   assert f"did you mean '{nearest}'?" in str(e.value)
 
 
-@pytest.mark.parametrize("override,expected_type", [
-    ("steps=2.5", "int"), ("lr=fast", "float"), ("remat=maybe", "bool"),
-    ("mesh_shape=(1,", "tuple")])
+@pytest.mark.parametrize("override,expected_type", [("steps=2.5", "int"), ("lr=fast", "float"),
+                                                    ("remat=maybe", "bool"),
+                                                    ("mesh_shape=(1,", "tuple")])
 def test_bad_value_names_key_and_type(toy_config_path, override, expected_type):
   config = config_loading.load_config(toy_config_path)
   before = config.to_dict()
@@ -105,8 +111,8 @@ def test_json_round_trip(spec):
 def test_shapes_configs():
   siglip = config_loading.load_config("configs/siglip_shapes.py")
   clip = config_loading.load_config("configs/clip_shapes.py")
-  for key in ("experiment", "seed", "total_steps", "batch_size", "log_every",
-              "checkpoint_every", "eval_every", "mesh", "data", "model", "optim"):
+  for key in ("experiment", "seed", "total_steps", "batch_size", "log_every", "checkpoint_every",
+              "eval_every", "mesh", "data", "model", "optim"):
     assert key in siglip and key in clip
   assert (siglip.loss.name, clip.loss.name) == ("siglip", "clip")
   assert siglip.model.init_bias == -10.0 and clip.model.init_bias is None
@@ -123,8 +129,10 @@ def test_max_len_is_one_field():
 
 
 def test_inspect_prints_overridden_config(capsys):
-  cli.main(["inspect", "--config", "configs/siglip_shapes.py:base", "--config.optim.lr=0.5",
-            "--config.mesh.data", "2"])
+  cli.main([
+      "inspect", "--config", "configs/siglip_shapes.py:base", "--config.optim.lr=0.5",
+      "--config.mesh.data", "2"
+  ])
   out = capsys.readouterr().out
   assert "lr: 0.5" in out and "data: 2" in out and "width: 768" in out
 
@@ -144,9 +152,10 @@ def fake_experiment(monkeypatch):
 
 
 def test_train_dispatches_to_experiment(fake_experiment, tmp_path):
-  cli.main(["train", "--config", "configs/siglip_shapes.py", f"--workdir={tmp_path}",
-            "--config.experiment=fake", "--config.optim.lr=0.25",
-            "--config.model.dtype=bfloat16"])
+  cli.main([
+      "train", "--config", "configs/siglip_shapes.py", f"--workdir={tmp_path}",
+      "--config.experiment=fake", "--config.optim.lr=0.25", "--config.model.dtype=bfloat16"
+  ])
   [(config, workdir)] = fake_experiment
   assert workdir == str(tmp_path)
   assert config.optim.lr == 0.25 and config.model.dtype == "bfloat16"
@@ -156,8 +165,10 @@ def test_train_dispatches_to_experiment(fake_experiment, tmp_path):
 @pytest.mark.parametrize("bad", ["--config.optim.lrr=1", "--config.total_steps=soon"])
 def test_bad_override_exits_before_training(fake_experiment, tmp_path, capsys, bad):
   with pytest.raises(SystemExit) as e:
-    cli.main(["train", "--config", "configs/siglip_shapes.py", "--workdir", str(tmp_path),
-              "--config.experiment=fake", bad])
+    cli.main([
+        "train", "--config", "configs/siglip_shapes.py", "--workdir",
+        str(tmp_path), "--config.experiment=fake", bad
+    ])
   assert e.value.code != 0
   assert not fake_experiment
   err = capsys.readouterr().err

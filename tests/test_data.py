@@ -17,9 +17,15 @@ from jaxmm.data.shapes import shapes_dataset_builder
 
 # Reference colours chosen here, independently of the generator's palette.
 REFERENCE_RGB = {
-    "red": (255, 0, 0), "green": (0, 255, 0), "blue": (0, 0, 255),
-    "yellow": (255, 255, 0), "cyan": (0, 255, 255), "magenta": (255, 0, 255),
-    "orange": (255, 165, 0), "white": (255, 255, 255), "purple": (128, 0, 128),
+    "red": (255, 0, 0),
+    "green": (0, 255, 0),
+    "blue": (0, 0, 255),
+    "yellow": (255, 255, 0),
+    "cyan": (0, 255, 255),
+    "magenta": (255, 0, 255),
+    "orange": (255, 165, 0),
+    "white": (255, 255, 255),
+    "purple": (128, 0, 128),
 }
 
 
@@ -44,9 +50,15 @@ def train_records(data_dir):
 
 
 def _config(data_dir, **overrides):
-  config = dict(name="shapes", data_dir=data_dir, train_split="train",
-                eval_split="test", image_size=32, max_len=48, tokenizer="bytes",
-                augment=True, shuffle_seed=None)
+  config = dict(name="shapes",
+                data_dir=data_dir,
+                train_split="train",
+                eval_split="test",
+                image_size=32,
+                max_len=48,
+                tokenizer="bytes",
+                augment=True,
+                shuffle_seed=None)
   config.update(overrides)
   return ml_collections.ConfigDict(config)
 
@@ -70,8 +82,8 @@ def test_splits_sizes_and_vocabularies(data_dir):
 def test_records_have_promised_features(test_records):
   assert test_records["image"].shape == (2000, 32, 32, 3)
   assert test_records["image"].dtype == np.uint8
-  for key, names in [("shape", shapes.SHAPES), ("colour", shapes.COLOURS),
-                     ("size", shapes.SIZES), ("position", shapes.POSITIONS)]:
+  for key, names in [("shape", shapes.SHAPES), ("colour", shapes.COLOURS), ("size", shapes.SIZES),
+                     ("position", shapes.POSITIONS)]:
     assert set(test_records[key].tolist()) == set(range(len(names))), key
   assert test_records["held_out"].dtype == np.bool_
 
@@ -84,7 +96,7 @@ def test_colour_from_pixels(test_records):
   for i in range(len(solid)):
     mean = test_records["image"][i][solid[i]].astype(np.float64).mean(axis=0)
     # Compare chromaticity (RGB / max channel): anti-aliased edges are darker.
-    nearest = names[np.argmin(((palette - mean / mean.max()) ** 2).sum(axis=1))]
+    nearest = names[np.argmin(((palette - mean / mean.max())**2).sum(axis=1))]
     assert nearest == shapes.COLOURS[test_records["colour"][i]], (i, mean)
 
 
@@ -130,29 +142,33 @@ def test_shape_geometry_from_pixels(test_records):
 
 
 def test_captions_match_labels(test_records):
-  phrase = {"top left": "in the top left", "center": "in the center",
-            "bottom right": "in the bottom right", "top": "at the top",
-            "left": "on the left"}
+  phrase = {
+      "top left": "in the top left",
+      "center": "in the center",
+      "bottom right": "in the bottom right",
+      "top": "at the top",
+      "left": "on the left"
+  }
   for i in range(len(test_records["caption"])):
     text = test_records["caption"][i].decode()
-    shape, colour, size, position = (
-        names[test_records[key][i]] for key, names in
-        [("shape", shapes.SHAPES), ("colour", shapes.COLOURS),
-         ("size", shapes.SIZES), ("position", shapes.POSITIONS)])
+    shape, colour, size, position = (names[test_records[key][i]] for key, names in [(
+        "shape", shapes.SHAPES), ("colour",
+                                  shapes.COLOURS), ("size",
+                                                    shapes.SIZES), ("position", shapes.POSITIONS)])
     assert text.startswith(f"a {size} {colour} {shape} "), text
     assert text.endswith(position), text
     if position in phrase:
       assert text.endswith(phrase[position]), text
-  assert shapes.caption("triangle", "red", "small", "top left") == (
-      "a small red triangle in the top left")
+  assert shapes.caption("triangle", "red", "small",
+                        "top left") == ("a small red triangle in the top left")
   assert shapes.caption(shapes.SHAPES.index("circle"), shapes.COLOURS.index("blue"),
-                        shapes.SIZES.index("large"), shapes.POSITIONS.index("center")) == (
-                            "a large blue circle in the center")
+                        shapes.SIZES.index("large"),
+                        shapes.POSITIONS.index("center")) == ("a large blue circle in the center")
 
 
 def _pairs(records):
-  return {(shapes.SHAPES[s], shapes.COLOURS[c])
-          for s, c in zip(records["shape"], records["colour"])}
+  return {(shapes.SHAPES[s], shapes.COLOURS[c]) for s, c in zip(records["shape"], records["colour"])
+         }
 
 
 def test_held_out_pairs(train_records, test_records):
@@ -169,7 +185,8 @@ def test_held_out_pairs(train_records, test_records):
 
 
 def test_generation_is_deterministic_and_matches_the_build(test_records):
-  first, second = shapes_dataset_builder.generate_split("test"), shapes_dataset_builder.generate_split("test")
+  first, second = shapes_dataset_builder.generate_split(
+      "test"), shapes_dataset_builder.generate_split("test")
   for key in first:
     np.testing.assert_array_equal(first[key], second[key])
     np.testing.assert_array_equal(first[key], test_records[key])
@@ -190,8 +207,8 @@ def test_second_build_into_a_prepared_dir_keeps_it(tmp_path, tiny_shapes):
   before = source[3]["image"].copy()
   # As the loser of a race would: build again and fail to rename onto the target.
   sources._build_bundled(shapes_dataset_builder.Builder, str(tmp_path))
-  np.testing.assert_array_equal(data.data_source("shapes", "test", str(tmp_path))[3]["image"],
-                                before)
+  np.testing.assert_array_equal(
+      data.data_source("shapes", "test", str(tmp_path))[3]["image"], before)
   assert sorted(os.listdir(tmp_path)) == ["shapes"]  # no scratch left behind
 
 
@@ -219,8 +236,7 @@ def test_data_dir_from_environment(monkeypatch, tmp_path):
   monkeypatch.setenv("JAXMM_DATA_DIR", str(tmp_path))
   assert sources.resolve_data_dir() == str(tmp_path)
   monkeypatch.delenv("JAXMM_DATA_DIR")
-  assert sources.resolve_data_dir() == os.path.expanduser(
-      "~/.cache/jaxmm/tensorflow_datasets")
+  assert sources.resolve_data_dir() == os.path.expanduser("~/.cache/jaxmm/tensorflow_datasets")
 
 
 # ----------------------------------------------------------------- tokenizers
@@ -261,8 +277,7 @@ def test_normalize_range():
 def test_resize_matches_jax_image_resize(size):
   images = np.random.default_rng(0).uniform(-1, 1, (2, 32, 32, 3)).astype(np.float32)
   expected = jax.image.resize(images, (2, size, size, 3), "linear", antialias=True)
-  np.testing.assert_allclose(preprocess.resize(images, size), np.asarray(expected),
-                             atol=1e-5)
+  np.testing.assert_allclose(preprocess.resize(images, size), np.asarray(expected), atol=1e-5)
 
 
 def test_augment_is_a_small_shift_plus_constant():
@@ -273,7 +288,9 @@ def test_augment_is_a_small_shift_plus_constant():
   shifts = set()
   for x, y in zip(images.astype(np.float64), out.astype(np.float64)):
     # Some shift within 2 px maps the interior exactly, up to one offset.
-    fits = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)
+    fits = [(dy, dx)
+            for dy in range(-2, 3)
+            for dx in range(-2, 3)
             if np.ptp(y[2:-2, 2:-2] - x[2 + dy:10 + dy, 2 + dx:10 + dx]) < 1e-5]
     assert len(fits) == 1
     offset = (y[2:-2, 2:-2] - x[2 + fits[0][0]:10 + fits[0][0], 2 + fits[0][1]:10 + fits[0][1]])
@@ -318,9 +335,14 @@ def test_train_batch_contents(data_dir, test_records):
 def test_host_slices_partition_the_global_batch(data_dir):
   config = _config(data_dir)
   whole = _take(data.train_iterator(config, global_batch_size=32, seed=3), 3)
-  hosts = [_take(data.train_iterator(config, global_batch_size=32, seed=3,
-                                     process_index=p, process_count=4), 3)
-           for p in range(4)]
+  hosts = [
+      _take(
+          data.train_iterator(config,
+                              global_batch_size=32,
+                              seed=3,
+                              process_index=p,
+                              process_count=4), 3) for p in range(4)
+  ]
   for step in range(3):
     parts = [h[step] for h in hosts]
     assert all(p["image"].shape[0] == 8 for p in parts)
@@ -388,8 +410,10 @@ def test_resume_from_state(data_dir):
 
 def test_eval_batches_cover_the_split_once(data_dir, test_records):
   config = _config(data_dir)
-  per_host = [list(data.eval_batches(config, batch_size=600, process_index=p,
-                                     process_count=2)) for p in range(2)]
+  per_host = [
+      list(data.eval_batches(config, batch_size=600, process_index=p, process_count=2))
+      for p in range(2)
+  ]
   assert len(per_host[0]) == len(per_host[1]) == 4  # ceil(2000 / 600)
   images, shapes_seen, masks = [], [], []
   for step in range(4):
@@ -400,8 +424,7 @@ def test_eval_batches_cover_the_split_once(data_dir, test_records):
       images.append(batch["image"][batch["mask"]])
       shapes_seen.append(batch["shape"][batch["mask"]])
   assert np.concatenate(masks).sum() == 2000
-  np.testing.assert_allclose(np.concatenate(images),
-                             test_records["image"] / 127.5 - 1.0, atol=1e-6)
+  np.testing.assert_allclose(np.concatenate(images), test_records["image"] / 127.5 - 1.0, atol=1e-6)
   np.testing.assert_array_equal(np.concatenate(shapes_seen), test_records["shape"])
 
 

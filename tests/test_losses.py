@@ -38,8 +38,7 @@ def siglip_reference(zimg, ztxt, log_scale, bias):
   return total / n
 
 
-def supcon_reference(features, labels, temperature, base_temperature,
-                     contrast_mode):
+def supcon_reference(features, labels, temperature, base_temperature, contrast_mode):
   """Khosla et al. (2020) eq. 2 over view-major stacked views, as their code."""
   batch, views, _ = features.shape
   if labels is None:
@@ -96,9 +95,13 @@ def _supcon(contrast_mode):
   def loss(zimg, ztxt, log_scale, bias, labels=None, **kw):
     features = jnp.stack([zimg, ztxt], axis=1)
     temperature = 0.1 * jnp.exp(log_scale - bias)
-    return losses.supcon_loss(features, labels, temperature=temperature,
+    return losses.supcon_loss(features,
+                              labels,
+                              temperature=temperature,
                               base_temperature=0.1,
-                              contrast_mode=contrast_mode, **kw)
+                              contrast_mode=contrast_mode,
+                              **kw)
+
   return loss
 
 
@@ -133,45 +136,46 @@ supcon_loss = jax.jit(losses.supcon_loss, static_argnames="contrast_mode")
 
 def test_clip_matches_reference():
   zimg, ztxt = _pair(0)
-  got = clip_loss(jnp.asarray(zimg, jnp.float32),
-                         jnp.asarray(ztxt, jnp.float32),
-                         losses.CLIP_INIT_LOG_SCALE)
+  got = clip_loss(jnp.asarray(zimg, jnp.float32), jnp.asarray(ztxt, jnp.float32),
+                  losses.CLIP_INIT_LOG_SCALE)
   want = clip_reference(zimg, ztxt, losses.CLIP_INIT_LOG_SCALE)
   np.testing.assert_allclose(got, want, rtol=1e-5)
 
 
 def test_siglip_matches_reference_for_both_variants():
   zimg, ztxt = _pair(1)
-  want = siglip_reference(zimg, ztxt, losses.SIGLIP_INIT_LOG_SCALE,
-                          losses.SIGLIP_INIT_BIAS)
+  want = siglip_reference(zimg, ztxt, losses.SIGLIP_INIT_LOG_SCALE, losses.SIGLIP_INIT_BIAS)
   for variant in losses.SIGLIP_VARIANTS:
     got = siglip_loss(jnp.asarray(zimg, jnp.float32),
-                             jnp.asarray(ztxt, jnp.float32),
-                             losses.SIGLIP_INIT_LOG_SCALE,
-                             losses.SIGLIP_INIT_BIAS, variant=variant)
+                      jnp.asarray(ztxt, jnp.float32),
+                      losses.SIGLIP_INIT_LOG_SCALE,
+                      losses.SIGLIP_INIT_BIAS,
+                      variant=variant)
     np.testing.assert_allclose(got, want, rtol=1e-5, err_msg=variant)
 
 
-@pytest.mark.parametrize("labels,views,contrast_mode,temperature", [
-    (None, 2, "all", 0.07),          # SimCLR / NT-Xent.
-    (None, 3, "one", 0.5),
-    (LABELS, 2, "all", 0.07),        # SupCon.
-    (LABELS, 3, "one", 0.2),
-    (LABELS, 1, "all", 0.1),         # Classes 3, 4, 5 have a lone anchor.
-])
+@pytest.mark.parametrize(
+    "labels,views,contrast_mode,temperature",
+    [
+        (None, 2, "all", 0.07),  # SimCLR / NT-Xent.
+        (None, 3, "one", 0.5),
+        (LABELS, 2, "all", 0.07),  # SupCon.
+        (LABELS, 3, "one", 0.2),
+        (LABELS, 1, "all", 0.1),  # Classes 3, 4, 5 have a lone anchor.
+    ])
 def test_supcon_matches_reference(labels, views, contrast_mode, temperature):
   features = _unit_rows(np.random.default_rng(2), len(LABELS), views, 8)
   got = supcon_loss(jnp.asarray(features, jnp.float32),
-                           None if labels is None else jnp.asarray(labels),
-                           temperature=temperature, base_temperature=0.07,
-                           contrast_mode=contrast_mode)
+                    None if labels is None else jnp.asarray(labels),
+                    temperature=temperature,
+                    base_temperature=0.07,
+                    contrast_mode=contrast_mode)
   want = supcon_reference(features, labels, temperature, 0.07, contrast_mode)
   np.testing.assert_allclose(got, want, rtol=1e-5)
 
 
 def test_supcon_without_any_positive_is_zero_with_finite_gradient():
-  features = jnp.asarray(_unit_rows(np.random.default_rng(3), 8, 1, 4),
-                         jnp.float32)
+  features = jnp.asarray(_unit_rows(np.random.default_rng(3), 8, 1, 4), jnp.float32)
   labels = jnp.arange(8)
   value, grad = jax.value_and_grad(supcon_loss)(features, labels)
   assert value == 0.0
@@ -181,8 +185,7 @@ def test_supcon_without_any_positive_is_zero_with_finite_gradient():
 def test_supcon_anchors_without_positives_get_no_gradient_of_their_own():
   # With one view, anchor 8 (lone class 4) has no positives; its feature still
   # appears in others' denominators, so its gradient is finite and non-zero.
-  features = jnp.asarray(_unit_rows(np.random.default_rng(4), 16, 1, 8),
-                         jnp.float32)
+  features = jnp.asarray(_unit_rows(np.random.default_rng(4), 16, 1, 8), jnp.float32)
   grad = jax.grad(supcon_loss)(features, jnp.asarray(LABELS))
   assert np.all(np.isfinite(grad))
   assert np.any(grad[8] != 0.0)
@@ -197,13 +200,10 @@ def test_bfloat16_inputs_are_reduced_in_float32():
   cases = [
       (clip_loss(zimg16, ztxt16, losses.CLIP_INIT_LOG_SCALE),
        clip_reference(zimg_r, ztxt_r, losses.CLIP_INIT_LOG_SCALE)),
-      (siglip_loss(zimg16, ztxt16, losses.SIGLIP_INIT_LOG_SCALE,
-                          losses.SIGLIP_INIT_BIAS),
-       siglip_reference(zimg_r, ztxt_r, losses.SIGLIP_INIT_LOG_SCALE,
-                        losses.SIGLIP_INIT_BIAS)),
+      (siglip_loss(zimg16, ztxt16, losses.SIGLIP_INIT_LOG_SCALE, losses.SIGLIP_INIT_BIAS),
+       siglip_reference(zimg_r, ztxt_r, losses.SIGLIP_INIT_LOG_SCALE, losses.SIGLIP_INIT_BIAS)),
       (supcon_loss(jnp.stack([zimg16, ztxt16], 1)),
-       supcon_reference(np.stack([zimg_r, ztxt_r], 1), None, 0.07, 0.07,
-                        "all")),
+       supcon_reference(np.stack([zimg_r, ztxt_r], 1), None, 0.07, 0.07, "all")),
   ]
   for got, want in cases:
     assert got.dtype == jnp.float32
@@ -215,12 +215,11 @@ def test_float64_inputs_stay_float64_under_x64():
   features = np.stack([zimg, ztxt], 1)
   with jax.enable_x64(True):
     cases = [
-        (clip_loss(jnp.asarray(zimg), jnp.asarray(ztxt), 1.7),
-         clip_reference(zimg, ztxt, 1.7)),
-        (siglip_loss(jnp.asarray(zimg), jnp.asarray(ztxt), 2.0, -3.0),
-         siglip_reference(zimg, ztxt, 2.0, -3.0)),
-        (supcon_loss(jnp.asarray(features), jnp.asarray(LABELS)),
-         supcon_reference(features, LABELS, 0.07, 0.07, "all")),
+        (clip_loss(jnp.asarray(zimg), jnp.asarray(ztxt), 1.7), clip_reference(zimg, ztxt, 1.7)),
+        (siglip_loss(jnp.asarray(zimg), jnp.asarray(ztxt), 2.0,
+                     -3.0), siglip_reference(zimg, ztxt, 2.0, -3.0)),
+        (supcon_loss(jnp.asarray(features),
+                     jnp.asarray(LABELS)), supcon_reference(features, LABELS, 0.07, 0.07, "all")),
     ]
     for got, want in cases:
       assert got.dtype == jnp.float64
@@ -231,10 +230,13 @@ def test_float64_inputs_stay_float64_under_x64():
 def test_gradient_matches_reference_finite_differences(name):
   loss, labels = SHARDED_LOSSES[name]
   references = {
-      "clip": lambda zi, zt, s, b: clip_reference(zi, zt, s),
-      "siglip_ring": siglip_reference,
-      "supcon_labels_all": lambda zi, zt, s, b: supcon_reference(
-          np.stack([zi, zt], 1), LABELS, 0.1 * np.exp(s - b), 0.1, "all"),
+      "clip":
+          lambda zi, zt, s, b: clip_reference(zi, zt, s),
+      "siglip_ring":
+          siglip_reference,
+      "supcon_labels_all":
+          lambda zi, zt, s, b: supcon_reference(np.stack([zi, zt], 1), LABELS, 0.1 * np.exp(s - b),
+                                                0.1, "all"),
   }
   reference = references[name]
   kw = {} if labels is None else {"labels": jnp.asarray(labels)}
@@ -242,8 +244,7 @@ def test_gradient_matches_reference_finite_differences(name):
   args = (zimg, ztxt, 0.3, -0.2)
   with jax.enable_x64(True):
     grads = jax.jit(jax.grad(functools.partial(loss, **kw),
-                             argnums=(0, 1, 2, 3)))(
-        *(jnp.asarray(a) for a in args))
+                             argnums=(0, 1, 2, 3)))(*(jnp.asarray(a) for a in args))
   # Directional derivative along a random direction of all four arguments.
   rng = np.random.default_rng(8)
   direction = [rng.normal(size=np.shape(a)) for a in args]
@@ -274,11 +275,9 @@ def _sharded(loss, labels, mesh, axis_name, **shard_map_kw):
     fn = lambda zi, zt, s, b: loss(zi, zt, s, b, axis_name=axis_name)
     extra = ()
   else:
-    fn = lambda zi, zt, s, b, y: loss(zi, zt, s, b, labels=y,
-                                      axis_name=axis_name)
+    fn = lambda zi, zt, s, b, y: loss(zi, zt, s, b, labels=y, axis_name=axis_name)
     extra = (row,)
-  return jax.shard_map(fn, mesh=mesh, in_specs=(row, row, P(), P()) + extra,
-                       **shard_map_kw)
+  return jax.shard_map(fn, mesh=mesh, in_specs=(row, row, P(), P()) + extra, **shard_map_kw)
 
 
 def _assert_trees_close(got, want):
@@ -295,9 +294,11 @@ def test_sharded_value_and_gradient_equal_unsharded(name, mesh_name):
   grad_args = (0, 1, 2, 3)
   with jax.enable_x64(True):
     args = tuple(jnp.asarray(a) for a in (*_pair(9), 0.4, -1.5)) + extra
-    want = jax.jit(jax.value_and_grad(
-        lambda *a: loss(*a[:4], **({"labels": a[4]} if extra else {})),
-        argnums=grad_args))(*args)
+    want = jax.jit(
+        jax.value_and_grad(lambda *a: loss(*a[:4], **({
+            "labels": a[4]
+        } if extra else {})),
+                           argnums=grad_args))(*args)
     # The trainer's form: jax.grad of a function that wraps shard_map, with
     # the scalars replicated (in_specs P()) and the loss returned replicated.
     sharded = _sharded(loss, labels, mesh, axis_name, out_specs=P())
@@ -314,32 +315,38 @@ def test_gradient_taken_inside_shard_map_is_global(name):
   extra = () if labels is None else (jnp.asarray(labels),)
   with jax.enable_x64(True):
     args = tuple(jnp.asarray(a) for a in (*_pair(10), 0.4, -1.5)) + extra
-    want = jax.jit(jax.value_and_grad(
-        lambda *a: loss(*a[:4], **({"labels": a[4]} if extra else {})),
-        argnums=(0, 1, 2, 3)))(*args)
+    want = jax.jit(
+        jax.value_and_grad(lambda *a: loss(*a[:4], **({
+            "labels": a[4]
+        } if extra else {})),
+                           argnums=(0, 1, 2, 3)))(*args)
     row = P(axis_name)
     inner = jax.value_and_grad(
-        lambda *a: loss(*a[:4], axis_name=axis_name,
-                        **({"labels": a[4]} if extra else {})),
+        lambda *a: loss(*a[:4], axis_name=axis_name, **({
+            "labels": a[4]
+        } if extra else {})),
         argnums=(0, 1, 2, 3))
-    got = jax.jit(jax.shard_map(
-        inner, mesh=mesh, in_specs=(row, row, P(), P()) + (row,) * len(extra),
-        out_specs=(P(), (row, row, P(), P())), check_vma=True))(*args)
+    got = jax.jit(
+        jax.shard_map(inner,
+                      mesh=mesh,
+                      in_specs=(row, row, P(), P()) + (row,) * len(extra),
+                      out_specs=(P(), (row, row, P(), P())),
+                      check_vma=True))(*args)
   _assert_trees_close(got, want)
 
 
 def test_every_device_returns_the_global_loss():
   mesh, axis_name = _mesh("data8")
   zimg, ztxt = _pair(11)
-  per_device = jax.jit(jax.shard_map(
-      lambda zi, zt, s, b: losses.siglip_loss(
-          zi, zt, s, b, axis_name=axis_name)[None],
-      mesh=mesh, in_specs=(P(axis_name),) * 2 + (P(), P()),
-      out_specs=P(axis_name)))(jnp.asarray(zimg, jnp.float32),
-                               jnp.asarray(ztxt, jnp.float32), 1.0, -2.0)
+  per_device = jax.jit(
+      jax.shard_map(
+          lambda zi, zt, s, b: losses.siglip_loss(zi, zt, s, b, axis_name=axis_name)[None],
+          mesh=mesh,
+          in_specs=(P(axis_name),) * 2 + (P(), P()),
+          out_specs=P(axis_name)))(jnp.asarray(zimg, jnp.float32), jnp.asarray(ztxt, jnp.float32),
+                                   1.0, -2.0)
   assert per_device.shape == (8,)
-  np.testing.assert_allclose(per_device, siglip_reference(zimg, ztxt, 1.0, -2.0),
-                             rtol=1e-5)
+  np.testing.assert_allclose(per_device, siglip_reference(zimg, ztxt, 1.0, -2.0), rtol=1e-5)
 
 
 def test_ring_needs_much_less_memory_than_gather():
@@ -351,8 +358,8 @@ def test_ring_needs_much_less_memory_than_gather():
 
   def temp_bytes(variant):
     sharded = _sharded(_siglip(variant), None, mesh, axis_name, out_specs=P())
-    compiled = jax.jit(jax.value_and_grad(sharded, argnums=(0, 1, 2, 3))).lower(
-        z, z, s, s).compile()
+    compiled = jax.jit(jax.value_and_grad(sharded, argnums=(0, 1, 2, 3))).lower(z, z, s,
+                                                                                s).compile()
     return compiled.memory_analysis().temp_size_in_bytes
 
   block_bytes = 512 * 512 * 4

@@ -20,11 +20,15 @@ BATCH, IMAGE_SIZE, MAX_LEN = 8, 16, 16
 
 
 def tiny_config(**overrides):
-  config = ml_collections.ConfigDict(dict(
-      name="two_tower", embed_dim=16, dtype="float32", remat=False,
-      image=dict(patch_size=4, width=32, depth=2, num_heads=4, mlp_dim=64, pool="gap"),
-      text=dict(vocab_size=64, width=32, depth=2, num_heads=4, mlp_dim=64, max_len=MAX_LEN),
-      init_log_scale=math.log(10.0), init_bias=-10.0))
+  config = ml_collections.ConfigDict(
+      dict(name="two_tower",
+           embed_dim=16,
+           dtype="float32",
+           remat=False,
+           image=dict(patch_size=4, width=32, depth=2, num_heads=4, mlp_dim=64, pool="gap"),
+           text=dict(vocab_size=64, width=32, depth=2, num_heads=4, mlp_dim=64, max_len=MAX_LEN),
+           init_log_scale=math.log(10.0),
+           init_bias=-10.0))
   config.update(overrides)
   return config
 
@@ -79,13 +83,16 @@ def test_get_model_rejects_unknown_name():
     get_model(tiny_config(name="nope"))
 
 
-@pytest.mark.parametrize("pool", ["gap", "cls", "map"])
-def test_every_param_has_logical_axes(pool):
+@pytest.mark.parametrize("pool,stem", [("gap", "patch"), ("cls", "patch"), ("map", "patch"),
+                                       ("gap", "conv")])
+def test_every_param_has_logical_axes(pool, stem):
   config = tiny_config()
   config.image.pool = pool
+  config.image.stem = stem
   model = get_model(config)
   boxed = jax.eval_shape(model.init, jax.random.key(0), *batch())["params"]
-  leaves = jax.tree_util.tree_leaves_with_path(boxed, is_leaf=lambda x: isinstance(x, nn.Partitioned))
+  leaves = jax.tree_util.tree_leaves_with_path(boxed,
+                                               is_leaf=lambda x: isinstance(x, nn.Partitioned))
   assert len(leaves) > 20
   for path, leaf in leaves:
     assert isinstance(leaf, nn.Partitioned), jax.tree_util.keystr(path)
@@ -102,7 +109,8 @@ def test_sharded_forward_equals_unsharded(f32):
   mesh = jax.sharding.Mesh(np.array(jax.devices()).reshape(2, 2, 2), ("data", "fsdp", "tensor"))
   specs = nn.get_partition_spec(jax.eval_shape(model.init, jax.random.key(0), images, tokens))
   param_shardings = nn.logical_to_mesh_sharding(specs, mesh, RULES)
-  mlp_kernel = param_shardings["params"]["image_tower"]["encoder"]["block_0"]["mlp"]["fc1"]["kernel"]
+  mlp_kernel = param_shardings["params"]["image_tower"]["encoder"]["block_0"]["mlp"]["fc1"][
+      "kernel"]
   assert mlp_kernel.spec == jax.sharding.PartitionSpec("fsdp", "tensor")
   query = param_shardings["params"]["text_tower"]["encoder"]["block_1"]["attn"]["query"]["kernel"]
   assert query.spec == jax.sharding.PartitionSpec("fsdp", "tensor", None)
@@ -127,8 +135,10 @@ def test_remat_gives_same_outputs_and_gradients(f32):
   model, variables = f32
   images, tokens = batch()
   remat_model = get_model(tiny_config(remat=True))
-  results = [jax.jit(jax.value_and_grad(lambda v, m=m: _loss(m, v, images, tokens)))(variables)
-             for m in (model, remat_model)]
+  results = [
+      jax.jit(jax.value_and_grad(lambda v, m=m: _loss(m, v, images, tokens)))(variables)
+      for m in (model, remat_model)
+  ]
   assert jax.tree.structure(results[0]) == jax.tree.structure(results[1])
   for a, b in zip(jax.tree.leaves(results[0]), jax.tree.leaves(results[1])):
     np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5)
@@ -175,12 +185,15 @@ def test_text_embedding_ignores_padding(f32):
 def test_patch_embedding_matches_numpy_patchify(f32):
   model, variables = f32
   images, _ = batch()
-  _, state = model.apply(variables, images, method="encode_image",
+  _, state = model.apply(variables,
+                         images,
+                         method="encode_image",
                          capture_intermediates=lambda mdl, _: mdl.name == "patch_embed")
   got = state["intermediates"]["image_tower"]["patch_embed"]["__call__"][0]
   params = variables["params"]["image_tower"]["patch_embed"]
   p, n = 4, IMAGE_SIZE // 4
-  x = np.float64(images).reshape(BATCH, n, p, n, p, 3).transpose(0, 1, 3, 2, 4, 5).reshape(BATCH, n, n, -1)
+  x = np.float64(images).reshape(BATCH, n, p, n, p, 3).transpose(0, 1, 3, 2, 4,
+                                                                 5).reshape(BATCH, n, n, -1)
   want = x @ np.float64(params["kernel"]).reshape(p * p * 3, -1) + np.float64(params["bias"])
   np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
 
@@ -191,7 +204,8 @@ def test_attention_matches_float64_reference():
   q, kk, v = (rng.normal(size=shape) for shape in ((b, l, h, k), (b, s, h, k), (b, s, h, k)))
   valid = np.ones((b, s), bool)
   valid[0, 4:] = False
-  got = dot_product_attention(jnp.float32(q), jnp.float32(kk), jnp.float32(v), valid[:, None, None, :])
+  got = dot_product_attention(jnp.float32(q), jnp.float32(kk), jnp.float32(v), valid[:, None,
+                                                                                     None, :])
 
   want = np.zeros((b, l, h, k))
   for bi in range(b):
@@ -204,14 +218,24 @@ def test_attention_matches_float64_reference():
   np.testing.assert_allclose(got, want, atol=1e-5)
 
 
-@pytest.mark.parametrize("pool", ["gap", "map"])
-def test_flop_count_matches_xla_cost_analysis(pool):
+@pytest.mark.parametrize("pool,stem", [("gap", "patch"), ("map", "patch"), ("gap", "conv")])
+def test_flop_count_matches_xla_cost_analysis(pool, stem):
   # Wide enough that elementwise work is a few percent of the matmuls.
-  config = ml_collections.ConfigDict(dict(
-      name="two_tower", embed_dim=64, dtype="float32", remat=False,
-      image=dict(patch_size=4, width=128, depth=1, num_heads=4, mlp_dim=512, pool=pool),
-      text=dict(vocab_size=64, width=128, depth=1, num_heads=4, mlp_dim=512, max_len=24),
-      init_log_scale=0.0, init_bias=None))
+  config = ml_collections.ConfigDict(
+      dict(name="two_tower",
+           embed_dim=64,
+           dtype="float32",
+           remat=False,
+           image=dict(patch_size=4,
+                      width=128,
+                      depth=1,
+                      num_heads=4,
+                      mlp_dim=512,
+                      pool=pool,
+                      stem=stem),
+           text=dict(vocab_size=64, width=128, depth=1, num_heads=4, mlp_dim=512, max_len=24),
+           init_log_scale=0.0,
+           init_bias=None))
   model = get_model(config)
   images = jnp.zeros((2, 32, 32, 3))
   tokens = jnp.ones((2, 24), jnp.int32)
@@ -237,7 +261,10 @@ def test_low_precision_tensordot_value_and_gradients_match_float64():
 
   y = matmul.tensordot(jnp.float32(x), jnp.float32(w), 1, jnp.bfloat16)
   assert y.dtype == jnp.bfloat16
-  np.testing.assert_allclose(np.float64(y.astype(jnp.float32)), np.tensordot(x, w, 1), atol=0.1, rtol=0.02)
+  np.testing.assert_allclose(np.float64(y.astype(jnp.float32)),
+                             np.tensordot(x, w, 1),
+                             atol=0.1,
+                             rtol=0.02)
   dx, dw = jax.grad(loss, argnums=(0, 1))(jnp.float32(x), jnp.float32(w))
   assert dx.dtype == dw.dtype == jnp.float32  # float32 parameters get float32 gradients
   np.testing.assert_allclose(dx, np.tensordot(cotangent, w, ((2, 3), (1, 2))), atol=0.1, rtol=0.02)
@@ -259,8 +286,9 @@ def test_bfloat16_step_runs_dense_layers_as_bf16_dots_with_float32_accumulation(
   grad_fn = jax.jit(jax.grad(lambda v: _loss(model, v, images, tokens)))
   hlo = grad_fn.lower(variables).compile().as_text()
   dtypes = dict(re.findall(r"%(\S+) = (\w+)\[", hlo))
-  fast = sum(dtypes.get(a) == dtypes.get(b) == "bf16"
-             for a, b in re.findall(r"= f32\[[^\]]*\]\S* dot\(%(\S+?), %(\S+?)\)", hlo))
+  fast = sum(
+      dtypes.get(a) == dtypes.get(b) == "bf16"
+      for a, b in re.findall(r"= f32\[[^\]]*\]\S* dot\(%(\S+?), %(\S+?)\)", hlo))
   # Per tower 2 blocks x (q, k, v, out, fc1, fc2), plus the patch embedding:
   # each is one forward and two backward bf16 x bf16 -> f32 dots.
   assert fast >= 3 * (2 * 2 * 6 + 1), fast

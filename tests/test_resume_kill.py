@@ -17,10 +17,11 @@ TOTAL, EVERY = 200, 10
 
 
 def _command(workdir, overrides, data_dir):
-  return [sys.executable, "-m", "jaxmm.cli", "train", "--config", "configs/siglip_shapes.py",
-          "--workdir", workdir, f"--config.data.data_dir={data_dir}",
-          f"--config.total_steps={TOTAL}", f"--config.checkpoint_every={EVERY}",
-          "--config.eval_every=0", "--config.log_every=50"] + [f"--config.{o}" for o in overrides]
+  return [
+      sys.executable, "-m", "jaxmm.cli", "train", "--config", "configs/siglip_shapes.py",
+      "--workdir", workdir, f"--config.data.data_dir={data_dir}", f"--config.total_steps={TOTAL}",
+      f"--config.checkpoint_every={EVERY}", "--config.eval_every=0", "--config.log_every=50"
+  ] + [f"--config.{o}" for o in overrides]
 
 
 def _env():
@@ -32,8 +33,10 @@ def _env():
 def test_kill_9_after_second_checkpoint_then_rerun(tmp_path, shapes_data_dir, tiny_overrides):
   overrides = [o for o in tiny_overrides if not o.startswith("total_steps")]
   killed = str(tmp_path / "killed")
-  process = subprocess.Popen(_command(killed, overrides, shapes_data_dir), env=_env(),
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  process = subprocess.Popen(_command(killed, overrides, shapes_data_dir),
+                             env=_env(),
+                             stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
   second = os.path.join(killed, "checkpoints", str(2 * EVERY))
   deadline = time.time() + 600
   while not os.path.isdir(second):  # orbax renames a checkpoint into place when complete
@@ -44,11 +47,17 @@ def test_kill_9_after_second_checkpoint_then_rerun(tmp_path, shapes_data_dir, ti
   interrupted_at = analysis.checkpoint_steps(killed)[-1]
   assert 2 * EVERY <= interrupted_at < TOTAL
 
-  subprocess.run(_command(killed, overrides, shapes_data_dir), env=_env(), check=True,
-                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  subprocess.run(_command(killed, overrides, shapes_data_dir),
+                 env=_env(),
+                 check=True,
+                 stdout=subprocess.DEVNULL,
+                 stderr=subprocess.DEVNULL)
   straight = str(tmp_path / "straight")
-  subprocess.run(_command(straight, overrides, shapes_data_dir), env=_env(), check=True,
-                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  subprocess.run(_command(straight, overrides, shapes_data_dir),
+                 env=_env(),
+                 check=True,
+                 stdout=subprocess.DEVNULL,
+                 stderr=subprocess.DEVNULL)
 
   resumed, reference = analysis.load_run(killed), analysis.load_run(straight)
   assert resumed.step == reference.step == TOTAL

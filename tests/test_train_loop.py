@@ -74,8 +74,7 @@ def test_resume_after_a_crash_is_bit_identical(config, tmp_path):
 
 def test_sigterm_saves_and_stops(config, tmp_path):
   workdir = str(tmp_path / "preempted")
-  state = run(config, workdir, stop_after=3,
-              action=lambda: os.kill(os.getpid(), signal.SIGTERM))
+  state = run(config, workdir, stop_after=3, action=lambda: os.kill(os.getpid(), signal.SIGTERM))
   # SIGTERM arrives while batch 4 is read: step 4 completes, is saved, and the loop stops.
   assert int(state.step) == 4
   assert analysis.checkpoint_steps(workdir) == [2, 4]

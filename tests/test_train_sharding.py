@@ -17,8 +17,7 @@ def random_batch(config):
   size = config.data.image_size
   tokens = rng.integers(1, 256, (BATCH, config.data.max_len), dtype=np.int32)
   tokens[:, 5:] = 0  # padding
-  return {"image": rng.uniform(-1, 1, (BATCH, size, size, 3)).astype(np.float32),
-          "tokens": tokens}
+  return {"image": rng.uniform(-1, 1, (BATCH, size, size, 3)).astype(np.float32), "tokens": tokens}
 
 
 def run_steps(config, mesh_shape, devices):
@@ -56,8 +55,10 @@ def test_meshes_match_one_device(loss, tiny_config):
 def test_parameters_are_sharded_by_the_rules(tiny_config):
   config = tiny_config("siglip")
   *_, state = run_steps(config, (2, 2, 2), jax.devices())
-  mlp_kernel = [x for path, x in jax.tree_util.tree_leaves_with_path(state.params)
-                if "mlp" in jax.tree_util.keystr(path).lower() and x.ndim == 2]
+  mlp_kernel = [
+      x for path, x in jax.tree_util.tree_leaves_with_path(state.params)
+      if "mlp" in jax.tree_util.keystr(path).lower() and x.ndim == 2
+  ]
   assert mlp_kernel, "expected MLP kernels in the model"
   # [embed, mlp] kernels: embed over fsdp, mlp over tensor, as DEFAULT_RULES say.
   specs = {tuple(x.sharding.spec) for x in mlp_kernel}

@@ -106,9 +106,8 @@ def _to_batch(raw, data_config, keys=None):
 
 def _local_batch_size(batch_size, process_count):
   if batch_size % process_count:
-    raise ValueError(
-        f"global batch size {batch_size} is not divisible by the "
-        f"{process_count} processes")
+    raise ValueError(f"global batch size {batch_size} is not divisible by the "
+                     f"{process_count} processes")
   return batch_size // process_count
 
 
@@ -135,8 +134,7 @@ def _host_positions(step, batch_size, local_batch_size, process_index):
   return start + np.arange(local_batch_size, dtype=np.int64)
 
 
-def train_iterator(data_config, *, global_batch_size, seed, process_index=0,
-                   process_count=1):
+def train_iterator(data_config, *, global_batch_size, seed, process_index=0, process_count=1):
   """Infinite iterator of host-local training batches, with get/set_state.
 
   `seed` fixes the order and the augmentation (pass data.shuffle_seed, or
@@ -157,8 +155,7 @@ def train_iterator(data_config, *, global_batch_size, seed, process_index=0,
   return iter(dataset.to_iter_dataset(_READ_OPTIONS))
 
 
-def eval_batches(data_config, *, split=None, batch_size, process_index=0,
-                 process_count=1):
+def eval_batches(data_config, *, split=None, batch_size, process_index=0, process_count=1):
   """One pass over `split` (default data.eval_split) in a fixed order.
 
   `batch_size` is global, like train_iterator's. Returns a grain MapDataset

@@ -55,17 +55,15 @@ def get_builder(name: str, data_dir=None) -> tfds.core.DatasetBuilder:
   if name in BUNDLED:
     builder_cls = BUNDLED[name]
     # Looking before constructing avoids tfds warning about a missing folder.
-    info = os.path.join(data_dir, builder_cls.name, str(builder_cls.VERSION),
-                        "dataset_info.json")
+    info = os.path.join(data_dir, builder_cls.name, str(builder_cls.VERSION), "dataset_info.json")
     if not os.path.exists(info):
       _build_bundled(builder_cls, data_dir)
     return builder_cls(data_dir=data_dir)
   builder = tfds.builder(name, data_dir=data_dir)
   if not builder.is_prepared():
-    raise FileNotFoundError(
-        f"TFDS dataset {name!r} is not prepared in {data_dir}; jaxmm never "
-        "downloads. Prepare it there first (e.g. `tfds build "
-        f"{name} --data_dir={data_dir} --file_format=array_record`).")
+    raise FileNotFoundError(f"TFDS dataset {name!r} is not prepared in {data_dir}; jaxmm never "
+                            "downloads. Prepare it there first (e.g. `tfds build "
+                            f"{name} --data_dir={data_dir} --file_format=array_record`).")
   return builder
 
 

@@ -47,9 +47,8 @@ class SentencePieceTokenizer:
     try:
       import sentencepiece  # pylint: disable=import-outside-toplevel
     except ImportError as e:
-      raise ImportError(
-          f"tokenizer {model_path!r} needs the `sentencepiece` package: "
-          "pip install 'jaxmm[sentencepiece]'") from e
+      raise ImportError(f"tokenizer {model_path!r} needs the `sentencepiece` package: "
+                        "pip install 'jaxmm[sentencepiece]'") from e
     self._model = sentencepiece.SentencePieceProcessor(model_file=model_path)
     self.vocab_size = self._model.get_piece_size()
     self.pad_id = max(self._model.pad_id(), 0)

@@ -1,8 +1,8 @@
 """Zero-shot tasks of the bundled datasets: class prompts and label keys.
 
 For `shapes`, the prompts of a class are every caption the dataset can write
-for it (all sizes, positions and other attributes), so the class embedding
-averages out everything but the attribute asked about.
+for it (all sizes, positions and other attributes), combined by 'max': an
+image's class is read off its best-matching full caption.
 """
 import itertools
 
@@ -11,8 +11,11 @@ from jaxmm.evaluators.zero_shot import ZeroShotTask
 
 
 def _captions_where(keep) -> list[str]:
-  return [shapes.caption(*attrs) for attrs in itertools.product(
-      shapes.SHAPES, shapes.COLOURS, shapes.SIZES, shapes.POSITIONS) if keep(*attrs)]
+  return [
+      shapes.caption(*attrs)
+      for attrs in itertools.product(shapes.SHAPES, shapes.COLOURS, shapes.SIZES, shapes.POSITIONS)
+      if keep(*attrs)
+  ]
 
 
 def shapes_tasks() -> list[ZeroShotTask]:
@@ -23,16 +26,19 @@ def shapes_tasks() -> list[ZeroShotTask]:
       ZeroShotTask(
           name="shape",
           class_prompts=[_captions_where(lambda s, c, z, p, k=k: s == k) for k in shapes.SHAPES],
-          labels=lambda b: b["shape"]),
+          labels=lambda b: b["shape"],
+          ensemble="max"),
       ZeroShotTask(
           name="colour",
           class_prompts=[_captions_where(lambda s, c, z, p, k=k: c == k) for k in shapes.COLOURS],
-          labels=lambda b: b["colour"]),
+          labels=lambda b: b["colour"],
+          ensemble="max"),
       ZeroShotTask(
           name="held_out_pairs",
           class_prompts=[_captions_where(lambda s, c, z, p, k=k: (s, c) == k) for k in pairs],
           labels=lambda b: b["shape"] * len(shapes.COLOURS) + b["colour"],
-          select=lambda b: b["held_out"].astype(bool)),
+          select=lambda b: b["held_out"].astype(bool),
+          ensemble="max"),
   ]
 
 

@@ -85,8 +85,7 @@ def clip_loss(zimg, ztxt, log_scale, *, axis_name=None):
   return ring.sum_shards(local, axis_name) / (2 * batch)
 
 
-def siglip_loss(zimg, ztxt, log_scale, bias, *, axis_name=None,
-                variant="ring"):
+def siglip_loss(zimg, ztxt, log_scale, bias, *, axis_name=None, variant="ring"):
   """Sigmoid loss of SigLIP (Zhai et al. 2023, Algorithm 1).
 
   −(1/B) Σᵢ Σⱼ log σ(zᵢⱼ · (exp(log_scale) · zimgᵢ · ztxtⱼ + bias)), zᵢⱼ = +1
@@ -113,8 +112,7 @@ def siglip_loss(zimg, ztxt, log_scale, bias, *, axis_name=None,
     Scalar loss over the global batch.
   """
   if variant not in SIGLIP_VARIANTS:
-    raise ValueError(
-        f"variant must be one of {SIGLIP_VARIANTS}, got {variant!r}")
+    raise ValueError(f"variant must be one of {SIGLIP_VARIANTS}, got {variant!r}")
   dtype = _compute_dtype(zimg, ztxt)
   zimg, ztxt = zimg.astype(dtype), ztxt.astype(dtype)
   scale = jnp.exp(jnp.asarray(log_scale, dtype))
@@ -135,14 +133,18 @@ def siglip_loss(zimg, ztxt, log_scale, bias, *, axis_name=None,
     # Only a shard's own text block holds its matching pairs; every other
     # block is all negatives (Algorithm 1's loop over neighbours).
     local = ring.ring_sum(
-        lambda images, texts, own: neg_log_sigmoid_sum(
-            images, texts, _matching(b, b, 0) if own else None),
-        zimg, ztxt, axis_name)
+        lambda images, texts, own: neg_log_sigmoid_sum(images, texts,
+                                                       _matching(b, b, 0)
+                                                       if own else None), zimg, ztxt, axis_name)
   return ring.sum_shards(local, axis_name) / batch
 
 
-def supcon_loss(features, labels=None, *, temperature=SUPCON_TEMPERATURE,
-                base_temperature=SUPCON_TEMPERATURE, contrast_mode="all",
+def supcon_loss(features,
+                labels=None,
+                *,
+                temperature=SUPCON_TEMPERATURE,
+                base_temperature=SUPCON_TEMPERATURE,
+                contrast_mode="all",
                 axis_name=None):
   """Supervised contrastive loss, L_out of Khosla et al. (2020), eq. 2.
 

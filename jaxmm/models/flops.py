@@ -18,13 +18,35 @@ def encoder_flops(length: int, width: int, depth: int, mlp_dim: int) -> int:
   return depth * per_block
 
 
-def vit_flops(image_size: Union[int, Sequence[int]], channels: int, patch_size: int, width: int,
-              depth: int, mlp_dim: int, pool: str = "gap", **unused) -> int:
-  """One image [H, W, C] through the ViT tower (patch embedding, encoder, pooling head)."""
+def conv_stem_flops(h: int, w: int, channels: int, patch_size: int, width: int) -> int:
+  """The ViT's ConvStem: log2(p) stride-2 3×3 convolutions, then a 1×1 projection."""
+  layers = patch_size.bit_length() - 1
+  flops = 0
+  for i in range(layers):
+    h, w = -(-h // 2), -(-w // 2)
+    out = width >> (layers - i)
+    flops += 2 * h * w * 9 * channels * out
+    channels = out
+  return flops + 2 * h * w * channels * width
+
+
+def vit_flops(image_size: Union[int, Sequence[int]],
+              channels: int,
+              patch_size: int,
+              width: int,
+              depth: int,
+              mlp_dim: int,
+              pool: str = "gap",
+              stem: str = "patch",
+              **unused) -> int:
+  """One image [H, W, C] through the ViT tower (stem, encoder, pooling head)."""
   del unused  # num_heads does not change the count: heads·kv = width.
   h, w = (image_size, image_size) if isinstance(image_size, int) else image_size
   patches = (h // patch_size) * (w // patch_size)
-  flops = 2 * patches * (patch_size**2 * channels) * width
+  if stem == "conv":
+    flops = conv_stem_flops(h, w, channels, patch_size, width)
+  else:
+    flops = 2 * patches * (patch_size**2 * channels) * width
   flops += encoder_flops(patches + (pool == "cls"), width, depth, mlp_dim)
   if pool == "map":
     # One query over `patches` keys: q and out projections on 1 token, k and v on all.
@@ -38,14 +60,15 @@ def text_flops(length: int, width: int, depth: int, mlp_dim: int, **unused) -> i
   return encoder_flops(length, width, depth, mlp_dim)
 
 
-def two_tower_flops(config_model: Mapping[str, Any], image_size, text_len: Optional[int] = None,
+def two_tower_flops(config_model: Mapping[str, Any],
+                    image_size,
+                    text_len: Optional[int] = None,
                     channels: int = 3) -> int:
   """Both towers and both projections to embed_dim for one (image, text) pair."""
   image, text, embed_dim = config_model["image"], config_model["text"], config_model["embed_dim"]
   text_len = text["max_len"] if text_len is None else text_len
-  return (vit_flops(image_size, channels, **image)
-          + text_flops(text_len, **text)
-          + 2 * (image["width"] + text["width"]) * embed_dim)
+  return (vit_flops(image_size, channels, **image) + text_flops(text_len, **text) + 2 *
+          (image["width"] + text["width"]) * embed_dim)
 
 
 _FLOPS = {

@@ -83,6 +83,5 @@ def tensordot(x, y, num_contract: int, dtype):
   """
   free_x, free_y = x.ndim - num_contract, y.ndim - num_contract
   letters = string.ascii_letters
-  a, c, n = (letters[:free_x], letters[free_x:x.ndim],
-             letters[x.ndim:x.ndim + free_y])
+  a, c, n = (letters[:free_x], letters[free_x:x.ndim], letters[x.ndim:x.ndim + free_y])
   return einsum(f"{a}{c},{c}{n}->{a}{n}", x, y, dtype)

@@ -29,16 +29,20 @@ class TextTransformer(nn.Module):
     length = tokens.shape[1]
     if length > self.max_len:
       raise ValueError(f"sequence length {length} exceeds max_len {self.max_len}")
-    x = nn.Embed(
-        self.vocab_size, self.width, dtype=self.dtype, name="token_embed",
-        embedding_init=partitioned(nn.initializers.normal(0.02), ("vocab", "embed")))(tokens)
-    pos = self.param("pos_embedding", partitioned(nn.initializers.normal(0.01), (None, None, "embed")),
+    x = nn.Embed(self.vocab_size,
+                 self.width,
+                 dtype=self.dtype,
+                 name="token_embed",
+                 embedding_init=partitioned(nn.initializers.normal(0.02),
+                                            ("vocab", "embed")))(tokens)
+    pos = self.param("pos_embedding",
+                     partitioned(nn.initializers.normal(0.01), (None, None, "embed")),
                      (1, self.max_len, self.width))
     x = x + pos[:, :length].astype(self.dtype)
 
     is_token = tokens != self.pad_id
-    x = Encoder(self.depth, self.num_heads, self.mlp_dim, self.dtype, self.remat, name="encoder")(
-        x, padding_mask=is_token)
+    x = Encoder(self.depth, self.num_heads, self.mlp_dim, self.dtype, self.remat,
+                name="encoder")(x, padding_mask=is_token)
     x = layer_norm(self.dtype, "ln_final")(x)
 
     weights = is_token.astype(jnp.float32)[..., None]

@@ -72,7 +72,8 @@ class Dense(nn.Module):
   def __call__(self, x):
     """x [..., *kernel_shape[:num_in]] -> [..., *kernel_shape[num_in:]]."""
     kernel_init = self.kernel_init or nn.initializers.xavier_uniform(
-        in_axis=tuple(range(self.num_in)), out_axis=tuple(range(self.num_in, len(self.kernel_shape))))
+        in_axis=tuple(range(self.num_in)),
+        out_axis=tuple(range(self.num_in, len(self.kernel_shape))))
     kernel = self.param("kernel", partitioned(kernel_init, self.kernel_axes), self.kernel_shape)
     y = matmul.tensordot(x, kernel, self.num_in, self.dtype)
     if not self.use_bias:
@@ -96,8 +97,11 @@ class MultiHeadAttention(nn.Module):
     heads_shape = (self.num_heads, width // self.num_heads)
 
     def project(name, x, use_bias=True):
-      dense = Dense((width,) + heads_shape, ("embed", "heads", "kv"), 1, self.dtype,
-                    use_bias=use_bias, name=name)
+      dense = Dense((width,) + heads_shape, ("embed", "heads", "kv"),
+                    1,
+                    self.dtype,
+                    use_bias=use_bias,
+                    name=name)
       return nn.with_logical_constraint(dense(x), ("batch", "length", "act_heads", None))
 
     # No key bias: it adds q·b_k to a whole row of logits, which the softmax
@@ -111,10 +115,10 @@ class MultiHeadAttention(nn.Module):
 
 def layer_norm(dtype, name=None):
   """LayerNorm with its scale and bias named along 'embed'."""
-  return nn.LayerNorm(
-      dtype=dtype, name=name,
-      scale_init=partitioned(nn.initializers.ones, ("embed",)),
-      bias_init=partitioned(nn.initializers.zeros, ("embed",)))
+  return nn.LayerNorm(dtype=dtype,
+                      name=name,
+                      scale_init=partitioned(nn.initializers.ones, ("embed",)),
+                      bias_init=partitioned(nn.initializers.zeros, ("embed",)))
 
 
 class MlpBlock(nn.Module):
@@ -126,11 +130,17 @@ class MlpBlock(nn.Module):
   def __call__(self, x):
     """x [B, L, D] -> [B, L, D]."""
     width = x.shape[-1]
-    h = Dense((width, self.mlp_dim), ("embed", "mlp"), 1, self.dtype,
-              bias_init=nn.initializers.normal(1e-6), name="fc1")(x)
+    h = Dense((width, self.mlp_dim), ("embed", "mlp"),
+              1,
+              self.dtype,
+              bias_init=nn.initializers.normal(1e-6),
+              name="fc1")(x)
     h = nn.with_logical_constraint(nn.gelu(h), ("batch", "length", "act_mlp"))
-    return Dense((self.mlp_dim, width), ("mlp", "embed"), 1, self.dtype,
-                 bias_init=nn.initializers.normal(1e-6), name="fc2")(h)
+    return Dense((self.mlp_dim, width), ("mlp", "embed"),
+                 1,
+                 self.dtype,
+                 bias_init=nn.initializers.normal(1e-6),
+                 name="fc2")(h)
 
 
 class EncoderBlock(nn.Module):

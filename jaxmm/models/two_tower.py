@@ -13,7 +13,8 @@ from jaxmm.models.vit import ViT
 def l2_normalize(x, eps=1e-12):
   """x / ||x|| along the last axis, in float32. [B, E] -> [B, E]."""
   x = x.astype(jnp.float32)
-  return x * jnp.reciprocal(jnp.sqrt(jnp.maximum(jnp.sum(x * x, axis=-1, keepdims=True), eps * eps)))
+  return x * jnp.reciprocal(jnp.sqrt(jnp.maximum(jnp.sum(x * x, axis=-1, keepdims=True),
+                                                 eps * eps)))
 
 
 class TwoTower(nn.Module):
@@ -43,17 +44,18 @@ class TwoTower(nn.Module):
     # The heads run in float32: they are cheap and the embeddings feed the loss.
     self.image_proj = self._projection()
     self.text_proj = self._projection()
-    self.log_scale = self.param(
-        "log_scale", partitioned(nn.initializers.constant(self.init_log_scale), ()), (), jnp.float32)
+    self.log_scale = self.param("log_scale",
+                                partitioned(nn.initializers.constant(self.init_log_scale), ()), (),
+                                jnp.float32)
     if self.init_bias is not None:
-      self.bias = self.param(
-          "bias", partitioned(nn.initializers.constant(self.init_bias), ()), (), jnp.float32)
+      self.bias = self.param("bias", partitioned(nn.initializers.constant(self.init_bias), ()), (),
+                             jnp.float32)
 
   def _projection(self):
-    return nn.Dense(
-        self.embed_dim, dtype=jnp.float32,
-        kernel_init=partitioned(nn.initializers.lecun_normal(), ("embed", "joint")),
-        bias_init=partitioned(nn.initializers.zeros, ("joint",)))
+    return nn.Dense(self.embed_dim,
+                    dtype=jnp.float32,
+                    kernel_init=partitioned(nn.initializers.lecun_normal(), ("embed", "joint")),
+                    bias_init=partitioned(nn.initializers.zeros, ("joint",)))
 
   def encode_image(self, images):
     """images [B, H, W, C] -> unit-norm float32 [B, E]."""

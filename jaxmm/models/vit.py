@@ -17,12 +17,59 @@ class MAPHead(nn.Module):
   @nn.compact
   def __call__(self, x):
     """x [B, N, D] -> [B, D]."""
-    probe = self.param("probe", partitioned(nn.initializers.xavier_uniform(), (None, None, "embed")),
-                       (1, 1, x.shape[-1]))
+    probe = self.param("probe", partitioned(nn.initializers.xavier_uniform(),
+                                            (None, None, "embed")), (1, 1, x.shape[-1]))
     probe = jnp.broadcast_to(probe.astype(self.dtype), (x.shape[0], 1, x.shape[-1]))
     y = MultiHeadAttention(self.num_heads, self.dtype, name="attn")(probe, x)
     y = y + MlpBlock(self.mlp_dim, self.dtype, name="mlp")(layer_norm(self.dtype, "ln")(y))
     return y[:, 0]
+
+
+def _patch_embed(images, p, width, dtype):
+  """[B, H, W, C] -> [B, (H/p)·(W/p), width] tokens, one per p×p patch."""
+  b, h, w, c = images.shape
+  # A stride-p convolution with a p×p kernel is patchify + one shared linear
+  # map; written as that matmul it takes the float32-accumulating bf16 path.
+  patches = images.reshape(b, h // p, p, w // p, p, c).transpose(0, 1, 3, 2, 4, 5)
+  x = Dense((p, p, c, width), (None, None, None, "embed"),
+            3,
+            dtype,
+            kernel_init=nn.initializers.lecun_normal(),
+            name="patch_embed")(patches)
+  return x.reshape(b, -1, width)
+
+
+class ConvStem(nn.Module):
+  """log2(p) stride-2 3×3 convolutions with GELU, then a 1×1 projection to `width`.
+
+  The convolutional stem of Xiao et al. (2021), "Early convolutions help
+  transformers see better": the same token grid as p×p patches, but with a
+  local, translation-equivariant inductive bias that small images and short
+  training runs need. Channels double per layer up to width/2.
+  """
+  patch_size: int
+  width: int
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, images):
+    """images [B, H, W, C] -> tokens [B, (H/p)·(W/p), width]."""
+    layers = self.patch_size.bit_length() - 1
+    if self.patch_size != 1 << layers:
+      raise ValueError(f"the conv stem needs a power-of-two patch_size, got {self.patch_size}")
+    x = images
+    for i in range(layers):
+      channels = self.width >> (layers - i)
+      x = nn.Conv(channels, (3, 3),
+                  strides=(2, 2),
+                  padding="SAME",
+                  dtype=self.dtype,
+                  kernel_init=partitioned(nn.initializers.lecun_normal(), (None, None, None, None)),
+                  bias_init=partitioned(nn.initializers.zeros, (None,)),
+                  name=f"conv_{i}")(x)
+      x = nn.gelu(x)
+    x = Dense((x.shape[-1], self.width), (None, "embed"), 1, self.dtype, name="proj")(x)
+    return x.reshape(x.shape[0], -1, self.width)
 
 
 class ViT(nn.Module):
@@ -30,6 +77,8 @@ class ViT(nn.Module):
 
   pool: 'gap' (mean over patches), 'cls' (a learned class token prepended), or
   'map' (multihead attention pooling).
+  stem: 'patch' (one linear map per p×p patch, as in the paper) or 'conv' (a
+  few stride-2 3×3 convolutions down to the same p×p grid, ConvStem).
   """
   patch_size: int
   width: int
@@ -37,6 +86,7 @@ class ViT(nn.Module):
   num_heads: int
   mlp_dim: int
   pool: str = "gap"
+  stem: str = "patch"
   dtype: Any = jnp.float32
   remat: bool = False
 
@@ -47,20 +97,22 @@ class ViT(nn.Module):
     p = self.patch_size
     if h % p or w % p:
       raise ValueError(f"image size {h}x{w} is not a multiple of patch_size {p}")
-    # A stride-p convolution with a p×p kernel is patchify + one shared linear
-    # map; written as that matmul it takes the float32-accumulating bf16 path.
-    patches = images.reshape(b, h // p, p, w // p, p, c).transpose(0, 1, 3, 2, 4, 5)
-    x = Dense((p, p, c, self.width), (None, None, None, "embed"), 3, self.dtype,
-              kernel_init=nn.initializers.lecun_normal(), name="patch_embed")(patches)
-    x = x.reshape(b, -1, self.width)
-    pos = self.param("pos_embedding", partitioned(nn.initializers.normal(0.02), (None, None, "embed")),
+    if self.stem == "patch":
+      x = _patch_embed(images, p, self.width, self.dtype)
+    elif self.stem == "conv":
+      x = ConvStem(p, self.width, self.dtype, name="conv_stem")(images)
+    else:
+      raise ValueError(f"unknown stem {self.stem!r}; expected 'patch' or 'conv'")
+    pos = self.param("pos_embedding",
+                     partitioned(nn.initializers.normal(0.02), (None, None, "embed")),
                      (1, x.shape[1], self.width))
     x = x + pos.astype(self.dtype)
 
     if self.pool == "cls":
       cls = self.param("cls", partitioned(nn.initializers.zeros, (None, None, "embed")),
                        (1, 1, self.width))
-      x = jnp.concatenate([jnp.broadcast_to(cls.astype(self.dtype), (x.shape[0], 1, self.width)), x], 1)
+      x = jnp.concatenate(
+          [jnp.broadcast_to(cls.astype(self.dtype), (x.shape[0], 1, self.width)), x], 1)
 
     x = Encoder(self.depth, self.num_heads, self.mlp_dim, self.dtype, self.remat, name="encoder")(x)
     x = layer_norm(self.dtype, "ln_final")(x)

@@ -18,17 +18,20 @@ def replicated(mesh: jax.sharding.Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 
 
-def global_batch(local_batch: dict[str, np.ndarray], mesh: jax.sharding.Mesh) -> dict[str, jax.Array]:
+def global_batch(local_batch: dict[str, np.ndarray],
+                 mesh: jax.sharding.Mesh) -> dict[str, jax.Array]:
   """Assembles each process's rows [b, ...] into global arrays [b * processes, ...]."""
   sharding = batch_sharding(mesh)
-  return jax.tree.map(
-    lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), local_batch)
+  return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)),
+                      local_batch)
 
 
 def to_host(tree: Any) -> Any:
   """Numpy copies of (possibly sharded, multi-host) arrays, whole on every process."""
+
   def fetch(x):
     if isinstance(x, jax.Array) and not x.is_fully_addressable:
       return np.asarray(multihost_utils.process_allgather(x, tiled=True))
     return np.asarray(x)
+
   return jax.tree.map(fetch, tree)

@@ -29,16 +29,16 @@ def mesh_shape(mesh_config: Mapping[str, int], num_devices: int) -> tuple[int, .
   if -1 in sizes:
     if num_devices % fixed:
       raise ValueError(f"mesh {named}: the fixed axes take {fixed} devices, which does not "
-              f"divide the {num_devices} devices available")
+                       f"divide the {num_devices} devices available")
     sizes[sizes.index(-1)] = num_devices // fixed
   if math.prod(sizes) != num_devices:
     raise ValueError(f"mesh {dict(zip(MESH_AXES, sizes))} needs {math.prod(sizes)} devices, "
-            f"but {num_devices} are available")
+                     f"but {num_devices} are available")
   return tuple(sizes)
 
 
 def make_mesh(mesh_config: Mapping[str, int],
-       devices: Sequence[jax.Device] | None = None) -> jax.sharding.Mesh:
+              devices: Sequence[jax.Device] | None = None) -> jax.sharding.Mesh:
   """A mesh over `devices` (default: all) with the axes of MESH_AXES.
 
   Axes are `Auto` (GSPMD), so that the models' logical sharding constraints
@@ -46,8 +46,10 @@ def make_mesh(mesh_config: Mapping[str, int],
   """
   devices = jax.devices() if devices is None else list(devices)
   shape = mesh_shape(mesh_config, len(devices))
-  return jax.make_mesh(shape, MESH_AXES, devices=devices,
-            axis_types=(jax.sharding.AxisType.Auto,) * len(shape))
+  return jax.make_mesh(shape,
+                       MESH_AXES,
+                       devices=devices,
+                       axis_types=(jax.sharding.AxisType.Auto,) * len(shape))
 
 
 def batch_shards(mesh: jax.sharding.Mesh) -> int:
@@ -61,10 +63,10 @@ def check_batch_size(batch_size: int, mesh: jax.sharding.Mesh) -> None:
   if batch_size % shards:
     sizes = " x ".join(f"{axis}={mesh.shape[axis]}" for axis in BATCH_AXES)
     raise ValueError(f"batch_size={batch_size} does not divide over the mesh's batch axes "
-            f"({sizes} = {shards} shards); use a multiple of {shards}")
+                     f"({sizes} = {shards} shards); use a multiple of {shards}")
   if batch_size % jax.process_count():
     raise ValueError(f"batch_size={batch_size} does not divide over "
-            f"{jax.process_count()} processes")
+                     f"{jax.process_count()} processes")
 
 
 def describe(mesh: jax.sharding.Mesh) -> str:

@@ -18,24 +18,25 @@ from jaxmm.parallel.mesh import BATCH_AXES
 LogicalRules = tuple[tuple[str, Any], ...]
 
 DEFAULT_RULES: LogicalRules = (
-  # parameters
-  ("embed", "fsdp"),
-  ("mlp", "tensor"),
-  ("heads", "tensor"),
-  ("vocab", "tensor"),
-  ("kv", None),
-  ("joint", None),
-  # activations
-  ("batch", BATCH_AXES),
-  ("length", None),
-  ("act_embed", None),
-  ("act_mlp", "tensor"),
-  ("act_heads", "tensor"),
+    # parameters
+    ("embed", "fsdp"),
+    ("mlp", "tensor"),
+    ("heads", "tensor"),
+    ("vocab", "tensor"),
+    ("kv", None),
+    ("joint", None),
+    # activations
+    ("batch", BATCH_AXES),
+    ("length", None),
+    ("act_embed", None),
+    ("act_mlp", "tensor"),
+    ("act_heads", "tensor"),
 )
 
 
-def shardings_of(boxed_tree: Any, mesh: jax.sharding.Mesh,
-        rules: LogicalRules = DEFAULT_RULES) -> Any:
+def shardings_of(boxed_tree: Any,
+                 mesh: jax.sharding.Mesh,
+                 rules: LogicalRules = DEFAULT_RULES) -> Any:
   """NamedShardings for a (possibly abstract) pytree whose leaves may carry logical names.
 
   Leaves without names (step counters, optimizer counts) are replicated.

@@ -15,25 +15,32 @@ import orbax.checkpoint as ocp
 CHECKPOINT_DIR = "checkpoints"
 
 
-def make_manager(workdir: str, *, max_to_keep: int | None = 3,
-        async_save: bool = True, read_only: bool = False) -> ocp.CheckpointManager:
+def make_manager(workdir: str,
+                 *,
+                 max_to_keep: int | None = 3,
+                 async_save: bool = True,
+                 read_only: bool = False) -> ocp.CheckpointManager:
   """A CheckpointManager over workdir/checkpoints keeping the last `max_to_keep` steps."""
-  options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=not read_only,
-                     enable_async_checkpointing=async_save,
-                     read_only=read_only)
+  options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep,
+                                         create=not read_only,
+                                         enable_async_checkpointing=async_save,
+                                         read_only=read_only)
   directory = os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR)
-  handlers = {"state": ocp.StandardCheckpointHandler(), "data": ocp.JsonCheckpointHandler(),
-        "config": ocp.JsonCheckpointHandler()}
+  handlers = {
+      "state": ocp.StandardCheckpointHandler(),
+      "data": ocp.JsonCheckpointHandler(),
+      "config": ocp.JsonCheckpointHandler()
+  }
   return ocp.CheckpointManager(directory, options=options, item_handlers=handlers)
 
 
 def save(manager: ocp.CheckpointManager, step: int, state: Any, data_position: dict,
-    config_json: dict) -> None:
+         config_json: dict) -> None:
   """Starts saving (asynchronously) `state` and the input position as checkpoint `step`."""
-  manager.save(step, args=ocp.args.Composite(
-    state=ocp.args.StandardSave(state),
-    data=ocp.args.JsonSave(data_position),
-    config=ocp.args.JsonSave(config_json)))
+  manager.save(step,
+               args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                       data=ocp.args.JsonSave(data_position),
+                                       config=ocp.args.JsonSave(config_json)))
 
 
 def restore(manager: ocp.CheckpointManager, step: int, target: Any) -> tuple[Any, dict]:
@@ -43,8 +50,9 @@ def restore(manager: ocp.CheckpointManager, step: int, target: Any) -> tuple[Any
   `jax.ShapeDtypeStruct(shape, dtype, sharding=...)` onto any mesh, or numpy
   arrays for host memory.
   """
-  restored = manager.restore(step, args=ocp.args.Composite(
-    state=ocp.args.StandardRestore(target), data=ocp.args.JsonRestore()))
+  restored = manager.restore(step,
+                             args=ocp.args.Composite(state=ocp.args.StandardRestore(target),
+                                                     data=ocp.args.JsonRestore()))
   return restored["state"], restored["data"]
 
 

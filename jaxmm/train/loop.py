@@ -32,9 +32,15 @@ Evaluator = Callable[[Any, int], Mapping[str, float]]
 
 class ResumableIterator(Protocol):
   """Host-local batches; the position round-trips through get_state/set_state."""
-  def __next__(self) -> dict: ...
-  def get_state(self) -> dict: ...
-  def set_state(self, state: dict) -> None: ...
+
+  def __next__(self) -> dict:
+    ...
+
+  def get_state(self) -> dict:
+    ...
+
+  def set_state(self, state: dict) -> None:
+    ...
 
 
 def write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
@@ -71,18 +77,24 @@ class _Preemption:
       signal.signal(signal.SIGTERM, self._previous)
 
 
-def run(config: ml_collections.ConfigDict, workdir: str, *, mesh: jax.sharding.Mesh,
-    init_params: Callable[[jax.Array], Any], loss_fn: LossFn, train_data: ResumableIterator,
-    evaluators: Sequence[Evaluator] = ()) -> TrainState:
+def run(config: ml_collections.ConfigDict,
+        workdir: str,
+        *,
+        mesh: jax.sharding.Mesh,
+        init_params: Callable[[jax.Array], Any],
+        loss_fn: LossFn,
+        train_data: ResumableIterator,
+        evaluators: Sequence[Evaluator] = ()) -> TrainState:
   """Trains `config.total_steps` steps in `workdir`, resuming from its latest checkpoint.
 
   Args:
-   init_params: rng -> parameters with logical axis names (e.g. a flax `init`).
-   loss_fn: (params, global batch, rng) -> (loss, metrics); traced once.
-   train_data: host-local batches, resumable.
-   evaluators: called every `config.eval_every` steps and at the end.
+    init_params: rng -> parameters with logical axis names (e.g. a flax `init`).
+    loss_fn: (params, global batch, rng) -> (loss, metrics); traced once.
+    train_data: host-local batches, resumable.
+    evaluators: called every `config.eval_every` steps and at the end.
+
   Returns:
-   The final train state.
+    The final train state.
   """
   parallel.check_batch_size(config.batch_size, mesh)
   os.makedirs(workdir, exist_ok=True)
@@ -97,11 +109,11 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, mesh: jax.sharding.M
     state = init_state(init_params, tx, shardings, init_rng(config.seed))
   else:
     log.info("resuming from checkpoint %d in %s", latest, workdir)
-    state, position = checkpoints.restore(
-      manager, latest, abstract_state(init_params, tx, shardings))
+    state, position = checkpoints.restore(manager, latest,
+                                          abstract_state(init_params, tx, shardings))
     train_data.set_state(position)
-  train_step = compile_train_step(make_train_step(loss_fn, tx, schedule, config.seed),
-                  mesh, shardings)
+  train_step = compile_train_step(make_train_step(loss_fn, tx, schedule, config.seed), mesh,
+                                  shardings)
 
   def save(step):
     checkpoints.save(manager, step, state, train_data.get_state(),
@@ -114,8 +126,12 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, mesh: jax.sharding.M
   writer = MetricWriter(workdir)
   start = int(state.step)
   history = []
-  bar = tqdm.tqdm(total=config.total_steps, initial=start, unit="step", dynamic_ncols=True,
-          disable=jax.process_index() != 0, smoothing=0.1)
+  bar = tqdm.tqdm(total=config.total_steps,
+                  initial=start,
+                  unit="step",
+                  dynamic_ncols=True,
+                  disable=jax.process_index() != 0,
+                  smoothing=0.1)
   try:
     with _Preemption() as preemption:
       for step in range(start + 1, config.total_steps + 1):

@@ -12,14 +12,15 @@ def make_schedule(optim_config: ml_collections.ConfigDict, total_steps: int) -> 
   decay_steps = total_steps - warmup
   lr = optim_config.lr
   decays = {
-    "cosine": lambda: optax.cosine_decay_schedule(lr, decay_steps),
-    "linear": lambda: optax.linear_schedule(lr, 0.0, decay_steps),
-    "constant": lambda: optax.constant_schedule(lr),
+      "cosine": lambda: optax.cosine_decay_schedule(lr, decay_steps),
+      "linear": lambda: optax.linear_schedule(lr, 0.0, decay_steps),
+      "constant": lambda: optax.constant_schedule(lr),
   }
   if optim_config.schedule not in decays:
     raise ValueError(f"optim.schedule={optim_config.schedule!r}; choose one of {sorted(decays)}")
-  return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), decays[optim_config.schedule]()],
-                boundaries=[warmup])
+  return optax.join_schedules(
+      [optax.linear_schedule(0.0, lr, warmup), decays[optim_config.schedule]()],
+      boundaries=[warmup])
 
 
 def _decay_mask(params):
@@ -28,12 +29,16 @@ def _decay_mask(params):
 
 
 def make_optimizer(optim_config: ml_collections.ConfigDict,
-         total_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
+                   total_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
   """The optax transformation named by `optim_config.name`, and its schedule."""
   schedule = make_schedule(optim_config, total_steps)
   if optim_config.name == "adamw":
-    tx = optax.adamw(schedule, b1=optim_config.b1, b2=optim_config.b2, eps=optim_config.eps,
-            weight_decay=optim_config.weight_decay, mask=_decay_mask)
+    tx = optax.adamw(schedule,
+                     b1=optim_config.b1,
+                     b2=optim_config.b2,
+                     eps=optim_config.eps,
+                     weight_decay=optim_config.weight_decay,
+                     mask=_decay_mask)
   elif optim_config.name == "sgd":
     tx = optax.sgd(schedule, momentum=optim_config.get("momentum", 0.9))
   else:

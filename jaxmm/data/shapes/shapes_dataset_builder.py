@@ -16,14 +16,13 @@ import tensorflow_datasets as tfds
 SHAPES = ("circle", "square", "triangle", "diamond", "star", "cross")
 COLOURS = ("red", "green", "blue", "yellow", "cyan", "magenta", "orange", "white")
 SIZES = ("small", "medium", "large")
-POSITIONS = ("top left", "top", "top right", "left", "center", "right",
-             "bottom left", "bottom", "bottom right")
+POSITIONS = ("top left", "top", "top right", "left", "center", "right", "bottom left", "bottom",
+             "bottom right")
 
 # Nominal RGB of each colour; per-image jitter stays well inside the gaps.
-COLOUR_RGB = np.array([
-    (230, 30, 30), (30, 200, 50), (40, 90, 255), (240, 230, 40),
-    (40, 225, 235), (230, 50, 225), (255, 145, 0), (245, 245, 245)],
-    dtype=np.float64)
+COLOUR_RGB = np.array([(230, 30, 30), (30, 200, 50), (40, 90, 255), (240, 230, 40), (40, 225, 235),
+                       (230, 50, 225), (255, 145, 0), (245, 245, 245)],
+                      dtype=np.float64)
 
 # Each colour is held out once and no shape more than twice, so every shape and
 # every colour still occurs in train with other partners.
@@ -47,9 +46,14 @@ _COLOUR_JITTER = 12.0
 _CHUNK = 1000
 
 _POSITION_PHRASES = {
-    "top left": "in the top left", "top": "at the top", "top right": "in the top right",
-    "left": "on the left", "center": "in the center", "right": "on the right",
-    "bottom left": "in the bottom left", "bottom": "at the bottom",
+    "top left": "in the top left",
+    "top": "at the top",
+    "top right": "in the top right",
+    "left": "on the left",
+    "center": "in the center",
+    "right": "on the right",
+    "bottom left": "in the bottom left",
+    "bottom": "at the bottom",
     "bottom right": "in the bottom right",
 }
 
@@ -160,15 +164,18 @@ def render(shape, colour, size, position, rng):
 def generate_split(split):
   """All examples of `split` as a dict of arrays (deterministic)."""
   rng = np.random.default_rng(_SPLIT_SEEDS[split])
-  shape, colour, size, position, held_out = _sample_attributes(
-      rng, NUM_EXAMPLES[split], split)
+  shape, colour, size, position, held_out = _sample_attributes(rng, NUM_EXAMPLES[split], split)
   # Rendering in chunks keeps the float32 intermediates in cache-sized pieces.
   image = np.concatenate([
-      render(shape[i:i + _CHUNK], colour[i:i + _CHUNK], size[i:i + _CHUNK],
-             position[i:i + _CHUNK], rng)
-      for i in range(0, NUM_EXAMPLES[split], _CHUNK)])
-  return dict(image=image, shape=shape, colour=colour, size=size,
-              position=position, held_out=held_out)
+      render(shape[i:i + _CHUNK], colour[i:i + _CHUNK], size[i:i + _CHUNK], position[i:i + _CHUNK],
+             rng) for i in range(0, NUM_EXAMPLES[split], _CHUNK)
+  ])
+  return dict(image=image,
+              shape=shape,
+              colour=colour,
+              size=size,
+              position=position,
+              held_out=held_out)
 
 
 class Builder(tfds.core.GeneratorBasedBuilder):
@@ -184,8 +191,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
   def _info(self) -> tfds.core.DatasetInfo:
     return self.dataset_info_from_configs(
         features=tfds.features.FeaturesDict({
-            "image": tfds.features.Tensor(
-                shape=(IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8),
+            "image": tfds.features.Tensor(shape=(IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8),
             "shape": tfds.features.ClassLabel(names=SHAPES),
             "colour": tfds.features.ClassLabel(names=COLOURS),
             "size": tfds.features.ClassLabel(names=SIZES),
@@ -206,5 +212,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     data = generate_split(split)
     for i in range(NUM_EXAMPLES[split]):
       labels = {k: int(data[k][i]) for k in ("shape", "colour", "size", "position")}
-      yield i, dict(image=data["image"][i], caption=caption(**labels),
-                    held_out=bool(data["held_out"][i]), **labels)
+      yield i, dict(image=data["image"][i],
+                    caption=caption(**labels),
+                    held_out=bool(data["held_out"][i]),
+                    **labels)
