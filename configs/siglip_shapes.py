@@ -1,7 +1,7 @@
 """SigLIP (Zhai et al. 2023) on the shapes dataset: the default image-text run.
 
   jaxmm train --config configs/siglip_shapes.py --workdir /tmp/siglip
-  jaxmm train --config configs/siglip_shapes.py:base --workdir gs://bucket/siglip_b16
+  jaxmm train --config configs/siglip_shapes.py:base --workdir runs/siglip_b16
 """
 from configs import image_text_shapes
 from jaxmm import losses
