@@ -138,9 +138,10 @@ def train_iterator(data_config, *, global_batch_size, seed, process_index=0, pro
   """Infinite iterator of host-local training batches, with get/set_state.
 
   `seed` fixes the order and the augmentation (pass data.shuffle_seed, or
-  the run's seed when that is None). Reshuffles every epoch; `iterator.set_state(state)` on a fresh iterator with
-  the same arguments continues exactly where `state = iterator.get_state()`
-  was taken (the state is a JSON-serialisable dict).
+  the run's seed when that is None). Reshuffles every epoch.
+  `iterator.set_state(state)` on a fresh iterator with the same arguments
+  continues exactly where `state = iterator.get_state()` was taken (the state
+  is a JSON-serialisable dict).
   """
   local = _local_batch_size(global_batch_size, process_count)
   reader = split_reader(data_config, data_config["train_split"])
