@@ -5,7 +5,7 @@ loss, the input iterator, the evaluators); the loop owns the rest: optimizer,
 sharded state, resume, the compiled step, metrics, checkpoints, evaluation,
 progress, and a final checkpoint on SIGTERM (preemption).
 """
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 import json
 import logging
 import os
