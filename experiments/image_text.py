@@ -86,7 +86,6 @@ def make_zero_shot_evaluator(model, config, mesh, workdir):
 
 def build(config: ml_collections.ConfigDict, workdir: str, mesh: jax.sharding.Mesh) -> dict:
   """The experiment's parts for `jaxmm.train.run`: init, loss, data and evaluators."""
-  parallel.check_batch_size(config.batch_size, mesh)
   parallel.check_batch_size(config.eval.zero_shot.batch_size, mesh)
   model = models.get_model(config.model)
   seed = config.seed if config.data.shuffle_seed is None else config.data.shuffle_seed

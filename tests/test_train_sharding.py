@@ -9,15 +9,17 @@ from jaxmm import parallel
 from jaxmm import train
 
 STEPS = 3
-BATCH = 16
 
 
 def random_batch(config):
   rng = np.random.default_rng(0)
   size = config.data.image_size
-  tokens = rng.integers(1, 256, (BATCH, config.data.max_len), dtype=np.int32)
+  tokens = rng.integers(1, 256, (config.batch_size, config.data.max_len), dtype=np.int32)
   tokens[:, 5:] = 0  # padding
-  return {"image": rng.uniform(-1, 1, (BATCH, size, size, 3)).astype(np.float32), "tokens": tokens}
+  return {
+      "image": rng.uniform(-1, 1, (config.batch_size, size, size, 3)).astype(np.float32),
+      "tokens": tokens
+  }
 
 
 def run_steps(config, mesh_shape, devices):
