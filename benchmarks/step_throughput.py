@@ -25,7 +25,11 @@ import statistics
 import sys
 import time
 
-import jax
+from jaxmm import host_memory
+
+host_memory.keep_freed_memory()  # as `jaxmm train` does; applies to both sides alike
+
+import jax  # pylint: disable=wrong-import-position
 import numpy as np
 
 from experiments import image_text

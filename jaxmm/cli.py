@@ -15,6 +15,7 @@ from absl import logging
 import logging as std_logging
 
 from jaxmm import config_loading
+from jaxmm import host_memory
 
 _OVERRIDE_PREFIX = "--config."
 
@@ -99,6 +100,7 @@ def main(argv=None) -> None:
     print(text.rstrip("\n"))
     return
 
+  host_memory.keep_freed_memory()
   # Libraries that read absl flags (grain's worker processes) need them parsed.
   if not flags.FLAGS.is_parsed():
     flags.FLAGS(["jaxmm"])

@@ -6,6 +6,10 @@ os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                            " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
+from jaxmm import host_memory  # noqa: E402  pylint: disable=wrong-import-position
+
+host_memory.keep_freed_memory()  # as `jaxmm train` does
+
 import jax  # noqa: E402  pylint: disable=wrong-import-position
 
 assert jax.device_count() == 8, jax.devices()

@@ -153,6 +153,9 @@ def test_bfloat16_compute_keeps_float32_params_and_is_close(f32):
   assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(shapes))
   zimg, ztxt, _ = jax.jit(bf16.apply)(variables, images, tokens)
   assert zimg.dtype == ztxt.dtype == jnp.float32
+  # bf16 is the operand dtype of the products; the activations between them stay float32.
+  features = bf16.apply(variables, images, method=lambda m, x: m.image_tower(x))
+  assert features.dtype == jnp.float32
   ref_img, ref_txt, _ = jax.jit(model.apply)(variables, images, tokens)
   # Same parameters, so each embedding should point the same way as in float32.
   for z, ref in ((zimg, ref_img), (ztxt, ref_txt)):

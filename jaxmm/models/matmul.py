@@ -9,8 +9,9 @@ bf16 -> float32. Autodiff of a float32-accumulating dot does not keep that
 path: its cotangent is float32, so both backward dots would run in float32.
 `einsum` therefore has a custom VJP whose two backward products are again
 bf16 x bf16 -> float32 (the cotangent is cast to bf16 first), as under
-torch.autocast. The models use it for every dense layer; the batched attention
-products stay with plain autodiff (see `transformer.dot_product_attention`).
+torch.autocast. The models use it for every dense layer, with float32
+results; the batched attention products stay with plain autodiff (see
+`transformer.dot_product_attention`).
 
 In float32 every function here is the plain jax.numpy product, bit for bit.
 """
@@ -76,12 +77,13 @@ def einsum(spec: str, x, y, dtype, out_dtype=None):
   return _low_precision_einsum(spec, jnp.dtype(out_dtype), x, y)
 
 
-def tensordot(x, y, num_contract: int, dtype):
+def tensordot(x, y, num_contract: int, dtype, out_dtype=None):
   """x's last `num_contract` axes contracted with y's first, in `dtype` with float32 accumulation.
 
-  x [*A, *C], y [*C, *N] -> [*A, *N] in `dtype`, like jnp.tensordot(x, y, num_contract).
+  x [*A, *C], y [*C, *N] -> [*A, *N] in `out_dtype` (`dtype` if None), like
+  jnp.tensordot(x, y, num_contract).
   """
   free_x, free_y = x.ndim - num_contract, y.ndim - num_contract
   letters = string.ascii_letters
   a, c, n = (letters[:free_x], letters[free_x:x.ndim], letters[x.ndim:x.ndim + free_y])
-  return einsum(f"{a}{c},{c}{n}->{a}{n}", x, y, dtype)
+  return einsum(f"{a}{c},{c}{n}->{a}{n}", x, y, dtype, out_dtype)

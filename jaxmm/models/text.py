@@ -21,7 +21,7 @@ class TextTransformer(nn.Module):
 
   @nn.compact
   def __call__(self, tokens):
-    """tokens int [B, L] with L <= max_len, `pad_id` marking padding -> [B, width] (compute dtype).
+    """tokens int [B, L] with L <= max_len, `pad_id` marking padding -> [B, width] float32.
 
     Pad positions are masked as attention keys and left out of the mean, so the
     output does not depend on how much padding follows the text.
@@ -31,21 +31,20 @@ class TextTransformer(nn.Module):
       raise ValueError(f"sequence length {length} exceeds max_len {self.max_len}")
     x = nn.Embed(self.vocab_size,
                  self.width,
-                 dtype=self.dtype,
                  name="token_embed",
                  embedding_init=partitioned(nn.initializers.normal(0.02),
                                             ("vocab", "embed")))(tokens)
     pos = self.param("pos_embedding",
                      partitioned(nn.initializers.normal(0.01), (None, None, "embed")),
                      (1, self.max_len, self.width))
-    x = x + pos[:, :length].astype(self.dtype)
+    x = x + pos[:, :length]
 
     is_token = tokens != self.pad_id
     x = Encoder(self.depth, self.num_heads, self.mlp_dim, self.dtype, self.remat,
                 name="encoder")(x, padding_mask=is_token)
-    x = layer_norm(self.dtype, "ln_final")(x)
+    x = layer_norm("ln_final")(x)
 
     weights = is_token.astype(jnp.float32)[..., None]
-    total = jnp.sum(x.astype(jnp.float32) * weights, axis=1)
+    total = jnp.sum(x * weights, axis=1)
     # An all-pad row (empty text) pools to zero rather than 0/0.
-    return (total / jnp.maximum(jnp.sum(weights, axis=1), 1.0)).astype(self.dtype)
+    return total / jnp.maximum(jnp.sum(weights, axis=1), 1.0)

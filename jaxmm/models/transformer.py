@@ -3,7 +3,15 @@
 Every parameter carries logical axis names ('embed', 'mlp', 'heads', 'kv') and
 the main activations are constrained to ('batch', 'length', 'act_*'), so one
 table of rules in `jaxmm.parallel` decides data, FSDP and tensor parallelism.
-Parameters are float32; `dtype` is the compute dtype.
+
+Precision: parameters are float32 and `dtype` is the dtype of the operands of
+every matrix product, which accumulates in float32 (`jaxmm.models.matmul`).
+The activations between products (residual stream, LayerNorm, GELU, softmax,
+biases) stay float32, as torch.autocast keeps LayerNorm and softmax in
+float32. On XLA:CPU this is also the fast choice: it has no bfloat16
+arithmetic and converts around every elementwise op; measured on the
+benchmark step (`benchmarks/step_throughput.py`, bf16), 0.31 s/step with
+bfloat16 activations against 0.23 s/step with float32 ones.
 """
 from typing import Any, Callable, Optional, Tuple
 
@@ -23,30 +31,32 @@ def partitioned(init_fn, names):
   return nn.with_logical_partitioning(init_fn, names)
 
 
-def dot_product_attention(q, k, v, mask=None):
+def dot_product_attention(q, k, v, mask=None, dtype=jnp.float32):
   """softmax(q kᵀ / √d) v (Vaswani et al. 2017, eq. 1), softmax in float32.
 
-  The logits accumulate in float32; the batched [B, H, L, S] products keep
-  plain autodiff, because XLA:CPU (jax 0.10.2) compiles some of their
-  backward products bf16 x bf16 -> float32 into a dot it cannot run
-  ("Unsupported element type for DotThunk"), unlike `matmul.einsum`'s dense
-  layers.
+  Both batched products take operands in `dtype` and accumulate in float32.
+  They keep plain autodiff rather than `matmul.einsum`'s custom VJP, because
+  XLA:CPU (jax 0.10.2) compiles some bf16 x bf16 -> float32 backward products
+  of this shape into a dot it cannot run ("Unsupported element type for
+  DotThunk"); at head sizes like 64 the bf16 path would not be faster there.
 
   Args:
     q: [B, L, H, K] queries.
     k: [B, S, H, K] keys.
     v: [B, S, H, K] values.
     mask: optional bool, broadcastable to [B, H, L, S]; False drops a key.
+    dtype: operand dtype of the two products.
 
   Returns:
-    [B, L, H, K] in the dtype of `v`.
+    [B, L, H, K] float32.
   """
+  q, k, v = (t.astype(dtype) for t in (q, k, v))
   logits = jnp.einsum("blhk,bshk->bhls", q, k, preferred_element_type=jnp.float32)
   logits = logits / jnp.sqrt(jnp.float32(q.shape[-1]))
   if mask is not None:
     logits = jnp.where(mask, logits, _MASKED_LOGIT)
-  weights = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
-  return jnp.einsum("bhls,bshk->blhk", weights, v)
+  weights = jax.nn.softmax(logits, axis=-1).astype(dtype)
+  return jnp.einsum("bhls,bshk->blhk", weights, v, preferred_element_type=jnp.float32)
 
 
 class Dense(nn.Module):
@@ -57,8 +67,9 @@ class Dense(nn.Module):
   'heads' can be tensor-sharded (flax's DenseGeneral initialises multi-axis
   kernels flat and reshapes after, so under a mesh its logical constraint meets
   a rank-2 value and fails; this one does not); the MLP uses [embed, mlp] and
-  [mlp, embed], the patch embedding [p, p, C, embed]. The product runs in
-  `dtype` with float32 accumulation (`jaxmm.models.matmul`).
+  [mlp, embed], the patch embedding [p, p, C, embed]. The product takes
+  operands in `dtype` and accumulates in float32 (`jaxmm.models.matmul`); the
+  result and the bias are float32.
   """
   kernel_shape: Tuple[int, ...]
   kernel_axes: Tuple[Optional[str], ...]
@@ -75,12 +86,12 @@ class Dense(nn.Module):
         in_axis=tuple(range(self.num_in)),
         out_axis=tuple(range(self.num_in, len(self.kernel_shape))))
     kernel = self.param("kernel", partitioned(kernel_init, self.kernel_axes), self.kernel_shape)
-    y = matmul.tensordot(x, kernel, self.num_in, self.dtype)
+    y = matmul.tensordot(x, kernel, self.num_in, self.dtype, out_dtype=jnp.float32)
     if not self.use_bias:
       return y
     bias = self.param("bias", partitioned(self.bias_init, self.kernel_axes[self.num_in:]),
                       self.kernel_shape[self.num_in:])
-    return y + bias.astype(self.dtype)
+    return y + bias
 
 
 class MultiHeadAttention(nn.Module):
@@ -108,14 +119,15 @@ class MultiHeadAttention(nn.Module):
     # ignores, so its gradient is zero up to rounding and Adam would turn that
     # rounding noise into updates of full step size.
     keys = project("key", x_kv, use_bias=False)
-    y = dot_product_attention(project("query", x_q), keys, project("value", x_kv), mask)
+    y = dot_product_attention(project("query", x_q), keys, project("value", x_kv), mask,
+                              self.dtype)
     y = nn.with_logical_constraint(y, ("batch", "length", "act_heads", None))
     return Dense(heads_shape + (width,), ("heads", "kv", "embed"), 2, self.dtype, name="out")(y)
 
 
-def layer_norm(dtype, name=None):
-  """LayerNorm with its scale and bias named along 'embed'."""
-  return nn.LayerNorm(dtype=dtype,
+def layer_norm(name=None):
+  """LayerNorm in float32 with its scale and bias named along 'embed'."""
+  return nn.LayerNorm(dtype=jnp.float32,
                       name=name,
                       scale_init=partitioned(nn.initializers.ones, ("embed",)),
                       bias_init=partitioned(nn.initializers.zeros, ("embed",)))
@@ -153,10 +165,10 @@ class EncoderBlock(nn.Module):
   def __call__(self, x, mask=None):
     """x [B, L, D], mask bool [B, 1, 1, L] or None -> [B, L, D]."""
     act = ("batch", "length", "act_embed")
-    y = layer_norm(self.dtype, "ln_attn")(x)
+    y = layer_norm("ln_attn")(x)
     y = MultiHeadAttention(self.num_heads, self.dtype, name="attn")(y, y, mask)
     x = nn.with_logical_constraint(x + y, act)
-    y = layer_norm(self.dtype, "ln_mlp")(x)
+    y = layer_norm("ln_mlp")(x)
     y = MlpBlock(self.mlp_dim, self.dtype, name="mlp")(y)
     return nn.with_logical_constraint(x + y, act)
 
@@ -171,13 +183,13 @@ class Encoder(nn.Module):
 
   @nn.compact
   def __call__(self, x, padding_mask: Optional[jax.Array] = None):
-    """x [B, L, D], padding_mask bool [B, L] (True = real token) or None -> [B, L, D].
+    """x [B, L, D], padding_mask bool [B, L] (True = real token) or None -> [B, L, D] float32.
 
     Padded tokens are dropped as keys; their own outputs are computed but meaningless.
     """
     block = nn.remat(EncoderBlock) if self.remat else EncoderBlock
     mask = None if padding_mask is None else padding_mask[:, None, None, :]
-    x = nn.with_logical_constraint(x.astype(self.dtype), ("batch", "length", "act_embed"))
+    x = nn.with_logical_constraint(x.astype(jnp.float32), ("batch", "length", "act_embed"))
     for i in range(self.depth):
       x = block(self.num_heads, self.mlp_dim, self.dtype, name=f"block_{i}")(x, mask)
     return x

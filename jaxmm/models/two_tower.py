@@ -24,7 +24,8 @@ class TwoTower(nn.Module):
     image: ViT keyword arguments (patch_size, width, depth, num_heads, mlp_dim, pool).
     text: TextTransformer keyword arguments (vocab_size, width, depth, num_heads, mlp_dim, max_len).
     embed_dim: joint embedding dimension E.
-    dtype: compute dtype of the towers; parameters and embeddings are float32.
+    dtype: operand dtype of the towers' matrix products; parameters, activations and
+      embeddings are float32 (see jaxmm.models.transformer).
     remat: recompute each transformer block in the backward pass.
     init_log_scale: initial log of the logit multiplier (log 10 for SigLIP, log 1/0.07 for CLIP).
     init_bias: initial logit bias (−10 for SigLIP); None creates no bias parameter.
@@ -59,11 +60,11 @@ class TwoTower(nn.Module):
 
   def encode_image(self, images):
     """images [B, H, W, C] -> unit-norm float32 [B, E]."""
-    return l2_normalize(self.image_proj(self.image_tower(images).astype(jnp.float32)))
+    return l2_normalize(self.image_proj(self.image_tower(images)))
 
   def encode_text(self, tokens):
     """tokens int [B, L] (0 = pad) -> unit-norm float32 [B, E]."""
-    return l2_normalize(self.text_proj(self.text_tower(tokens).astype(jnp.float32)))
+    return l2_normalize(self.text_proj(self.text_tower(tokens)))
 
   def __call__(self, images, tokens):
     """Returns (zimg [B, E], ztxt [B, E], {'log_scale': [], 'bias': []}); 'bias' only with init_bias."""

@@ -19,9 +19,9 @@ class MAPHead(nn.Module):
     """x [B, N, D] -> [B, D]."""
     probe = self.param("probe", partitioned(nn.initializers.xavier_uniform(),
                                             (None, None, "embed")), (1, 1, x.shape[-1]))
-    probe = jnp.broadcast_to(probe.astype(self.dtype), (x.shape[0], 1, x.shape[-1]))
+    probe = jnp.broadcast_to(probe, (x.shape[0], 1, x.shape[-1]))
     y = MultiHeadAttention(self.num_heads, self.dtype, name="attn")(probe, x)
-    y = y + MlpBlock(self.mlp_dim, self.dtype, name="mlp")(layer_norm(self.dtype, "ln")(y))
+    y = y + MlpBlock(self.mlp_dim, self.dtype, name="mlp")(layer_norm("ln")(y))
     return y[:, 0]
 
 
@@ -67,7 +67,7 @@ class ConvStem(nn.Module):
                   kernel_init=partitioned(nn.initializers.lecun_normal(), (None, None, None, None)),
                   bias_init=partitioned(nn.initializers.zeros, (None,)),
                   name=f"conv_{i}")(x)
-      x = nn.gelu(x)
+      x = nn.gelu(x.astype(jnp.float32))
     x = Dense((x.shape[-1], self.width), (None, "embed"), 1, self.dtype, name="proj")(x)
     return x.reshape(x.shape[0], -1, self.width)
 
@@ -92,7 +92,7 @@ class ViT(nn.Module):
 
   @nn.compact
   def __call__(self, images):
-    """images [B, H, W, C] (H, W multiples of patch_size) -> [B, width] in the compute dtype."""
+    """images [B, H, W, C] (H, W multiples of patch_size) -> [B, width] float32."""
     b, h, w, c = images.shape
     p = self.patch_size
     if h % p or w % p:
@@ -106,16 +106,16 @@ class ViT(nn.Module):
     pos = self.param("pos_embedding",
                      partitioned(nn.initializers.normal(0.02), (None, None, "embed")),
                      (1, x.shape[1], self.width))
-    x = x + pos.astype(self.dtype)
+    x = x + pos
 
     if self.pool == "cls":
       cls = self.param("cls", partitioned(nn.initializers.zeros, (None, None, "embed")),
                        (1, 1, self.width))
       x = jnp.concatenate(
-          [jnp.broadcast_to(cls.astype(self.dtype), (x.shape[0], 1, self.width)), x], 1)
+          [jnp.broadcast_to(cls, (x.shape[0], 1, self.width)), x], 1)
 
     x = Encoder(self.depth, self.num_heads, self.mlp_dim, self.dtype, self.remat, name="encoder")(x)
-    x = layer_norm(self.dtype, "ln_final")(x)
+    x = layer_norm("ln_final")(x)
 
     if self.pool == "gap":
       return jnp.mean(x, axis=1)
