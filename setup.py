@@ -30,7 +30,8 @@ setuptools.setup(
     packages=setuptools.find_packages(include=["jaxmm", "jaxmm.*", "experiments"]),
     install_requires=INSTALL_REQUIRES,
     extras_require={
-        "test": ["pytest>=8", "pytest-xdist>=3.6"],
+        # sentencepiece: the tests train a small model to check that tokenizer path.
+        "test": ["pytest>=8", "pytest-xdist>=3.6", "sentencepiece>=0.2"],
         # Only needed to prepare public TFDS datasets with image features.
         "tf": ["tensorflow-cpu>=2.21,<2.22"],
         "sentencepiece": ["sentencepiece>=0.2"],

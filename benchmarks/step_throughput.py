@@ -13,6 +13,10 @@ per step, examples/s, achieved GFLOP/s and the ratio jaxmm/torch.
 
 fp32 runs everything in float32; bf16 runs jaxmm with model.dtype=bfloat16
 (float32 parameters) and torch under torch.autocast('cpu', torch.bfloat16).
+Both sides share the process and its malloc settings (jaxmm.host_memory, as
+`jaxmm train` sets them); JAXMM_KEEP_FREED_MEMORY=0 runs both with glibc's
+defaults. A 2048x2048 matmul timed first gives the CPU's practical matmul
+rate, against which both steps' GFLOP/s are also printed.
 
   .venv-bench/bin/python benchmarks/step_throughput.py
   .venv-bench/bin/python benchmarks/step_throughput.py --dtype bf16 --rounds 3 --steps 3
@@ -32,11 +36,8 @@ host_memory.keep_freed_memory()  # as `jaxmm train` does; applies to both sides 
 import jax  # pylint: disable=wrong-import-position
 import numpy as np
 
-from experiments import image_text
 from jaxmm import config_loading
-from jaxmm import models
-from jaxmm import parallel
-from jaxmm import train
+import jaxmm_step
 
 CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs",
                       "siglip_shapes.py")
@@ -82,47 +83,6 @@ def jaxmm_config(batch_size: int, dtype: str):
   ])
 
 
-def synthetic_batch(config, seed: int = 0) -> dict[str, np.ndarray]:
-  """Images [B, H, W, 3] uniform in [-1, 1]; byte tokens [B, L] with 0-padding after 8..L tokens."""
-  rng = np.random.default_rng(seed)
-  size, length, batch = config.data.image_size, config.data.max_len, config.batch_size
-  tokens = rng.integers(1, 256, (batch, length), dtype=np.int32)
-  tokens[np.arange(length)[None, :] >= rng.integers(8, length + 1, (batch, 1))] = 0
-  return {"image": rng.uniform(-1, 1, (batch, size, size, 3)).astype(np.float32), "tokens": tokens}
-
-
-def step_flops(config) -> int:
-  """Model FLOPs of one train step: 3x the forward matmuls (jaxmm.models.flops) plus the
-  [B, B] logits of the loss."""
-  per_example = models.model_flops_per_example(config.model, image_size=config.data.image_size)
-  logits = 2 * config.batch_size * config.model.embed_dim
-  return 3 * config.batch_size * (per_example + logits)
-
-
-class JaxmmSide:
-  """jaxmm's compiled train step on a one-device mesh, built as jaxmm.train.run builds it."""
-
-  def __init__(self, config, batch):
-    mesh = parallel.make_mesh(config.mesh, jax.devices()[:1])
-    model = models.get_model(config.model)
-    init_params = image_text.make_init_params(model, config)
-    tx, schedule = train.make_optimizer(config.optim, config.total_steps)
-    shardings = train.state_shardings(init_params, tx, mesh)
-    self.state = train.init_state(init_params, tx, shardings, train.init_rng(config.seed))
-    self.step = train.compile_train_step(
-        train.make_train_step(image_text.make_loss_fn(model, config.loss, mesh), tx, schedule,
-                              config.seed), mesh, shardings)
-    self.batch = parallel.global_batch(batch, mesh)
-
-  def run(self, steps: int) -> float:
-    """Seconds for `steps` steps, waiting for the last one to finish."""
-    start = time.perf_counter()
-    for _ in range(steps):
-      self.state, metrics = self.step(self.state, self.batch)
-    jax.block_until_ready((self.state, metrics))
-    return time.perf_counter() - start
-
-
 class TorchSide:
   """open_clip's CLIP with SigLipLoss and AdamW, eager, `TORCH_THREADS` threads."""
 
@@ -152,10 +112,11 @@ class TorchSide:
 def benchmark(dtype: str, args) -> dict:
   """Median seconds per step of each side over alternating rounds, and their FLOP counts."""
   config = jaxmm_config(args.batch, DTYPES[dtype])
-  batch = synthetic_batch(config)
+  batch = jaxmm_step.synthetic_batch(config)
+  matmul_gflops = matmul_rate(dtype)
   sides = {}
   start = time.perf_counter()
-  sides["jaxmm"] = JaxmmSide(config, batch)
+  sides["jaxmm"] = jaxmm_step.CompiledStep(config, batch, jax.devices()[:1])
   sides["jaxmm"].run(1)  # compiles
   compile_s = time.perf_counter() - start
   if not args.skip_torch:
@@ -171,7 +132,8 @@ def benchmark(dtype: str, args) -> dict:
           f"; load {load_average()}")
   result = {
       "dtype": dtype,
-      "flops": step_flops(config),
+      "flops": jaxmm_step.step_flops(config),
+      "matmul_gflops": matmul_gflops,
       "compile_s": compile_s,
       "times": times,
       "median": {
@@ -184,8 +146,40 @@ def benchmark(dtype: str, args) -> dict:
         t / j for t, j in zip(times["torch"], times["jaxmm"]))
     result["torch_counted_flops"] = sides["torch"].counted_flops
     result["torch_params"] = sides["torch"].num_params
-  result["jaxmm_params"] = sum(x.size for x in jax.tree.leaves(sides["jaxmm"].state.params))
+  result["jaxmm_params"] = sides["jaxmm"].num_params
   return result
+
+
+def cpu_description() -> str:
+  """The CPU's model name, family and its matmul-relevant vector extensions, from /proc/cpuinfo."""
+  try:
+    with open("/proc/cpuinfo") as f:
+      fields = dict(line.split(":", 1) for line in f.read().split("\n\n")[0].splitlines()
+                    if ":" in line)
+  except OSError:
+    return "unknown CPU"
+  fields = {key.strip(): value.strip() for key, value in fields.items()}
+  extensions = [flag for flag in ("avx512f", "avx512_bf16", "amx_bf16")
+                if flag in fields.get("flags", "").split()]
+  return (f"{fields.get('model name', '?')} (family {fields.get('cpu family', '?')}, "
+          f"model {fields.get('model', '?')}; {' '.join(extensions) or 'no AVX-512'})")
+
+
+def matmul_rate(dtype: str, n: int = 2048, repeats: int = 10) -> float:
+  """GFLOP/s of the best of `repeats` jitted [n, n] x [n, n] products, float32-accumulated.
+
+  The practical ceiling the step's GFLOP/s can be read against (bf16: bfloat16
+  operands, float32 result, the path jaxmm.models.matmul takes).
+  """
+  x = jax.numpy.ones((n, n), DTYPES[dtype])
+  product = jax.jit(lambda a: jax.numpy.matmul(a, a, preferred_element_type=np.float32))
+  product(x).block_until_ready()
+  best = float("inf")
+  for _ in range(repeats):
+    start = time.perf_counter()
+    product(x).block_until_ready()
+    best = min(best, time.perf_counter() - start)
+  return 2 * n**3 / best / 1e9
 
 
 def load_average() -> str:
@@ -211,6 +205,11 @@ def print_table(results, args):
   print("\nGFLOP/s use the model FLOPs of jaxmm.models.flops (3x forward matmuls, plus the loss's "
         "logits), the same count for both sides.")
   for r in results:
+    shares = ", ".join(f"{name} {r['flops'] / median / 1e9 / r['matmul_gflops']:.0%}"
+                       for name, median in r["median"].items())
+    print(f"{r['dtype']}: a 2048x2048 matmul runs at {r['matmul_gflops']:.0f} GFLOP/s here; "
+          f"step GFLOP/s as a share of it: {shares}")
+  for r in results:
     line = (f"{r['dtype']}: {r['flops'] / 1e9:.1f} GFLOP/step (jaxmm.models.flops); "
             f"jaxmm compile {r['compile_s']:.1f} s; params jaxmm {r['jaxmm_params'] / 1e6:.2f} M")
     if "torch_counted_flops" in r:
@@ -224,6 +223,7 @@ def main(argv=None):
   print("command:", shlex.join([os.path.relpath(sys.executable), *sys.argv]))
   print(f"jax {jax.__version__} on {jax.devices()[0].platform} ({len(jax.devices())} device), "
         f"{os.cpu_count()} CPU cores; load average before: {load_average()}")
+  print(f"CPU: {cpu_description()}")
   if not args.skip_torch:
     import open_clip  # pylint: disable=import-outside-toplevel
     import torch  # pylint: disable=import-outside-toplevel

@@ -94,8 +94,8 @@ def get_config(arg: str, *, loss: str, init_log_scale: float, init_bias, b2: flo
       dtype=v["dtype"],
       remat=v["remat"],
       image=dict(v["image"], pool="gap", stem="patch"),
-      # 256 byte values: the 'bytes' tokenizer needs no vocabulary file.
-      text=dict(v["text"], vocab_size=256),
+      # 256 byte values, 0 (NUL) padding: the 'bytes' tokenizer needs no vocabulary file.
+      text=dict(v["text"], vocab_size=256, pad_id=0),
       init_log_scale=init_log_scale,
       init_bias=init_bias)
   # One length for tokenizer and position embeddings: overriding either sets both.

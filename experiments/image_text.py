@@ -67,8 +67,21 @@ def make_init_params(model, config):
   return lambda rng: model.init(rng, images, tokens)["params"]
 
 
-def make_zero_shot_evaluator(model, config, mesh, workdir):
-  tokenizer = data.get_tokenizer(config.data.tokenizer)
+def check_tokenizer(tokenizer, config):
+  """The text tower must embed every id the tokenizer produces (JAX would clamp the rest)
+  and mask the id it pads with."""
+  text = config.model.text
+  if tokenizer.vocab_size > text.vocab_size:
+    raise ValueError(f"data.tokenizer={config.data.tokenizer!r} produces {tokenizer.vocab_size} "
+                     f"token ids but model.text.vocab_size={text.vocab_size}; set "
+                     f"--config.model.text.vocab_size={tokenizer.vocab_size}")
+  if tokenizer.pad_id != text.pad_id:
+    raise ValueError(f"data.tokenizer={config.data.tokenizer!r} pads with id {tokenizer.pad_id} "
+                     f"but model.text.pad_id={text.pad_id}; set "
+                     f"--config.model.text.pad_id={tokenizer.pad_id}")
+
+
+def make_zero_shot_evaluator(model, config, mesh, workdir, tokenizer):
   return evaluators.make_evaluator(
       tasks=evaluators.zero_shot_tasks(config.data.name),
       encode_images=lambda p, x: model.apply({"params": p}, x, method=model.encode_image),
@@ -87,6 +100,8 @@ def make_zero_shot_evaluator(model, config, mesh, workdir):
 def build(config: ml_collections.ConfigDict, workdir: str, mesh: jax.sharding.Mesh) -> dict:
   """The experiment's parts for `jaxmm.train.run`: init, loss, data and evaluators."""
   parallel.check_batch_size(config.eval.zero_shot.batch_size, mesh)
+  tokenizer = data.get_tokenizer(config.data.tokenizer)
+  check_tokenizer(tokenizer, config)
   model = models.get_model(config.model)
   seed = config.seed if config.data.shuffle_seed is None else config.data.shuffle_seed
   train_data = data.train_iterator(config.data,
@@ -97,7 +112,7 @@ def build(config: ml_collections.ConfigDict, workdir: str, mesh: jax.sharding.Me
   return dict(init_params=make_init_params(model, config),
               loss_fn=make_loss_fn(model, config.loss, mesh),
               train_data=train_data,
-              evaluators=[make_zero_shot_evaluator(model, config, mesh, workdir)])
+              evaluators=[make_zero_shot_evaluator(model, config, mesh, workdir, tokenizer)])
 
 
 def train(config: ml_collections.ConfigDict, workdir: str) -> train_lib.TrainState:

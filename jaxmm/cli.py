@@ -17,8 +17,6 @@ import logging as std_logging
 from jaxmm import config_loading
 from jaxmm import host_memory
 
-_OVERRIDE_PREFIX = "--config."
-
 _OVERRIDES_HELP = """\
 config overrides:
   --config.KEY=VALUE    set a dotted config key, e.g. --config.optim.lr=3e-4
@@ -60,32 +58,12 @@ def _parser() -> argparse.ArgumentParser:
   return parser
 
 
-def _split_overrides(argv):
-  """Separates `--config.KEY=VALUE` / `--config.KEY VALUE` from the other arguments.
-
-  Returns (other arguments, ['KEY=VALUE', ...]).
-  """
-  rest, overrides = [], []
-  args = iter(argv)
-  for arg in args:
-    if not arg.startswith(_OVERRIDE_PREFIX):
-      rest.append(arg)
-      continue
-    key, sep, value = arg[len(_OVERRIDE_PREFIX):].partition("=")
-    if not sep:
-      value = next(args, None)
-      if value is None or value.startswith("--"):
-        raise config_loading.ConfigError(f"{arg} needs a value")
-    overrides.append(f"{key}={value}")
-  return rest, overrides
-
-
 def main(argv=None) -> None:
   """Entry point of the `jaxmm` console script; `argv` excludes the program name."""
   argv = sys.argv[1:] if argv is None else list(argv)
   parser = _parser()
   try:
-    rest, overrides = _split_overrides(argv)
+    rest, overrides = config_loading.split_overrides(argv)
   except config_loading.ConfigError as e:
     parser.error(str(e))
   args = parser.parse_args(rest)

@@ -11,8 +11,11 @@ import importlib.util
 import json
 import os
 import sys
+from typing import Sequence
 
 import ml_collections
+
+OVERRIDE_PREFIX = "--config."
 
 
 class ConfigError(ValueError):
@@ -176,3 +179,23 @@ def _lists_to_tuples(obj):
 
 def _as_tuple(value):
   return tuple(_as_tuple(v) for v in value) if isinstance(value, list) else value
+
+
+def split_overrides(argv: Sequence[str]) -> tuple[list[str], list[str]]:
+  """Separates `--config.KEY=VALUE` / `--config.KEY VALUE` from the other arguments.
+
+  Returns (other arguments, ['KEY=VALUE', ...]).
+  """
+  rest, overrides = [], []
+  args = iter(argv)
+  for arg in args:
+    if not arg.startswith(OVERRIDE_PREFIX):
+      rest.append(arg)
+      continue
+    key, sep, value = arg[len(OVERRIDE_PREFIX):].partition("=")
+    if not sep:
+      value = next(args, None)
+      if value is None or value.startswith("--"):
+        raise ConfigError(f"{arg} needs a value")
+    overrides.append(f"{key}={value}")
+  return rest, overrides

@@ -13,7 +13,11 @@ there: large requests are served from the heap instead of `mmap`
 single-device CPU computations on the calling thread
 (`jax_cpu_enable_async_dispatch=False`), because the main heap serves the
 main thread, while requests this large from a worker thread's arena always
-fall back to `mmap`. Each step then reuses the pages of the one before.
+fall back to `mmap`. XLA:CPU runs a computation on the calling thread only
+if its inputs are ready when it is called: a batch just copied from numpy may
+still be in flight, and the step would then run on a worker thread, so
+`wait_for_inputs` waits for it first (the train step does). Each step then
+reuses the pages of the one before.
 The price: the process keeps its peak host memory until it exits, and the
 Python thread waits for each CPU step (the input pipeline prefetches in its
 own threads). Limiting glibc to one arena (M_ARENA_MAX=1) would avoid the
@@ -67,3 +71,17 @@ def keep_freed_memory() -> bool:
     return False
   jax.config.update("jax_cpu_enable_async_dispatch", False)
   return True
+
+
+def wait_for_inputs(tree):
+  """Blocks until `tree`'s arrays are ready when XLA:CPU runs computations inline.
+
+  Measured on the default config's step: a fresh batch passed straight from
+  `jaxmm.parallel.global_batch` left 10k-107k page faults (0.17-0.35 s) per
+  step, the same batch waited for first none (0.15 s). Returns `tree`; does
+  nothing when computations are dispatched asynchronously (accelerators, or
+  JAXMM_KEEP_FREED_MEMORY=0), where waiting would only stall dispatch.
+  """
+  if jax.config.read("jax_cpu_enable_async_dispatch") or jax.default_backend() != "cpu":
+    return tree
+  return jax.block_until_ready(tree)

@@ -2,6 +2,7 @@
 import json
 import os
 import sys
+import types
 
 import jax
 import ml_collections
@@ -265,6 +266,53 @@ def test_tokenizer_specs(monkeypatch):
     data.get_tokenizer("/nowhere/spm.model")
 
 
+@pytest.fixture(scope="module")
+def spm_model(tmp_path_factory, test_records):
+  """A 40-piece SentencePiece model trained here on the test captions (pad 0, unk 1)."""
+  import sentencepiece  # pylint: disable=import-outside-toplevel
+  prefix = str(tmp_path_factory.mktemp("spm") / "shapes")
+  captions = sorted({c.decode() for c in test_records["caption"]})
+  sentencepiece.SentencePieceTrainer.train(sentence_iterator=iter(captions),
+                                           model_prefix=prefix,
+                                           vocab_size=40,
+                                           pad_id=0,
+                                           unk_id=1,
+                                           bos_id=-1,
+                                           eos_id=-1,
+                                           minloglevel=2)
+  return prefix + ".model"
+
+
+def test_sentencepiece_tokenizer_round_trip_pad_truncate(spm_model):
+  import sentencepiece  # pylint: disable=import-outside-toplevel
+  reference = sentencepiece.SentencePieceProcessor(model_file=spm_model)
+  tok = data.get_tokenizer(spm_model)
+  assert tok.vocab_size == 40 and tok.pad_id == 0
+  text = "a small red triangle in the top left"
+  expected = reference.encode(text)
+  assert 3 < len(expected) < 32 and 0 not in expected
+  ids = tok.encode(text, 32)
+  assert ids.dtype == np.int32 and ids.shape == (32,)
+  assert ids[:len(expected)].tolist() == expected and not ids[len(expected):].any()
+  assert tok.decode(ids) == text
+  assert tok.encode(text.encode(), 3).tolist() == expected[:3]
+  batch = tok.encode_batch([text, b"a large star"], 32)
+  np.testing.assert_array_equal(batch[0], ids)
+  np.testing.assert_array_equal(batch[1], tok.encode("a large star", 32))
+
+
+def test_pipeline_tokenizes_with_the_configured_sentencepiece_model(data_dir, spm_model):
+  plain = _config(data_dir, train_split="test", augment=False)
+  pieces = _config(data_dir, train_split="test", augment=False, tokenizer=spm_model)
+  by_bytes = next(data.train_iterator(plain, global_batch_size=16, seed=0))
+  by_pieces = next(data.train_iterator(pieces, global_batch_size=16, seed=0))
+  bytes_tok, spm_tok = data.get_tokenizer("bytes"), data.get_tokenizer(spm_model)
+  assert by_pieces["tokens"].max() < spm_tok.vocab_size
+  for row in range(16):
+    assert spm_tok.decode(by_pieces["tokens"][row]) == bytes_tok.decode(by_bytes["tokens"][row])
+  np.testing.assert_array_equal(by_pieces["image"], by_bytes["image"])
+
+
 # -------------------------------------------------------------- preprocessing
 
 
@@ -433,3 +481,16 @@ def test_uncached_reader_matches_cached(data_dir):
   cached = pipeline.SplitReader("shapes", "test", data_dir, cache=True).read(indices)
   direct = pipeline.SplitReader("shapes", "test", data_dir, cache=False).read(indices)
   _assert_batches_equal(cached, direct)
+
+
+def test_text_tower_must_match_the_tokenizer(spm_model, tiny_config):
+  from experiments import image_text  # pylint: disable=import-outside-toplevel
+  tokenizer = data.get_tokenizer(spm_model)
+  small = tiny_config("siglip", f"data.tokenizer={spm_model}", "model.text.vocab_size=32")
+  with pytest.raises(ValueError, match="produces 40 token ids.*vocab_size=40"):
+    image_text.check_tokenizer(tokenizer, small)
+  config = tiny_config("siglip", "model.text.vocab_size=40")
+  image_text.check_tokenizer(tokenizer, config)
+  padded_with_3 = types.SimpleNamespace(vocab_size=40, pad_id=3)
+  with pytest.raises(ValueError, match="pads with id 3.*model.text.pad_id=3"):
+    image_text.check_tokenizer(padded_with_3, config)

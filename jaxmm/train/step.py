@@ -6,6 +6,7 @@ import flax.linen as nn
 import jax
 import optax
 
+from jaxmm import host_memory
 from jaxmm import parallel
 from jaxmm.train.state import TrainState
 
@@ -41,7 +42,8 @@ def compile_train_step(train_step,
                        rules=parallel.DEFAULT_RULES):
   """jit with the state's shardings in and out, the batch split over (data, fsdp).
 
-  The state is donated: its buffers are reused for the new state. The mesh and
+  The state is donated: its buffers are reused for the new state. On the CPU
+  the batch is waited for first (`host_memory.wait_for_inputs`). The mesh and
   the logical-axis rules are in scope while the step traces, so the models'
   activation constraints resolve against them.
   """
@@ -51,6 +53,7 @@ def compile_train_step(train_step,
                    donate_argnums=0)
 
   def step(state, batch):
+    batch = host_memory.wait_for_inputs(batch)
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
       return jitted(state, batch)
 

@@ -1,0 +1,60 @@
+"""jaxmm's compiled train step on one synthetic batch, for the benchmarks to time.
+
+The step is built exactly as `jaxmm.train.run` builds it (optimizer, sharded
+state, the experiment's loss, jit with shardings and donation); only the
+input pipeline is replaced by one fixed batch, so a timing measures the step
+alone.
+"""
+import time
+
+import jax
+import numpy as np
+
+from experiments import image_text
+from jaxmm import models
+from jaxmm import parallel
+from jaxmm import train
+
+
+def synthetic_batch(config, seed: int = 0) -> dict[str, np.ndarray]:
+  """Images [B, S, S, 3] uniform in [-1, 1]; tokens [B, L] in [1, vocab) with 0-padding
+  after 8..L tokens (S = data.image_size, L = data.max_len, B = batch_size)."""
+  rng = np.random.default_rng(seed)
+  size, length, batch = config.data.image_size, config.data.max_len, config.batch_size
+  tokens = rng.integers(1, config.model.text.vocab_size, (batch, length), dtype=np.int32)
+  tokens[np.arange(length)[None, :] >= rng.integers(8, length + 1, (batch, 1))] = 0
+  return {"image": rng.uniform(-1, 1, (batch, size, size, 3)).astype(np.float32), "tokens": tokens}
+
+
+def step_flops(config) -> int:
+  """Model FLOPs of one train step: 3x the forward matmuls (jaxmm.models.flops) plus the
+  [B, B] logits of the loss."""
+  per_example = models.model_flops_per_example(config.model, image_size=config.data.image_size)
+  logits = 2 * config.batch_size * config.model.embed_dim
+  return 3 * config.batch_size * (per_example + logits)
+
+
+class CompiledStep:
+  """The train step of an image_text `config` on a mesh over `devices` (default: all)."""
+
+  def __init__(self, config, batch: dict[str, np.ndarray], devices=None):
+    mesh = parallel.make_mesh(config.mesh, devices)
+    parallel.check_batch_size(config.batch_size, mesh)
+    model = models.get_model(config.model)
+    init_params = image_text.make_init_params(model, config)
+    tx, schedule = train.make_optimizer(config.optim, config.total_steps)
+    shardings = train.state_shardings(init_params, tx, mesh)
+    self.state = train.init_state(init_params, tx, shardings, train.init_rng(config.seed))
+    self.step = train.compile_train_step(
+        train.make_train_step(image_text.make_loss_fn(model, config.loss, mesh), tx, schedule,
+                              config.seed), mesh, shardings)
+    self.batch = parallel.global_batch(batch, mesh)
+    self.num_params = sum(x.size for x in jax.tree.leaves(self.state.params))
+
+  def run(self, steps: int) -> float:
+    """Seconds for `steps` steps, waiting for the last one to finish."""
+    start = time.perf_counter()
+    for _ in range(steps):
+      self.state, metrics = self.step(self.state, self.batch)
+    jax.block_until_ready((self.state, metrics))
+    return time.perf_counter() - start
