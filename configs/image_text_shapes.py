@@ -114,6 +114,5 @@ def get_config(arg: str, *, loss: str, init_log_scale: float, init_bias, b2: flo
                       schedule="cosine",
                       grad_clip_norm=1.0)
 
-  config.eval = dict(zero_shot=dict(batch_size=v["eval_batch_size"]),
-                     retrieval=dict(batch_size=v["eval_batch_size"]))
+  config.eval = dict(zero_shot=dict(batch_size=v["eval_batch_size"]))
   return config
