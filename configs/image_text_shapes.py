@@ -82,6 +82,9 @@ def get_config(arg: str, *, loss: str, init_log_scale: float, init_bias, b2: flo
                      data_dir=None,
                      train_split="train",
                      eval_split="test",
+                     image_key="image",  # the dataset's feature names
+                     text_key="caption",
+                     cache=True,  # read splits under 1 GiB into memory once
                      image_size=v["image_size"],
                      max_len=v["max_len"],
                      tokenizer="bytes",

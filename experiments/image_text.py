@@ -98,7 +98,8 @@ def make_zero_shot_evaluator(model, config, mesh, workdir, tokenizer):
 
 
 def build(config: ml_collections.ConfigDict, workdir: str, mesh: jax.sharding.Mesh) -> dict:
-  """The experiment's parts for `jaxmm.train.run`: init, loss, data and evaluators."""
+  """The experiment's parts for `jaxmm.train.run`: init, loss, data and evaluators
+  (zero-shot classification, none when eval_every=0)."""
   parallel.check_batch_size(config.eval.zero_shot.batch_size, mesh)
   tokenizer = data.get_tokenizer(config.data.tokenizer)
   check_tokenizer(tokenizer, config)
@@ -112,7 +113,8 @@ def build(config: ml_collections.ConfigDict, workdir: str, mesh: jax.sharding.Me
   return dict(init_params=make_init_params(model, config),
               loss_fn=make_loss_fn(model, config.loss, mesh),
               train_data=train_data,
-              evaluators=[make_zero_shot_evaluator(model, config, mesh, workdir, tokenizer)])
+              evaluators=[make_zero_shot_evaluator(model, config, mesh, workdir, tokenizer)]
+              if config.eval_every else [])
 
 
 def train(config: ml_collections.ConfigDict, workdir: str) -> train_lib.TrainState:

@@ -1,5 +1,6 @@
 """Tests run JAX on the CPU with 8 simulated devices."""
 import os
+import sys
 
 # Must happen before jax is imported anywhere.
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
@@ -28,6 +29,32 @@ TINY_OVERRIDES = ("batch_size=16", "total_steps=10", "optim.warmup_steps=1", "op
                   "model.text.mlp_dim=64", "eval.zero_shot.batch_size=256")
 
 
+# A TFDS builder of the kind a user brings: its own module, feature names
+# other than 'image' / 'caption', and not registered with tfds, so that jaxmm
+# finds it from its prepared files alone.
+_TOY_BUILDER = """
+import numpy as np
+import tensorflow_datasets as tfds
+
+class Builder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+  VERSION = tfds.core.Version("1.0.0")
+
+  def _info(self):
+    return self.dataset_info_from_configs(features=tfds.features.FeaturesDict({
+        "img": tfds.features.Tensor(shape=(8, 8, 3), dtype=np.uint8),
+        "text": tfds.features.Text(),
+        "label": tfds.features.ClassLabel(num_classes=3),
+    }))
+
+  def _split_generators(self, dl_manager):
+    return {"train": self._generate_examples(12)}
+
+  def _generate_examples(self, n):
+    for i in range(n):
+      yield i, {"img": np.full((8, 8, 3), 10 * i, np.uint8), "text": f"item {i}", "label": i % 3}
+"""
+
+
 @pytest.fixture(scope="session")
 def shapes_data_dir(tmp_path_factory):
   """A data dir with the bundled `shapes` dataset built once per test session."""
@@ -50,3 +77,25 @@ def tiny_config():
     return config_loading.apply_overrides(config, list(TINY_OVERRIDES) + list(overrides))
 
   return make
+
+@pytest.fixture(scope="session")
+def toy_pairs_data_dir(tmp_path_factory):
+  """A data dir holding `toy_pairs`, prepared from builder code that jaxmm never imports.
+
+  12 train examples i = 0..11: 'img' uint8 [8, 8, 3] all 10·i, 'text' "item i",
+  'label' i % 3.
+  """
+  root = tmp_path_factory.mktemp("toy_pairs")
+  package = root / "code" / "toy_pairs"
+  package.mkdir(parents=True)
+  (package / "__init__.py").write_text("")
+  (package / "toy_pairs_dataset_builder.py").write_text(_TOY_BUILDER)
+  sys.path.insert(0, str(root / "code"))
+  try:
+    from toy_pairs import toy_pairs_dataset_builder  # pylint: disable=import-outside-toplevel
+  finally:
+    sys.path.remove(str(root / "code"))
+  data_dir = str(root / "tfds")
+  toy_pairs_dataset_builder.Builder(data_dir=data_dir,
+                                    file_format="array_record").download_and_prepare()
+  return data_dir

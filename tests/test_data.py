@@ -233,6 +233,22 @@ def test_unprepared_tfds_dataset_is_an_error_not_a_download(tmp_path):
     data.data_source("mnist", "train", data_dir=str(tmp_path))
 
 
+def test_any_prepared_tfds_dataset_works_by_name(toy_pairs_data_dir):
+  config = _config(toy_pairs_data_dir, name="toy_pairs", image_key="img", text_key="text",
+                   image_size=16, max_len=12, augment=False)
+  batches = _take(data.train_iterator(config, global_batch_size=4, seed=0), 3)
+  tok = data.get_tokenizer("bytes")
+  seen = set()
+  for batch in batches:
+    assert batch["image"].shape == (4, 16, 16, 3) and set(batch) == {"image", "tokens", "label"}
+    for row in range(4):
+      i = int(tok.decode(batch["tokens"][row]).removeprefix("item "))
+      np.testing.assert_allclose(batch["image"][row], 10 * i / 127.5 - 1.0, atol=1e-5)
+      assert batch["label"][row] == i % 3
+      seen.add(i)
+  assert seen == set(range(12))  # one epoch, each example once
+
+
 def test_data_dir_from_environment(monkeypatch, tmp_path):
   monkeypatch.setenv("JAXMM_DATA_DIR", str(tmp_path))
   assert sources.resolve_data_dir() == str(tmp_path)

@@ -113,3 +113,17 @@ def test_workdir_holds_config_events_and_eval_json(config, tmp_path):
 def test_load_run_of_an_empty_workdir_fails_clearly(tmp_path):
   with pytest.raises(FileNotFoundError, match="no checkpoints"):
     analysis.load_run(str(tmp_path))
+
+
+def test_trains_on_any_prepared_tfds_dataset(tiny_config, toy_pairs_data_dir, tmp_path):
+  overrides = ("total_steps=2", "batch_size=8", "checkpoint_every=2", "log_every=1",
+               f"data.data_dir={toy_pairs_data_dir}", "data.name=toy_pairs", "data.image_key=img",
+               "data.text_key=text", "data.max_len=8")
+  with pytest.raises(ValueError, match="no zero-shot prompts.*toy_pairs.*eval_every=0"):
+    run(tiny_config("siglip", *overrides), str(tmp_path / "with_eval"))
+  config = tiny_config("siglip", *overrides, "eval_every=0")
+  workdir = str(tmp_path / "run")
+  state = run(config, workdir)
+  assert int(state.step) == 2 and analysis.checkpoint_steps(workdir) == [2]
+  assert all(np.isfinite(x).all() for x in jax.tree.leaves(jax.device_get(state.params)))
+  assert not os.path.exists(os.path.join(workdir, "zero_shot.json"))

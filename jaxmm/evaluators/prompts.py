@@ -47,5 +47,7 @@ TASKS = {"shapes": shapes_tasks}
 
 def zero_shot_tasks(dataset: str) -> list[ZeroShotTask]:
   if dataset not in TASKS:
-    raise ValueError(f"no zero-shot prompts for dataset {dataset!r}; known: {sorted(TASKS)}")
+    raise ValueError(f"no zero-shot prompts for dataset {dataset!r} (known: {sorted(TASKS)}); "
+                     "add its tasks to jaxmm.evaluators.prompts.TASKS, or train without "
+                     "evaluation: --config.eval_every=0")
   return TASKS[dataset]()
