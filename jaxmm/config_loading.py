@@ -4,6 +4,8 @@ A config file defines `get_config(arg)` returning an `ml_collections.ConfigDict`
 Overrides are `KEY=VALUE` strings with dotted keys (`optim.lr=1e-3`); each
 value is parsed by the type of the field it replaces, and an unknown key is an
 error naming the nearest existing key, so a typo fails before anything runs.
+`split_overrides` picks the `--config.KEY=VALUE` arguments out of a command
+line, for `jaxmm` and for scripts that take configs the same way.
 """
 import ast
 import difflib
