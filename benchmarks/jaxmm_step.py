@@ -1,9 +1,9 @@
 """jaxmm's compiled train step on one synthetic batch, for the benchmarks to time.
 
-The step is built exactly as `jaxmm.train.run` builds it (optimizer, sharded
-state, the experiment's loss, jit with shardings and donation); only the
-input pipeline is replaced by one fixed batch, so a timing measures the step
-alone.
+The step is the one `jaxmm.train.run` trains with (`jaxmm.train.build_step`:
+optimizer, sharded state, the experiment's loss, jit with shardings and
+donation) on a freshly initialised state; only the input pipeline is
+replaced by one fixed batch, so a timing measures the step alone.
 """
 import time
 
@@ -42,12 +42,9 @@ class CompiledStep:
     parallel.check_batch_size(config.batch_size, mesh)
     model = models.get_model(config.model)
     init_params = image_text.make_init_params(model, config)
-    tx, schedule = train.make_optimizer(config.optim, config.total_steps)
-    shardings = train.state_shardings(init_params, tx, mesh)
+    tx, shardings, self.step = train.build_step(config, mesh, init_params,
+                                                image_text.make_loss_fn(model, config.loss, mesh))
     self.state = train.init_state(init_params, tx, shardings, train.init_rng(config.seed))
-    self.step = train.compile_train_step(
-        train.make_train_step(image_text.make_loss_fn(model, config.loss, mesh), tx, schedule,
-                              config.seed), mesh, shardings)
     self.batch = parallel.global_batch(batch, mesh)
     self.num_params = sum(x.size for x in jax.tree.leaves(self.state.params))
 

@@ -78,6 +78,7 @@ def tiny_config():
 
   return make
 
+
 @pytest.fixture(scope="session")
 def toy_pairs_data_dir(tmp_path_factory):
   """A data dir holding `toy_pairs`, prepared from builder code that jaxmm never imports.

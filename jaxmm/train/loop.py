@@ -77,6 +77,21 @@ class _Preemption:
       signal.signal(signal.SIGTERM, self._previous)
 
 
+def build_step(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
+               init_params: Callable[[jax.Array], Any], loss_fn: LossFn):
+  """The optimizer, the train state's shardings and the compiled train step of `config`.
+
+  Returns:
+    (tx, shardings, train_step): what `init_state` / `abstract_state` need to
+    create or restore the state, and train_step(state, global batch) -> (state, metrics).
+  """
+  tx, schedule = make_optimizer(config.optim, config.total_steps)
+  shardings = state_shardings(init_params, tx, mesh)
+  train_step = compile_train_step(make_train_step(loss_fn, tx, schedule, config.seed), mesh,
+                                  shardings)
+  return tx, shardings, train_step
+
+
 def run(config: ml_collections.ConfigDict,
         workdir: str,
         *,
@@ -101,8 +116,7 @@ def run(config: ml_collections.ConfigDict,
   write_config(config, workdir)
   log.info("mesh: %s", parallel.describe(mesh))
 
-  tx, schedule = make_optimizer(config.optim, config.total_steps)
-  shardings = state_shardings(init_params, tx, mesh)
+  tx, shardings, train_step = build_step(config, mesh, init_params, loss_fn)
   manager = checkpoints.make_manager(workdir, max_to_keep=config.keep_checkpoints)
   latest = manager.latest_step()
   if latest is None:
@@ -112,8 +126,6 @@ def run(config: ml_collections.ConfigDict,
     state, position = checkpoints.restore(manager, latest,
                                           abstract_state(init_params, tx, shardings))
     train_data.set_state(position)
-  train_step = compile_train_step(make_train_step(loss_fn, tx, schedule, config.seed), mesh,
-                                  shardings)
 
   def save(step):
     checkpoints.save(manager, step, state, train_data.get_state(),
