@@ -27,7 +27,15 @@ setuptools.setup(
     version="0.1.0",
     description="Contrastive and diffusion pretraining in one JAX/Flax codebase.",
     python_requires=">=3.10",
-    packages=setuptools.find_packages(include=["jaxmm", "jaxmm.*", "experiments"]),
+    # The repository's experiments/ and configs/ folders install as
+    # jaxmm.experiments and jaxmm.configs, so that nothing lands under a generic
+    # top-level name and a config copied anywhere imports its helpers.
+    packages=setuptools.find_packages(include=["jaxmm", "jaxmm.*"]) +
+    ["jaxmm.experiments", "jaxmm.configs"],
+    package_dir={
+        "jaxmm.experiments": "experiments",
+        "jaxmm.configs": "configs"
+    },
     install_requires=INSTALL_REQUIRES,
     extras_require={
         # sentencepiece: the tests train a small model to check that tokenizer path.

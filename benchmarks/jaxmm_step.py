@@ -10,7 +10,7 @@ import time
 import jax
 import numpy as np
 
-from experiments import image_text
+from jaxmm.experiments import image_text
 from jaxmm import models
 from jaxmm import parallel
 from jaxmm import train
@@ -41,10 +41,11 @@ class CompiledStep:
     mesh = parallel.make_mesh(config.mesh, devices)
     parallel.check_batch_size(config.batch_size, mesh)
     model = models.get_model(config.model)
-    init_params = image_text.make_init_params(model, config)
-    tx, shardings, self.step = train.build_step(config, mesh, init_params,
+    init_variables = image_text.make_init_variables(model, config)
+    tx, shardings, self.step = train.build_step(config, mesh, init_variables,
                                                 image_text.make_loss_fn(model, config.loss, mesh))
-    self.state = train.init_state(init_params, tx, shardings, train.init_rng(config.seed))
+    self.state = train.init_state(init_variables, tx, config.ema, shardings,
+                                  train.init_rng(config.seed))
     self.batch = parallel.global_batch(batch, mesh)
     self.num_params = sum(x.size for x in jax.tree.leaves(self.state.params))
 

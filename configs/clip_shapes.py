@@ -2,7 +2,7 @@
 
   jaxmm train --config configs/clip_shapes.py --workdir /tmp/clip
 """
-from configs import image_text_shapes
+from jaxmm.configs import image_text_shapes
 from jaxmm import losses
 
 

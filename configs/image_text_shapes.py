@@ -76,6 +76,9 @@ def get_config(arg: str, *, loss: str, init_log_scale: float, init_bias, b2: flo
   config.checkpoint_every = v["checkpoint_every"]
   config.eval_every = v["eval_every"]
   config.keep_checkpoints = 3
+  config.on_nonfinite = "stop"  # or "skip": leave non-finite updates out (jaxmm.train.nonfinite)
+  # Parameter averages (jaxmm.train.ema): e.g. decays=(0.999,) or EDM2's sigma_rels=(0.05,).
+  config.ema = dict(decays=(), sigma_rels=())
   config.mesh = dict(v["mesh"])
 
   config.data = dict(name="shapes",
@@ -113,9 +116,11 @@ def get_config(arg: str, *, loss: str, init_log_scale: float, init_bias, b2: flo
                       b1=0.9,
                       b2=b2,
                       eps=eps,
+                      momentum=0.9,  # SGD only
                       warmup_steps=v["warmup_steps"],
                       schedule="cosine",
                       grad_clip_norm=1.0)
 
+  # Evaluators by name (experiments.image_text.EVALUATORS), each with its settings.
   config.eval = dict(zero_shot=dict(batch_size=v["eval_batch_size"]))
   return config

@@ -3,7 +3,7 @@
   jaxmm train --config configs/siglip_shapes.py --workdir /tmp/siglip
   jaxmm train --config configs/siglip_shapes.py:base --workdir runs/siglip_b16
 """
-from configs import image_text_shapes
+from jaxmm.configs import image_text_shapes
 from jaxmm import losses
 
 

@@ -1,0 +1,13 @@
+"""Trainers by name: `config.experiment` picks one.
+
+Each entry is the experiment's `build(config, workdir, mesh)`, which returns
+the parts that `jaxmm.train.run` needs (init_params, loss_fn, train_data,
+evaluators); `jaxmm.train.train` does the rest.
+"""
+from jaxmm.experiments import diffusion
+from jaxmm.experiments import image_text
+
+EXPERIMENTS = {
+    "image_text": image_text.build,
+    "diffusion": diffusion.build,
+}

@@ -5,6 +5,7 @@ over the batch axes, the input pipeline, zero-shot evaluation, and the
 generic loop.
 """
 import functools
+import logging
 
 import jax
 from jax.sharding import PartitionSpec as P
@@ -12,23 +13,48 @@ import jax.numpy as jnp
 import ml_collections
 
 from jaxmm import data
+from jaxmm import errors
 from jaxmm import evaluators
 from jaxmm import losses
 from jaxmm import models
 from jaxmm import parallel
-from jaxmm import train as train_lib
+from jaxmm.models import vit
+
+LOSSES = ("siglip", "clip")
+
+log = logging.getLogger("jaxmm")
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+  """Raises `UserError` for an image-text value that cannot work, before anything is built."""
+  if errors.one_of("loss.name", config.loss.name, LOSSES) == "siglip":
+    errors.one_of("loss.variant", config.loss.variant, losses.SIGLIP_VARIANTS)
+    if config.model.init_bias is None:
+      raise errors.UserError("loss.name='siglip' needs a bias: set --config.model.init_bias=-10")
+  image = config.model.image
+  errors.one_of("model.image.pool", image.pool, vit.POOLS)
+  errors.one_of("model.image.stem", image.stem, vit.STEMS)
+  for tower in ("image", "text"):
+    width, heads = config.model[tower].width, config.model[tower].num_heads
+    if heads > 0 and width % heads:
+      raise errors.UserError(f"model.{tower}.num_heads={heads} must divide "
+                             f"model.{tower}.width={width}")
+  if image.patch_size > 0 and config.data.image_size % image.patch_size:
+    raise errors.UserError(f"model.image.patch_size={image.patch_size} must divide "
+                           f"data.image_size={config.data.image_size}")
+  for name in config.eval:
+    errors.one_of("evaluator name under eval", name, EVALUATORS)
+  errors.integer_at_least("eval.zero_shot.batch_size", config.eval.zero_shot.batch_size, 1)
 
 
 def make_contrastive_loss(loss_config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh):
   """(zimg [B, E], ztxt [B, E], aux) -> scalar, computed shard-wise over the batch axes."""
-  if loss_config.name == "siglip":
+  if errors.one_of("loss.name", loss_config.name, LOSSES) == "siglip":
     loss = functools.partial(losses.siglip_loss, variant=loss_config.variant)
     scalars = ("log_scale", "bias")
-  elif loss_config.name == "clip":
+  else:
     loss = losses.clip_loss
     scalars = ("log_scale",)
-  else:
-    raise ValueError(f"loss.name={loss_config.name!r}; choose 'siglip' or 'clip'")
   batch = P(parallel.BATCH_AXES)
   sharded = jax.shard_map(functools.partial(loss, axis_name=parallel.BATCH_AXES),
                           mesh=mesh,
@@ -38,33 +64,33 @@ def make_contrastive_loss(loss_config: ml_collections.ConfigDict, mesh: jax.shar
   def contrastive_loss(zimg, ztxt, aux):
     missing = [name for name in scalars if name not in aux]
     if missing:
-      raise ValueError(f"loss {loss_config.name!r} needs model parameters {missing}; "
-                       f"set model.init_bias for SigLIP")
+      raise errors.UserError(f"loss {loss_config.name!r} needs model parameters {missing}; "
+                             "set --config.model.init_bias=-10 for SigLIP")
     return sharded(zimg, ztxt, *(aux[name] for name in scalars))
 
   return contrastive_loss
 
 
 def make_loss_fn(model, loss_config, mesh):
-  """loss_fn(params, batch, rng) -> (loss, metrics) for the generic train step."""
+  """loss_fn(params, model_state, batch, rng) -> (loss, metrics, model_state) for the train step."""
   contrastive_loss = make_contrastive_loss(loss_config, mesh)
 
-  def loss_fn(params, batch, rng):
+  def loss_fn(params, model_state, batch, rng):
     del rng  # the model is deterministic
     zimg, ztxt, aux = model.apply({"params": params}, batch["image"], batch["tokens"])
     metrics = {"scale": jnp.exp(aux["log_scale"])}
     if "bias" in aux:
       metrics["bias"] = aux["bias"]
-    return contrastive_loss(zimg, ztxt, aux), metrics
+    return contrastive_loss(zimg, ztxt, aux), metrics, model_state
 
   return loss_fn
 
 
-def make_init_params(model, config):
-  """rng -> parameters (with logical axis names), from dummy inputs of the configured shapes."""
+def make_init_variables(model, config):
+  """rng -> the model's variables (with logical axis names), from inputs of the config's shapes."""
   images = jnp.zeros((1, config.data.image_size, config.data.image_size, 3), jnp.float32)
   tokens = jnp.zeros((1, config.data.max_len), jnp.int32)
-  return lambda rng: model.init(rng, images, tokens)["params"]
+  return lambda rng: model.init(rng, images, tokens)
 
 
 def check_tokenizer(tokenizer, config):
@@ -72,17 +98,19 @@ def check_tokenizer(tokenizer, config):
   and mask the id it pads with."""
   text = config.model.text
   if tokenizer.vocab_size > text.vocab_size:
-    raise ValueError(f"data.tokenizer={config.data.tokenizer!r} produces {tokenizer.vocab_size} "
-                     f"token ids but model.text.vocab_size={text.vocab_size}; set "
-                     f"--config.model.text.vocab_size={tokenizer.vocab_size}")
+    raise errors.UserError(f"data.tokenizer={config.data.tokenizer!r} produces "
+                           f"{tokenizer.vocab_size} token ids but model.text.vocab_size="
+                           f"{text.vocab_size}; set "
+                           f"--config.model.text.vocab_size={tokenizer.vocab_size}")
   if tokenizer.pad_id != text.pad_id:
-    raise ValueError(f"data.tokenizer={config.data.tokenizer!r} pads with id {tokenizer.pad_id} "
-                     f"but model.text.pad_id={text.pad_id}; set "
-                     f"--config.model.text.pad_id={tokenizer.pad_id}")
+    raise errors.UserError(f"data.tokenizer={config.data.tokenizer!r} pads with id "
+                           f"{tokenizer.pad_id} but model.text.pad_id={text.pad_id}; set "
+                           f"--config.model.text.pad_id={tokenizer.pad_id}")
 
 
 def make_zero_shot_evaluator(model, config, mesh, workdir, tokenizer):
-  return evaluators.make_evaluator(
+  """evaluator(state, step): zero-shot classification with the trained parameters."""
+  evaluate = evaluators.make_evaluator(
       tasks=evaluators.zero_shot_tasks(config.data.name),
       encode_images=lambda p, x: model.apply({"params": p}, x, method=model.encode_image),
       encode_tokens=lambda p, t: model.apply({"params": p}, t, method=model.encode_text),
@@ -95,12 +123,18 @@ def make_zero_shot_evaluator(model, config, mesh, workdir, tokenizer):
       mesh=mesh,
       text_batch_size=config.eval.zero_shot.batch_size,
       workdir=workdir)
+  return lambda state, step: evaluate(state.params, step)
+
+
+# The evaluators a config may name under `eval` (their settings beside).
+EVALUATORS = {"zero_shot": make_zero_shot_evaluator}
 
 
 def build(config: ml_collections.ConfigDict, workdir: str, mesh: jax.sharding.Mesh) -> dict:
-  """The experiment's parts for `jaxmm.train.run`: init, loss, data and evaluators
-  (zero-shot classification, none when eval_every=0)."""
-  parallel.check_batch_size(config.eval.zero_shot.batch_size, mesh)
+  """The experiment's parts for `jaxmm.train.run`: init, loss, data and the evaluators
+  named under `config.eval` (none when eval_every=0)."""
+  check_config(config)
+  parallel.check_batch_size(config.eval.zero_shot.batch_size, mesh, "eval.zero_shot.batch_size")
   tokenizer = data.get_tokenizer(config.data.tokenizer)
   check_tokenizer(tokenizer, config)
   model = models.get_model(config.model)
@@ -110,13 +144,12 @@ def build(config: ml_collections.ConfigDict, workdir: str, mesh: jax.sharding.Me
                                    seed=seed,
                                    process_index=jax.process_index(),
                                    process_count=jax.process_count())
-  return dict(init_params=make_init_params(model, config),
+  truncation = data.truncation_warning(config.data)
+  if truncation:
+    log.warning(truncation)
+  return dict(init_variables=make_init_variables(model, config),
               loss_fn=make_loss_fn(model, config.loss, mesh),
               train_data=train_data,
-              evaluators=[make_zero_shot_evaluator(model, config, mesh, workdir, tokenizer)]
-              if config.eval_every else [])
-
-
-def train(config: ml_collections.ConfigDict, workdir: str) -> train_lib.TrainState:
-  mesh = parallel.make_mesh(config.mesh)
-  return train_lib.run(config, workdir, mesh=mesh, **build(config, workdir, mesh))
+              evaluators=[
+                  EVALUATORS[name](model, config, mesh, workdir, tokenizer) for name in config.eval
+              ] if config.eval_every else [])

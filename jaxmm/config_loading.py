@@ -12,23 +12,27 @@ import difflib
 import importlib.util
 import json
 import os
-import sys
+import traceback
 from typing import Sequence
 
 import ml_collections
 
+from jaxmm.errors import UserError
+
 OVERRIDE_PREFIX = "--config."
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
   """A config spec, override key or override value that cannot be used."""
 
 
 def load_config(spec: str) -> ml_collections.ConfigDict:
   """Returns `get_config(ARG)` of the file named by `spec`, 'path.py' or 'path.py:ARG'.
 
-  A config may import its neighbours as `configs.NAME`: the folder that holds
-  the config's folder is put on `sys.path` while the file is imported.
+  A config file that fails to import, or whose get_config() raises, is a
+  `ConfigError` naming the file and the line in it where that happened.
+  Shared config helpers are imported from the installed package
+  (`jaxmm.configs`), so a config file works from any folder.
   """
   path, sep, arg = spec.rpartition(":")
   if not sep or not path.endswith(".py"):
@@ -42,27 +46,35 @@ def load_config(spec: str) -> ml_collections.ConfigDict:
     config = module.get_config() if arg is None else module.get_config(arg)
   except ValueError as e:  # e.g. an unknown variant ARG
     raise ConfigError(f"{spec}: {e}") from e
+  except Exception as e:  # pylint: disable=broad-except
+    raise ConfigError(_where(path, e)) from e
   if not isinstance(config, ml_collections.ConfigDict):
     raise ConfigError(f"get_config() of {path!r} returned {type(config).__name__}, "
                       "not an ml_collections.ConfigDict")
   return config
 
 
+def _where(path: str, error: BaseException) -> str:
+  """'config file P, line N: Error: message', N the last line of `path` in the traceback."""
+  absolute = os.path.abspath(path)
+  if isinstance(error, SyntaxError) and error.filename == absolute:
+    line = error.lineno
+  else:
+    frames = [f for f in traceback.extract_tb(error.__traceback__) if f.filename == absolute]
+    line = frames[-1].lineno if frames else "?"
+  message = error.msg if isinstance(error, SyntaxError) else str(error)
+  return f"config file {path}, line {line}: {type(error).__name__}: {message}"
+
+
 def _import_file(path):
   """Imports the Python file at `path` as a fresh module."""
-  path = os.path.abspath(path)
-  root = os.path.dirname(os.path.dirname(path))
   name = "_jaxmm_config_" + os.path.splitext(os.path.basename(path))[0]
-  module_spec = importlib.util.spec_from_file_location(name, path)
+  module_spec = importlib.util.spec_from_file_location(name, os.path.abspath(path))
   module = importlib.util.module_from_spec(module_spec)
-  added = root not in sys.path
-  if added:
-    sys.path.insert(0, root)
   try:
     module_spec.loader.exec_module(module)
-  finally:
-    if added:
-      sys.path.remove(root)
+  except Exception as e:  # pylint: disable=broad-except
+    raise ConfigError(_where(path, e)) from e
   return module
 
 

@@ -19,6 +19,9 @@ import pytest  # noqa: E402
 
 from jaxmm import config_loading  # noqa: E402
 from jaxmm import data  # noqa: E402
+from jaxmm import parallel  # noqa: E402
+from jaxmm import train  # noqa: E402
+from jaxmm.experiments import image_text  # noqa: E402
 
 # A two-tower small enough that a train step compiles and runs in seconds.
 TINY_OVERRIDES = ("batch_size=16", "total_steps=10", "optim.warmup_steps=1", "optim.lr=0.01",
@@ -27,7 +30,6 @@ TINY_OVERRIDES = ("batch_size=16", "total_steps=10", "optim.warmup_steps=1", "op
                   "model.image.depth=1", "model.image.num_heads=2", "model.image.mlp_dim=64",
                   "model.text.width=32", "model.text.depth=1", "model.text.num_heads=2",
                   "model.text.mlp_dim=64", "eval.zero_shot.batch_size=256")
-
 
 # A TFDS builder of the kind a user brings: its own module, feature names
 # other than 'image' / 'caption', and not registered with tfds, so that jaxmm
@@ -68,7 +70,7 @@ def tiny_overrides():
   return list(TINY_OVERRIDES)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def tiny_config():
   """tiny_config(loss='siglip', *overrides) -> the shapes config shrunk to TINY_OVERRIDES."""
 
@@ -100,3 +102,41 @@ def toy_pairs_data_dir(tmp_path_factory):
   toy_pairs_dataset_builder.Builder(data_dir=data_dir,
                                     file_format="array_record").download_and_prepare()
   return data_dir
+
+
+class _AtBatch:
+  """Wraps a train iterator; `action(batch)` replaces the batch of step `step` (1-based)."""
+
+  def __init__(self, iterator, step, action):
+    self._iterator, self._left, self._action = iterator, step - 1, action
+
+  def __next__(self):
+    batch = next(self._iterator)
+    if self._left == 0:
+      batch = self._action(batch)
+    self._left -= 1
+    return batch
+
+  def get_state(self):
+    return self._iterator.get_state()
+
+  def set_state(self, state):
+    self._iterator.set_state(state)
+
+
+@pytest.fixture(scope="session")
+def run_image_text():
+  """run_image_text(config, workdir, at_step=None, action=None) -> final state, via jaxmm.train.run.
+
+  With `at_step`, `action(batch) -> batch` is applied to that step's batch when
+  it is read (it may also raise or send a signal).
+  """
+
+  def run(config, workdir, at_step=None, action=None):
+    mesh = parallel.make_mesh(config.mesh)
+    parts = image_text.build(config, workdir, mesh)
+    if at_step is not None:
+      parts["train_data"] = _AtBatch(parts["train_data"], at_step, action)
+    return train.run(config, workdir, mesh=mesh, **parts)
+
+  return run

@@ -2,13 +2,12 @@
 import json
 import math
 import pathlib
-import sys
-import types
-
 import pytest
 
 from jaxmm import cli
 from jaxmm import config_loading
+from jaxmm import train as train_lib
+from jaxmm.experiments import EXPERIMENTS
 
 _TOY_CONFIG = '''
 import ml_collections
@@ -144,10 +143,12 @@ def test_inspect_json(capsys):
 
 @pytest.fixture
 def fake_experiment(monkeypatch):
+  """Registers experiment 'fake'; records what `jaxmm train` hands the loop instead of training."""
   calls = []
-  module = types.ModuleType("experiments.fake")
-  module.train = lambda config, workdir: calls.append((config, workdir))
-  monkeypatch.setitem(sys.modules, "experiments.fake", module)
+  build = lambda config, workdir, mesh: {}
+  monkeypatch.setitem(EXPERIMENTS, "fake", build)
+  monkeypatch.setattr(train_lib, "train", lambda config, workdir, b: calls.append(
+      (config, workdir, b is build)))
   return calls
 
 
@@ -156,8 +157,8 @@ def test_train_dispatches_to_experiment(fake_experiment, tmp_path):
       "train", "--config", "configs/siglip_shapes.py", f"--workdir={tmp_path}",
       "--config.experiment=fake", "--config.optim.lr=0.25", "--config.model.dtype=bfloat16"
   ])
-  [(config, workdir)] = fake_experiment
-  assert workdir == str(tmp_path)
+  [(config, workdir, built_by_fake)] = fake_experiment
+  assert workdir == str(tmp_path) and built_by_fake
   assert config.optim.lr == 0.25 and config.model.dtype == "bfloat16"
   assert config.total_steps == config_loading.load_config("configs/siglip_shapes.py").total_steps
 

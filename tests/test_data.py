@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from jaxmm import data
+from jaxmm import errors
 from jaxmm.data import pipeline
 from jaxmm.data import preprocess
 from jaxmm.data import sources
@@ -229,7 +230,7 @@ def test_failed_build_leaves_no_dataset(tmp_path, tiny_shapes, monkeypatch):
 
 
 def test_unprepared_tfds_dataset_is_an_error_not_a_download(tmp_path):
-  with pytest.raises(FileNotFoundError, match="never downloads"):
+  with pytest.raises(errors.UserError, match="never downloads"):
     data.data_source("mnist", "train", data_dir=str(tmp_path))
 
 
@@ -500,7 +501,7 @@ def test_uncached_reader_matches_cached(data_dir):
 
 
 def test_text_tower_must_match_the_tokenizer(spm_model, tiny_config):
-  from experiments import image_text  # pylint: disable=import-outside-toplevel
+  from jaxmm.experiments import image_text  # pylint: disable=import-outside-toplevel
   tokenizer = data.get_tokenizer(spm_model)
   small = tiny_config("siglip", f"data.tokenizer={spm_model}", "model.text.vocab_size=32")
   with pytest.raises(ValueError, match="produces 40 token ids.*vocab_size=40"):

@@ -20,7 +20,8 @@ def _command(workdir, overrides, data_dir):
   return [
       sys.executable, "-m", "jaxmm.cli", "train", "--config", "configs/siglip_shapes.py",
       "--workdir", workdir, f"--config.data.data_dir={data_dir}", f"--config.total_steps={TOTAL}",
-      f"--config.checkpoint_every={EVERY}", "--config.eval_every=0", "--config.log_every=50"
+      f"--config.checkpoint_every={EVERY}", "--config.eval_every=0", "--config.log_every=50",
+      "--config.ema.decays=(0.99,)", "--config.ema.sigma_rels=(0.1,)"
   ] + [f"--config.{o}" for o in overrides]
 
 
@@ -63,3 +64,5 @@ def test_kill_9_after_second_checkpoint_then_rerun(tmp_path, shapes_data_dir, ti
   assert resumed.step == reference.step == TOTAL
   jax.tree.map(np.testing.assert_array_equal, resumed.params, reference.params)
   jax.tree.map(np.testing.assert_array_equal, resumed.opt_state, reference.opt_state)
+  assert set(resumed.ema) == {"decay_0.99", "sigma_rel_0.1"}
+  jax.tree.map(np.testing.assert_array_equal, resumed.ema, reference.ema)

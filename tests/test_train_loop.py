@@ -7,10 +7,8 @@ import jax
 import numpy as np
 import pytest
 
-from experiments import image_text
 from jaxmm import analysis
-from jaxmm import parallel
-from jaxmm import train
+from jaxmm import errors
 
 TOTAL = 6
 
@@ -18,85 +16,75 @@ TOTAL = 6
 @pytest.fixture
 def config(tiny_config, shapes_data_dir):
   return tiny_config("siglip", f"total_steps={TOTAL}", "checkpoint_every=2", "log_every=2",
-                     "eval_every=3", f"data.data_dir={shapes_data_dir}")
+                     "eval_every=3", f"data.data_dir={shapes_data_dir}", "ema.decays=(0.9,)",
+                     "ema.sigma_rels=(0.1,)")
 
 
 class _Interrupt(Exception):
   pass
 
 
-class _StopAfter:
-  """Wraps a train iterator; raises (or sends SIGTERM) when batch `n + 1` is asked for."""
-
-  def __init__(self, iterator, n, action):
-    self._iterator, self._left, self._action = iterator, n, action
-
-  def __next__(self):
-    if self._left == 0:
-      self._action()
-    self._left -= 1
-    return next(self._iterator)
-
-  def get_state(self):
-    return self._iterator.get_state()
-
-  def set_state(self, state):
-    self._iterator.set_state(state)
-
-
-def _raise():
+def _raise(batch):
   raise _Interrupt()
 
 
-def run(config, workdir, stop_after=None, action=_raise):
-  mesh = parallel.make_mesh(config.mesh)
-  parts = image_text.build(config, workdir, mesh)
-  if stop_after is not None:
-    parts["train_data"] = _StopAfter(parts["train_data"], stop_after, action)
-  return train.run(config, workdir, mesh=mesh, **parts)
+@pytest.fixture
+def run(run_image_text):
+  return run_image_text
 
 
 def _assert_trees_equal(a, b):
   jax.tree.map(np.testing.assert_array_equal, jax.device_get(a), jax.device_get(b))
 
 
-def test_resume_after_a_crash_is_bit_identical(config, tmp_path):
+def test_resume_after_a_crash_is_bit_identical(config, tmp_path, run):
   straight = run(config, str(tmp_path / "straight"))
   crashed = str(tmp_path / "crashed")
   with pytest.raises(_Interrupt):
-    run(config, crashed, stop_after=5)  # dies while training step 6
+    run(config, crashed, at_step=6, action=_raise)  # dies while reading step 6's batch
   assert analysis.checkpoint_steps(crashed)[-1] == 4
   resumed = run(config, crashed)
   assert int(resumed.step) == TOTAL
   _assert_trees_equal(resumed.params, straight.params)
   _assert_trees_equal(resumed.opt_state, straight.opt_state)
+  assert set(resumed.ema) == {"decay_0.9", "sigma_rel_0.1"}
+  _assert_trees_equal(resumed.ema, straight.ema)
 
 
-def test_sigterm_saves_and_stops(config, tmp_path):
+def test_sigterm_saves_the_current_step_and_stops(config, tmp_path, run):
   workdir = str(tmp_path / "preempted")
-  state = run(config, workdir, stop_after=3, action=lambda: os.kill(os.getpid(), signal.SIGTERM))
-  # SIGTERM arrives while batch 4 is read: step 4 completes, is saved, and the loop stops.
-  assert int(state.step) == 4
-  assert analysis.checkpoint_steps(workdir) == [2, 4]
+  with pytest.raises(errors.Interrupted) as stopped:
+    run(config, workdir, at_step=3, action=lambda b: os.kill(os.getpid(), signal.SIGTERM) or b)
+  # SIGTERM arrives when batch 3 is read: step 3, not a checkpoint step
+  # (checkpoint_every=2), completes, is saved, and the loop stops.
+  assert (stopped.value.signum, stopped.value.step) == (signal.SIGTERM, 3)
+  assert analysis.checkpoint_steps(workdir) == [2, 3]
   assert int(run(config, workdir).step) == TOTAL
 
 
-def test_load_run_restores_params_config_and_position(config, tmp_path):
+def test_load_run_restores_params_config_and_position(config, tmp_path, capfd, run):
   workdir = str(tmp_path / "run")
   state = run(config, workdir)
+  capfd.readouterr()
   restored = analysis.load_run(workdir)
+  assert analysis.checkpoint_steps(workdir) == [2, 4, 6]
+  assert capfd.readouterr() == ("", "")  # no library notes on success
   assert restored.step == TOTAL
   assert restored.config == config
   _assert_trees_equal(restored.params, state.params)
+  _assert_trees_equal(restored.ema, state.ema)
+  assert restored.model_state == {}
   assert all(isinstance(x, np.ndarray) for x in jax.tree.leaves(restored.params))
   earlier = analysis.load_run(workdir, step=4)
   assert earlier.step == 4
   assert earlier.data_position != restored.data_position
   with pytest.raises(ValueError, match=r"no checkpoint at step 5 .*\[2, 4, 6\]"):
     analysis.load_run(workdir, step=5)
+  with pytest.raises(TypeError, match="step must be an int"):
+    analysis.load_run(workdir, step="4")
 
 
-def test_workdir_holds_config_events_and_eval_json(config, tmp_path):
+def test_workdir_holds_config_events_and_eval_json(config, tmp_path, run):
   workdir = str(tmp_path / "run")
   run(config, workdir)
   with open(os.path.join(workdir, "config.json")) as f:
@@ -111,11 +99,13 @@ def test_workdir_holds_config_events_and_eval_json(config, tmp_path):
 
 
 def test_load_run_of_an_empty_workdir_fails_clearly(tmp_path):
-  with pytest.raises(FileNotFoundError, match="no checkpoints"):
+  with pytest.raises(FileNotFoundError, match=f"no run in '{tmp_path}'"):
     analysis.load_run(str(tmp_path))
+  with pytest.raises(FileNotFoundError, match=f"no run in '{tmp_path}'"):
+    analysis.checkpoint_steps(str(tmp_path))
 
 
-def test_trains_on_any_prepared_tfds_dataset(tiny_config, toy_pairs_data_dir, tmp_path):
+def test_trains_on_any_prepared_tfds_dataset(tiny_config, toy_pairs_data_dir, tmp_path, run):
   overrides = ("total_steps=2", "batch_size=8", "checkpoint_every=2", "log_every=1",
                f"data.data_dir={toy_pairs_data_dir}", "data.name=toy_pairs", "data.image_key=img",
                "data.text_key=text", "data.max_len=8")

@@ -3,7 +3,7 @@ import jax
 import numpy as np
 import pytest
 
-from experiments import image_text
+from jaxmm.experiments import image_text
 from jaxmm import models
 from jaxmm import parallel
 from jaxmm import train
@@ -25,13 +25,13 @@ def random_batch(config):
 def run_steps(config, mesh_shape, devices):
   mesh = parallel.make_mesh(dict(zip(parallel.MESH_AXES, mesh_shape)), devices)
   model = models.get_model(config.model)
-  init_params = image_text.make_init_params(model, config)
+  init_variables = image_text.make_init_variables(model, config)
   tx, schedule = train.make_optimizer(config.optim, config.total_steps)
-  shardings = train.state_shardings(init_params, tx, mesh)
-  state = train.init_state(init_params, tx, shardings, train.init_rng(config.seed))
+  shardings = train.state_shardings(init_variables, tx, config.ema, mesh)
+  state = train.init_state(init_variables, tx, config.ema, shardings, train.init_rng(config.seed))
   step = train.compile_train_step(
       train.make_train_step(image_text.make_loss_fn(model, config.loss, mesh), tx, schedule,
-                            config.seed), mesh, shardings)
+                            config.seed, config.ema), mesh, shardings)
   batch = random_batch(config)
   losses = []
   for _ in range(STEPS):

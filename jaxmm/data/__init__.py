@@ -1,8 +1,11 @@
 """Datasets, tokenizers and input pipelines (host numpy; no JAX)."""
+from jaxmm.data.pipeline import check_features
+from jaxmm.data.pipeline import count_truncated
 from jaxmm.data.pipeline import eval_batches
 from jaxmm.data.pipeline import split_reader
 from jaxmm.data.pipeline import tokenize
 from jaxmm.data.pipeline import train_iterator
+from jaxmm.data.pipeline import truncation_warning
 from jaxmm.data.sources import data_source
 from jaxmm.data.sources import get_builder
 from jaxmm.data.sources import resolve_data_dir

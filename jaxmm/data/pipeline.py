@@ -19,8 +19,17 @@ Whole batches are gathered and preprocessed with vectorised numpy.
 
 Data config keys: name, data_dir, train_split, eval_split, image_size,
 max_len, tokenizer, augment (shuffle_seed is resolved by the caller into
-`seed`); optional: image_key ('image'), text_key ('caption'), cache (True: splits
-under 1 GiB are read into memory once per process).
+`seed`), image_key, text_key (the dataset's image and text features) and
+cache (True: splits under 1 GiB are read into memory once per process). Every
+config carries all of them; a data config without data_dir, image_key,
+text_key or cache (e.g. one written in a test) gets None, 'image', 'caption'
+and True.
+
+Mistakes in these keys raise `jaxmm.errors.UserError` naming the key before any
+batch is made: an image or text key that is not a feature of the dataset
+(`check_features`), and those of `sources.get_builder` and
+`tokenizers.get_tokenizer`. `truncation_warning` reports captions that
+data.max_len cuts short, which the pipeline does silently.
 """
 import functools
 import sys
@@ -31,11 +40,18 @@ import numpy as np
 from jaxmm.data import preprocess
 from jaxmm.data import sources
 from jaxmm.data import tokenizers
+from jaxmm.errors import UserError
 
 _MAX_CACHED_BYTES = 1 << 30
 # The machine this was tuned on has 2 cores: two reader threads keep a couple of
 # batches ahead of the training step without starving it.
 _READ_OPTIONS = grain.ReadOptions(num_threads=2, prefetch_buffer_size=2)
+_DEFAULTS = {"data_dir": None, "image_key": "image", "text_key": "caption", "cache": True}
+
+
+def _get(data_config, key):
+  """data_config[key], or its default for the keys in _DEFAULTS."""
+  return data_config.get(key, _DEFAULTS[key])
 
 
 def _stack(records):
@@ -71,8 +87,25 @@ def _cached_reader(name, split, data_dir, cache):
 def split_reader(data_config, split) -> SplitReader:
   """The (per-process cached) reader of one split of `data_config.name`."""
   return _cached_reader(data_config["name"], split,
-                        sources.resolve_data_dir(data_config.get("data_dir")),
-                        bool(data_config.get("cache", True)))
+                        sources.resolve_data_dir(_get(data_config, "data_dir")),
+                        bool(_get(data_config, "cache")))
+
+
+def check_features(data_config, need_text: bool = True) -> None:
+  """Raises UserError, listing the features, unless data.name has data.image_key.
+
+  data.text_key is checked too when `need_text`; an image-only use of a dataset
+  without text passes need_text=False.
+  """
+  builder = sources.get_builder(data_config["name"], _get(data_config, "data_dir"))
+  features = sorted(builder.info.features.keys())
+  keys = {"image_key": "images", "text_key": "texts"} if need_text else {"image_key": "images"}
+  for key, holds in keys.items():
+    value = _get(data_config, key)
+    if value not in features:
+      raise UserError(f"data.{key}={value!r} is not a feature of {data_config['name']!r} (its "
+                      f"features: {', '.join(map(repr, features))}); set --config.data.{key} to "
+                      f"the one that holds its {holds}")
 
 
 @functools.lru_cache(maxsize=4)
@@ -85,10 +118,51 @@ def tokenize(data_config, texts) -> np.ndarray:
   return _tokenizer(data_config["tokenizer"]).encode_batch(texts, data_config["max_len"])
 
 
+def count_truncated(data_config, split=None, sample_size: int = 1000) -> tuple[int, int, int]:
+  """(cut, sampled, longest) over a fixed sample of `split` (default data.train_split).
+
+  Tokenizes the data.text_key texts of `sample_size` examples (all of them in a
+  smaller split; the same ones on every call) without truncation: `cut` of the
+  `sampled` texts are longer than data.max_len tokens, the longest `longest`.
+  """
+  check_features(data_config, need_text=True)
+  reader = split_reader(data_config, split or data_config["train_split"])
+  if reader.num_examples <= sample_size:
+    indices = np.arange(reader.num_examples)
+  else:
+    rng = np.random.default_rng(0)
+    indices = np.sort(rng.choice(reader.num_examples, sample_size, replace=False))
+  tokenizer = _tokenizer(data_config["tokenizer"])
+  texts = reader.read(indices)[_get(data_config, "text_key")]
+  lengths = np.array([tokenizer.token_count(text) for text in texts], np.int64)
+  return int((lengths > data_config["max_len"]).sum()), len(lengths), int(lengths.max(initial=0))
+
+
+def truncation_warning(data_config, split=None, sample_size: int = 1000) -> str | None:
+  """One line saying how many sampled captions data.max_len cuts, or None if none.
+
+  The sample is count_truncated's.
+  """
+  split = split or data_config["train_split"]
+  cut, sampled, longest = count_truncated(data_config, split, sample_size)
+  if not cut:
+    return None
+  return (f"data.max_len={data_config['max_len']} cuts {cut} of {sampled} sampled {split} "
+          f"captions (longest: {longest} tokens); set --config.data.max_len={longest} to keep "
+          "them whole")
+
+
+def _check_config(data_config, need_text):
+  """The data config's mistakes as UserErrors, before a reader thread meets them."""
+  check_features(data_config, need_text)
+  if need_text:
+    _tokenizer(data_config["tokenizer"])
+
+
 def _to_batch(raw, data_config, keys=None):
   """Stored examples -> model inputs; augments when per-example keys are given."""
-  image_key = data_config.get("image_key", "image")
-  text_key = data_config.get("text_key", "caption")
+  image_key = _get(data_config, "image_key")
+  text_key = _get(data_config, "text_key")
   image = preprocess.resize(preprocess.normalize(raw[image_key]), data_config["image_size"])
   if keys is not None:
     image = preprocess.augment(image, keys)
@@ -134,16 +208,25 @@ def _host_positions(step, batch_size, local_batch_size, process_index):
   return start + np.arange(local_batch_size, dtype=np.int64)
 
 
-def train_iterator(data_config, *, global_batch_size, seed, process_index=0, process_count=1):
+def train_iterator(data_config,
+                   *,
+                   global_batch_size,
+                   seed,
+                   process_index=0,
+                   process_count=1,
+                   need_text=True):
   """Infinite iterator of host-local training batches, with get/set_state.
 
   `seed` fixes the order and the augmentation (pass data.shuffle_seed, or
-  the run's seed when that is None). Reshuffles every epoch.
+  the run's seed when that is None). Reshuffles every epoch. Checks the data
+  config first (`check_features(data_config, need_text)`): pass
+  need_text=False to train on the images of a dataset without data.text_key.
   `iterator.set_state(state)` on a fresh iterator with the same arguments
   continues exactly where `state = iterator.get_state()` was taken (the state
   is a JSON-serialisable dict).
   """
   local = _local_batch_size(global_batch_size, process_count)
+  _check_config(data_config, need_text)
   reader = split_reader(data_config, data_config["train_split"])
 
   def load(step):
@@ -161,9 +244,12 @@ def eval_batches(data_config, *, split=None, batch_size, process_index=0, proces
 
   `batch_size` is global, like train_iterator's. Returns a grain MapDataset
   (len() = number of batches, the same on every host); the last batches are
-  padded to the full host batch, with 'mask' False on padding rows.
+  padded to the full host batch, with 'mask' False on padding rows. Batches
+  carry 'tokens' when the dataset has data.text_key (data.image_key must be a
+  feature: `check_features(data_config, need_text=False)`).
   """
   local = _local_batch_size(batch_size, process_count)
+  _check_config(data_config, need_text=False)
   reader = split_reader(data_config, split or data_config["eval_split"])
   num_batches = -(-reader.num_examples // batch_size)
 

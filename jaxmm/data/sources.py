@@ -4,36 +4,71 @@
 (`len(src)`, `src[i]`, `src.__getitems__(indices)`) over array_record files.
 Bundled datasets (`BUNDLED`) are generated locally into the data directory
 the first time they are asked for; any other TFDS dataset must already be
-prepared there (jaxmm never downloads).
+prepared there (jaxmm never downloads). A name that is neither, or a data
+directory that cannot be used, raises `jaxmm.errors.UserError` naming the
+setting to change.
 """
+import difflib
+import glob
 import os
+import re
+import shlex
 import shutil
 import tempfile
 
 import tensorflow_datasets as tfds
 
 from jaxmm.data.shapes import shapes_dataset_builder
+from jaxmm.errors import UserError
 
 BUNDLED = {"shapes": shapes_dataset_builder.Builder}
 _DEFAULT_DATA_DIR = os.path.join("~", ".cache", "jaxmm", "tensorflow_datasets")
+_VERSION = re.compile(r"\d+\.\d+\.\d+")
+_MAX_LISTED = 5
+
+
+def _data_dir_origin(data_dir) -> str:
+  """The setting the data dir came from, with its value, for error messages."""
+  if data_dir:
+    return f"data.data_dir={data_dir!r}"
+  if os.environ.get("JAXMM_DATA_DIR"):
+    return f"$JAXMM_DATA_DIR={os.environ['JAXMM_DATA_DIR']!r} (data.data_dir is unset)"
+  return f"the default data dir {_DEFAULT_DATA_DIR!r} (data.data_dir and $JAXMM_DATA_DIR are unset)"
+
+
+def _unusable_data_dir(data_dir, problem) -> UserError:
+  return UserError(f"{_data_dir_origin(data_dir)} {problem}; set --config.data.data_dir to a "
+                   "writable directory (it is created if missing)")
 
 
 def resolve_data_dir(data_dir=None) -> str:
-  """`data_dir`, else $JAXMM_DATA_DIR, else ~/.cache/jaxmm/tensorflow_datasets."""
-  data_dir = data_dir or os.environ.get("JAXMM_DATA_DIR") or _DEFAULT_DATA_DIR
-  return os.path.abspath(os.path.expanduser(data_dir))
+  """`data_dir`, else $JAXMM_DATA_DIR, else ~/.cache/jaxmm/tensorflow_datasets.
+
+  Raises UserError if the chosen path is not a path or exists but is not a directory.
+  """
+  if data_dir and not isinstance(data_dir, (str, os.PathLike)):
+    raise _unusable_data_dir(data_dir, "is not a path")
+  path = data_dir or os.environ.get("JAXMM_DATA_DIR") or _DEFAULT_DATA_DIR
+  path = os.path.abspath(os.path.expanduser(path))
+  if os.path.exists(path) and not os.path.isdir(path):
+    raise _unusable_data_dir(data_dir, "is a file, not a directory")
+  return path
 
 
-def _build_bundled(builder_cls, data_dir):
+def _build_bundled(builder_cls, data_dir, origin=None):
   """Builds into a private directory, then renames the version folder in place.
 
   The rename is atomic, so a reader only ever sees a missing or a complete
   dataset. When two processes race, the second rename fails because the target
   exists; the loser discards its copy and uses the winner's (the data are
-  identical: generation is deterministic).
+  identical: generation is deterministic). `origin` is the unresolved data dir
+  setting, named in the UserError raised when `data_dir` cannot be written.
   """
-  os.makedirs(data_dir, exist_ok=True)
-  scratch = tempfile.mkdtemp(prefix=".building-", dir=data_dir)
+  try:
+    os.makedirs(data_dir, exist_ok=True)
+    scratch = tempfile.mkdtemp(prefix=".building-", dir=data_dir)
+  except OSError as e:
+    raise _unusable_data_dir(origin, f"cannot be written ({e.strerror}: {data_dir})") from e
   try:
     builder = builder_cls(data_dir=scratch)
     builder.download_and_prepare()
@@ -49,22 +84,73 @@ def _build_bundled(builder_cls, data_dir):
     shutil.rmtree(scratch, ignore_errors=True)
 
 
+def _prepared_versions(data_dir, base_name) -> list:
+  """'name:version' or 'name/config:version' for each prepared copy of `base_name`."""
+  if not re.fullmatch(r"\w+", base_name):
+    return []
+  root = os.path.join(glob.escape(data_dir), base_name)
+  found = []
+  for pattern in ("*", os.path.join("*", "*")):
+    for info in glob.glob(os.path.join(root, pattern, "dataset_info.json")):
+      config_and_version = os.path.relpath(os.path.dirname(info), os.path.join(data_dir, base_name))
+      config, _, version = config_and_version.rpartition(os.sep)
+      if _VERSION.fullmatch(version):
+        found.append(f"{base_name}/{config}:{version}" if config else f"{base_name}:{version}")
+  return sorted(found)
+
+
+def _prepared_datasets(data_dir) -> dict:
+  """{name: its prepared 'name[/config]:version's} for the TFDS datasets in `data_dir`."""
+  names = sorted(os.listdir(data_dir)) if os.path.isdir(data_dir) else []
+  found = {name: _prepared_versions(data_dir, name) for name in names}
+  return {name: versions for name, versions in found.items() if versions}
+
+
+def _not_prepared(name, data_dir) -> UserError:
+  """The one-line error for a name that is neither bundled nor prepared in `data_dir`."""
+  prepared = _prepared_datasets(data_dir)
+  names = sorted(set(BUNDLED) | set(prepared))
+  versions = prepared.get(re.split(r"[/:]", name)[0], [])
+  nearest = difflib.get_close_matches(name, names + versions, n=3, cutoff=0.6)
+  if nearest:
+    choices = "nearest bundled or prepared datasets: " + ", ".join(map(repr, nearest))
+  else:
+    more = len(names) - _MAX_LISTED
+    choices = ("bundled or prepared datasets: " + ", ".join(map(repr, names[:_MAX_LISTED])) +
+               (f" and {more} more" if more > 0 else ""))
+  command = (f"tfds build {shlex.quote(name)} --data_dir={shlex.quote(data_dir)} "
+             "--file_format=array_record")
+  return UserError(f"data.name={name!r} is not prepared in {data_dir} and jaxmm never downloads; "
+                   f"{choices}; set --config.data.name to one of them, or prepare it there "
+                   f"first: {command}")
+
+
 def get_builder(name: str, data_dir=None) -> tfds.core.DatasetBuilder:
-  """A prepared builder for `name` (building a bundled dataset if needed)."""
+  """A prepared builder for `name` (building a bundled dataset if needed).
+
+  Any TFDS dataset prepared in the data dir is found from its files, even when
+  tfds has no code for it; `name` may add a config and version as tfds spells
+  them ('name/config:1.0.0').
+  """
+  origin = data_dir
   data_dir = resolve_data_dir(data_dir)
   if name in BUNDLED:
     builder_cls = BUNDLED[name]
     # Looking before constructing avoids tfds warning about a missing folder.
     info = os.path.join(data_dir, builder_cls.name, str(builder_cls.VERSION), "dataset_info.json")
     if not os.path.exists(info):
-      _build_bundled(builder_cls, data_dir)
+      _build_bundled(builder_cls, data_dir, origin)
     return builder_cls(data_dir=data_dir)
-  builder = tfds.builder(name, data_dir=data_dir)
-  if not builder.is_prepared():
-    raise FileNotFoundError(f"TFDS dataset {name!r} is not prepared in {data_dir}; jaxmm never "
-                            "downloads. Prepare it there first (e.g. `tfds build "
-                            f"{name} --data_dir={data_dir} --file_format=array_record`).")
-  return builder
+  # tfds.builder answers a name it cannot find with a list of every dataset it
+  # knows, so it is only asked about datasets that have files here.
+  if _prepared_versions(data_dir, re.split(r"[/:]", name)[0]):
+    try:
+      builder = tfds.builder(name, data_dir=data_dir)
+    except tfds.core.registered.DatasetNotFoundError:
+      builder = None
+    if builder is not None and builder.is_prepared():
+      return builder
+  raise _not_prepared(name, data_dir)
 
 
 def data_source(name: str, split: str, data_dir=None):

@@ -1,9 +1,14 @@
 """Text tokenizers: byte-level (no vocabulary file) and SentencePiece.
 
 Both map texts to fixed-length int32 ids, truncated or right-padded with the
-pad id to `max_len`, so text batches have static shapes under jit.
+pad id to `max_len`, so text batches have static shapes under jit;
+`token_count(text)` is the length before truncation.
 """
+import os
+
 import numpy as np
+
+from jaxmm.errors import UserError
 
 
 def _as_bytes(text) -> bytes:
@@ -35,13 +40,20 @@ class BytesTokenizer:
       row[:len(ids)] = ids
     return out
 
+  def token_count(self, text) -> int:
+    """The number of ids `text` encodes to before truncation: its UTF-8 length."""
+    return len(_as_bytes(text))
+
   def decode(self, ids) -> str:
     ids = np.asarray(ids)
     return bytes(ids[ids != self.pad_id].astype(np.uint8)).decode("utf-8", "ignore")
 
 
 class SentencePieceTokenizer:
-  """A SentencePiece model file; its pad id if it has one, else 0."""
+  """A SentencePiece model file; its pad id if it has one, else 0.
+
+  `model_path` is data.tokenizer: a missing or unreadable file raises UserError.
+  """
 
   def __init__(self, model_path: str):
     try:
@@ -49,18 +61,31 @@ class SentencePieceTokenizer:
     except ImportError as e:
       raise ImportError(f"tokenizer {model_path!r} needs the `sentencepiece` package: "
                         "pip install 'jaxmm[sentencepiece]'") from e
-    self._model = sentencepiece.SentencePieceProcessor(model_file=model_path)
+    if not os.path.isfile(model_path):
+      raise UserError(f"data.tokenizer={model_path!r} is not a file; set --config.data.tokenizer "
+                      "to the path of a SentencePiece .model file, or to 'bytes'")
+    try:
+      self._model = sentencepiece.SentencePieceProcessor(model_file=model_path)
+    except RuntimeError as e:
+      raise UserError(f"data.tokenizer={model_path!r} is not a SentencePiece model file (it does "
+                      "not parse); set --config.data.tokenizer to one, or to 'bytes'") from e
     self.vocab_size = self._model.get_piece_size()
     self.pad_id = max(self._model.pad_id(), 0)
 
+  def _ids(self, text) -> list:
+    return self._model.encode(text.decode("utf-8") if isinstance(text, bytes) else text)
+
   def encode(self, text, max_len: int) -> np.ndarray:
     """int32 [max_len]."""
-    text = text.decode("utf-8") if isinstance(text, bytes) else text
-    return _pad(np.asarray(self._model.encode(text), np.int32), max_len, self.pad_id)
+    return _pad(np.asarray(self._ids(text), np.int32), max_len, self.pad_id)
 
   def encode_batch(self, texts, max_len: int) -> np.ndarray:
     """int32 [N, max_len]."""
     return np.stack([self.encode(t, max_len) for t in texts]).reshape(-1, max_len)
+
+  def token_count(self, text) -> int:
+    """The number of ids `text` encodes to before truncation."""
+    return len(self._ids(text))
 
   def decode(self, ids) -> str:
     ids = [int(i) for i in np.asarray(ids) if i != self.pad_id]
@@ -68,9 +93,13 @@ class SentencePieceTokenizer:
 
 
 def get_tokenizer(spec: str):
-  """'bytes' -> BytesTokenizer; a path ending in '.model' -> SentencePiece."""
+  """'bytes' -> BytesTokenizer; a path ending in '.model' -> SentencePiece.
+
+  `spec` is data.tokenizer; anything else raises UserError naming it.
+  """
   if spec == "bytes":
     return BytesTokenizer()
-  if spec.endswith(".model"):
+  if isinstance(spec, str) and spec.endswith(".model"):
     return SentencePieceTokenizer(spec)
-  raise ValueError(f"unknown tokenizer {spec!r}: use 'bytes' or a SentencePiece .model path")
+  raise UserError(f"data.tokenizer={spec!r} is not a tokenizer; set --config.data.tokenizer to "
+                  "'bytes' or to the path of a SentencePiece .model file")

@@ -1,3 +1,7 @@
-"""Evaluators: callables (params, step) -> {metric: value}, run by the train loop."""
+"""Evaluators. The train loop calls evaluator(state, step) -> {metric: value}; an experiment
+adapts these (made from parameters, `make_evaluator(...)(params, step)`) to the state it trains."""
 from jaxmm.evaluators.prompts import zero_shot_tasks
 from jaxmm.evaluators.zero_shot import ZeroShotTask, accuracy, class_scores, make_evaluator
+from jaxmm.evaluators.frechet import frechet_distance
+from jaxmm.evaluators.judge import (Judge, held_out_mask, judge_held_out, judge_samples, make_judge,
+                                    real_image_features)

@@ -3,11 +3,18 @@ from typing import Any, Mapping
 
 import flax.linen as nn
 
+from jaxmm import errors
+from jaxmm.models.dit import DiT
 from jaxmm.models.flops import model_flops_per_example
+from jaxmm.models.mlp_denoiser import MLPDenoiser
 from jaxmm.models.two_tower import TwoTower
+from jaxmm.models.unet import UNet
 
 MODELS = {
     "two_tower": TwoTower,
+    "unet": UNet,
+    "dit": DiT,
+    "mlp_denoiser": MLPDenoiser,
 }
 
 
@@ -20,13 +27,34 @@ def _plain(value):
   return value
 
 
+# Compute dtypes a model's `dtype` may name.
+DTYPES = ("float32", "bfloat16", "float16")
+# Integer model keys that may be 0; every other integer (a width, depth, count, size) must be >= 1.
+_MAY_BE_ZERO = ("pad_id",)
+
+
+def _check_integers(kwargs: Mapping[str, Any], prefix: str) -> None:
+  for key, value in kwargs.items():
+    if isinstance(value, Mapping):
+      _check_integers(value, f"{prefix}{key}.")
+    elif isinstance(value, int) and not isinstance(value, bool) and key not in _MAY_BE_ZERO:
+      errors.integer_at_least(prefix + key, value, 1)
+
+
 def get_model(config_model: Mapping[str, Any]) -> nn.Module:
-  """Builds `config.model`: its `name` picks the module, the other keys are its arguments."""
+  """Builds `config.model`: its `name` picks the module, the other keys are its arguments.
+
+  Fails with a `UserError` naming the key for an unknown name or dtype, or an
+  integer (a width, depth, count or size) below 1.
+  """
   kwargs = _plain(config_model)
-  name = kwargs.pop("name")
-  if name not in MODELS:
-    raise ValueError(f"unknown model {name!r}; known: {sorted(MODELS)}")
+  name = errors.one_of("model.name", kwargs.pop("name"), MODELS)
+  if "dtype" in kwargs:
+    errors.one_of("model.dtype", kwargs["dtype"], DTYPES)
+  _check_integers(kwargs, "model.")
   return MODELS[name](**kwargs)
 
 
-__all__ = ["MODELS", "get_model", "model_flops_per_example", "TwoTower"]
+__all__ = [
+    "MODELS", "get_model", "model_flops_per_example", "TwoTower", "UNet", "DiT", "MLPDenoiser"
+]

@@ -95,9 +95,14 @@ class Dense(nn.Module):
 
 
 class MultiHeadAttention(nn.Module):
-  """Multi-head attention with einsum projections (Vaswani et al. 2017, section 3.2.2)."""
+  """Multi-head attention with einsum projections (Vaswani et al. 2017, section 3.2.2).
+
+  `out_kernel_init` (None: Glorot uniform) lets a residual branch start at zero, as the U-Net's
+  attention does.
+  """
   num_heads: int
   dtype: Any = jnp.float32
+  out_kernel_init: Optional[Callable] = None
 
   @nn.compact
   def __call__(self, x_q, x_kv, mask=None):
@@ -122,13 +127,19 @@ class MultiHeadAttention(nn.Module):
     y = dot_product_attention(project("query", x_q), keys, project("value", x_kv), mask,
                               self.dtype)
     y = nn.with_logical_constraint(y, ("batch", "length", "act_heads", None))
-    return Dense(heads_shape + (width,), ("heads", "kv", "embed"), 2, self.dtype, name="out")(y)
+    return Dense(heads_shape + (width,), ("heads", "kv", "embed"),
+                 2,
+                 self.dtype,
+                 kernel_init=self.out_kernel_init,
+                 name="out")(y)
 
 
-def layer_norm(name=None):
-  """LayerNorm in float32 with its scale and bias named along 'embed'."""
+def layer_norm(name=None, affine=True):
+  """LayerNorm in float32 with its scale and bias named along 'embed'; none if not `affine`."""
   return nn.LayerNorm(dtype=jnp.float32,
                       name=name,
+                      use_scale=affine,
+                      use_bias=affine,
                       scale_init=partitioned(nn.initializers.ones, ("embed",)),
                       bias_init=partitioned(nn.initializers.zeros, ("embed",)))
 

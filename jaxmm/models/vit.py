@@ -7,6 +7,9 @@ import jax.numpy as jnp
 from jaxmm.models.transformer import (Dense, Encoder, MlpBlock, MultiHeadAttention, layer_norm,
                                       partitioned)
 
+POOLS = ("gap", "cls", "map")
+STEMS = ("patch", "conv")
+
 
 class MAPHead(nn.Module):
   """Multihead attention pooling: one learned query attends over all tokens (Lee et al. 2019)."""
@@ -102,7 +105,7 @@ class ViT(nn.Module):
     elif self.stem == "conv":
       x = ConvStem(p, self.width, self.dtype, name="conv_stem")(images)
     else:
-      raise ValueError(f"unknown stem {self.stem!r}; expected 'patch' or 'conv'")
+      raise ValueError(f"unknown stem {self.stem!r}; expected one of {STEMS}")
     pos = self.param("pos_embedding",
                      partitioned(nn.initializers.normal(0.02), (None, None, "embed")),
                      (1, x.shape[1], self.width))
@@ -123,4 +126,4 @@ class ViT(nn.Module):
       return x[:, 0]
     if self.pool == "map":
       return MAPHead(self.num_heads, self.mlp_dim, self.dtype, name="map_head")(x)
-    raise ValueError(f"unknown pool {self.pool!r}; expected 'gap', 'cls' or 'map'")
+    raise ValueError(f"unknown pool {self.pool!r}; expected one of {POOLS}")

@@ -10,6 +10,8 @@ import math
 import jax
 import numpy as np
 
+from jaxmm.errors import UserError
+
 MESH_AXES = ("data", "fsdp", "tensor")
 BATCH_AXES = ("data", "fsdp")
 
@@ -18,23 +20,31 @@ def mesh_shape(mesh_config: Mapping[str, int], num_devices: int) -> tuple[int, .
   """Resolves `mesh_config` ({axis: size}, at most one -1) to sizes in MESH_AXES order."""
   unknown = set(mesh_config) - set(MESH_AXES)
   if unknown:
-    raise ValueError(f"unknown mesh axes {sorted(unknown)}; the mesh axes are {MESH_AXES}")
+    raise UserError(f"unknown mesh axes {sorted(unknown)}; the mesh axes are {MESH_AXES}")
   sizes = [int(mesh_config.get(axis, 1)) for axis in MESH_AXES]
   named = dict(zip(MESH_AXES, sizes))
-  if any(s == 0 or s < -1 for s in sizes):
-    raise ValueError(f"mesh sizes must be positive or -1, got {named}")
+  for axis, size in named.items():
+    if size == 0 or size < -1:
+      raise UserError(f"mesh.{axis}={size} must be a positive size or -1 (the remaining devices)")
   if sizes.count(-1) > 1:
-    raise ValueError(f"at most one mesh axis may be -1, got {named}")
+    raise UserError(f"at most one mesh axis may be -1, got {_keys(named)}; give the others a size")
   fixed = math.prod(s for s in sizes if s != -1)
   if -1 in sizes:
     if num_devices % fixed:
-      raise ValueError(f"mesh {named}: the fixed axes take {fixed} devices, which does not "
-                       f"divide the {num_devices} devices available")
+      raise UserError(f"{_keys(named)}: the fixed axes take {fixed} devices, which does not "
+                      f"divide the {num_devices} devices available; make their product divide "
+                      f"{num_devices}")
     sizes[sizes.index(-1)] = num_devices // fixed
   if math.prod(sizes) != num_devices:
-    raise ValueError(f"mesh {dict(zip(MESH_AXES, sizes))} needs {math.prod(sizes)} devices, "
-                     f"but {num_devices} are available")
+    raise UserError(f"{_keys(dict(zip(MESH_AXES, sizes)))} needs {math.prod(sizes)} devices, but "
+                    f"{num_devices} are available; set one axis to -1 or make the product "
+                    f"{num_devices}")
   return tuple(sizes)
+
+
+def _keys(named: Mapping[str, int]) -> str:
+  """'mesh.data=2, mesh.fsdp=1, mesh.tensor=1'."""
+  return ", ".join(f"mesh.{axis}={size}" for axis, size in named.items())
 
 
 def make_mesh(mesh_config: Mapping[str, int],
@@ -57,16 +67,16 @@ def batch_shards(mesh: jax.sharding.Mesh) -> int:
   return math.prod(mesh.shape[axis] for axis in BATCH_AXES)
 
 
-def check_batch_size(batch_size: int, mesh: jax.sharding.Mesh) -> None:
-  """Fails, naming the numbers, if `batch_size` can't be split over the batch axes."""
+def check_batch_size(batch_size: int, mesh: jax.sharding.Mesh, key: str = "batch_size") -> None:
+  """Fails, naming config `key` and the numbers, unless `batch_size` splits over the batch axes."""
   shards = batch_shards(mesh)
   if batch_size % shards:
     sizes = " x ".join(f"{axis}={mesh.shape[axis]}" for axis in BATCH_AXES)
-    raise ValueError(f"batch_size={batch_size} does not divide over the mesh's batch axes "
-                     f"({sizes} = {shards} shards); use a multiple of {shards}")
+    raise UserError(f"{key}={batch_size} does not divide over the mesh's batch axes "
+                    f"({sizes} = {shards} shards); use a multiple of {shards}")
   if batch_size % jax.process_count():
-    raise ValueError(f"batch_size={batch_size} does not divide over "
-                     f"{jax.process_count()} processes")
+    raise UserError(f"{key}={batch_size} does not divide over "
+                    f"{jax.process_count()} processes; use a multiple of {jax.process_count()}")
 
 
 def describe(mesh: jax.sharding.Mesh) -> str:

@@ -6,13 +6,28 @@ iterator's position, JSON) and `config` (the run's config, JSON). Saving is
 asynchronous; orbax writes each step to a temporary directory and renames it
 when complete, so a process killed mid-save leaves the previous checkpoint as
 the latest.
+
+A checkpoint that cannot be read (a truncated, deleted or overwritten file)
+is moved to `workdir/damaged_checkpoints/` by `set_aside`, never deleted, so
+that a run resumes from the newest intact one.
 """
+import json
+import logging
 import os
+import re
 from typing import Any
 
 import orbax.checkpoint as ocp
 
+from jaxmm.errors import UserError
+
 CHECKPOINT_DIR = "checkpoints"
+DAMAGED_DIR = "damaged_checkpoints"
+# What reading a damaged checkpoint raises: tensorstore and orbax errors are
+# ValueErrors (so are JSON and UTF-8 decoding errors), missing files OSErrors.
+DAMAGE_ERRORS = (ValueError, OSError)
+
+log = logging.getLogger("jaxmm")
 
 
 def make_manager(workdir: str,
@@ -26,6 +41,9 @@ def make_manager(workdir: str,
                                          enable_async_checkpointing=async_save,
                                          read_only=read_only)
   directory = os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR)
+  if os.path.exists(directory) and not os.path.isdir(directory):
+    raise UserError(f"{directory} is a file, but the run keeps its checkpoints there; move the "
+                    "file away or choose another --workdir")
   handlers = {
       "state": ocp.StandardCheckpointHandler(),
       "data": ocp.JsonCheckpointHandler(),
@@ -34,13 +52,51 @@ def make_manager(workdir: str,
   return ocp.CheckpointManager(directory, options=options, item_handlers=handlers)
 
 
+class SaveFailed(UserError):
+  """Writing a checkpoint failed (disk full, permissions, a file where a folder should be)."""
+
+
+def _save_failed(manager: ocp.CheckpointManager, error: BaseException) -> SaveFailed:
+  message = " ".join(str(error).split())[:500] or type(error).__name__
+  kept = manager.latest_step()
+  kept = ("no checkpoint was written"
+          if kept is None else f"checkpoint {kept} is the newest intact one")
+  return SaveFailed(f"saving a checkpoint under {manager.directory} failed: {message}; {kept}. "
+                    "Free space or fix the permissions there, then run the same command to resume")
+
+
 def save(manager: ocp.CheckpointManager, step: int, state: Any, data_position: dict,
          config_json: dict) -> None:
-  """Starts saving (asynchronously) `state` and the input position as checkpoint `step`."""
-  manager.save(step,
-               args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                       data=ocp.args.JsonSave(data_position),
-                                       config=ocp.args.JsonSave(config_json)))
+  """Starts saving (asynchronously) `state` and the input position as checkpoint `step`.
+
+  Raises `SaveFailed` if this or an earlier save fails.
+  """
+  try:
+    manager.save(step,
+                 args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                         data=ocp.args.JsonSave(data_position),
+                                         config=ocp.args.JsonSave(config_json)))
+  except Exception as e:  # pylint: disable=broad-except
+    raise _save_failed(manager, e) from e
+
+
+def raise_if_save_failed(manager: ocp.CheckpointManager) -> None:
+  """Raises `SaveFailed` if a background save has finished with an error; never blocks.
+
+  Called after every step, so that a failed save stops the run at once
+  rather than at the next checkpoint (or, on several hosts, in a collective
+  that never completes).
+  """
+  if not manager.is_saving_in_progress():
+    finish(manager)
+
+
+def finish(manager: ocp.CheckpointManager) -> None:
+  """Waits for the save in progress; raises `SaveFailed` if it (or an earlier one) failed."""
+  try:
+    manager.wait_until_finished()
+  except Exception as e:  # pylint: disable=broad-except
+    raise _save_failed(manager, e) from e
 
 
 def restore(manager: ocp.CheckpointManager, step: int, target: Any) -> tuple[Any, dict]:
@@ -63,4 +119,48 @@ def restore_config(manager: ocp.CheckpointManager, step: int) -> dict:
 
 def state_metadata(manager: ocp.CheckpointManager, step: int) -> Any:
   """The saved state's tree of array metadata (shape, dtype), with no data read."""
-  return manager.item_metadata(step)["state"]
+  metadata = manager.item_metadata(step)["state"]
+  if metadata is None:  # orbax's answer when state/_METADATA is missing
+    raise FileNotFoundError(f"{manager.directory}/{step}/state/_METADATA is missing")
+  return metadata
+
+
+# The JSON files of a checkpoint; a decoding error names none of them.
+_JSON_FILES = ("metadata", "_METADATA", "_sharding", "_CHECKPOINT_METADATA")
+
+
+def damaged_file(step_dir: str, error: BaseException) -> str:
+  """The file under `step_dir` that `error` names (the longest such path), else the first of
+  its JSON files that does not parse, else `step_dir`."""
+  paths = re.findall(re.escape(step_dir) + r"[^\s\"',]*", str(error))
+  if paths:
+    return max(paths, key=len)
+  for folder, _, names in sorted(os.walk(step_dir)):
+    for name in sorted(set(names) & set(_JSON_FILES)):
+      try:
+        with open(os.path.join(folder, name), encoding="utf-8") as f:
+          json.load(f)
+      except ValueError:
+        return os.path.join(folder, name)
+  return step_dir
+
+
+def set_aside(manager: ocp.CheckpointManager, step: int, error: BaseException) -> str:
+  """Moves checkpoint `step` to workdir/damaged_checkpoints/ with a warning; returns the new path.
+
+  The manager is reloaded so that it no longer lists the step.
+  """
+  step_dir = os.path.join(str(manager.directory), str(step))
+  where = damaged_file(step_dir, error)
+  target_root = os.path.join(os.path.dirname(str(manager.directory)), DAMAGED_DIR)
+  os.makedirs(target_root, exist_ok=True)
+  target, n = os.path.join(target_root, str(step)), 1
+  while os.path.exists(target):
+    target, n = os.path.join(target_root, f"{step}.{n}"), n + 1
+  os.rename(step_dir, target)
+  manager.reload()
+  message = " ".join(str(error).split())
+  log.warning("checkpoint %d is damaged and was moved to %s: cannot read %s (%s: %s)", step, target,
+              where,
+              type(error).__name__, message[:300])
+  return target

@@ -1,15 +1,16 @@
 """The generic training loop that every experiment runs.
 
 An experiment supplies what differs (how parameters are initialised, the
-loss, the input iterator, the evaluators); the loop owns the rest: optimizer,
-sharded state, resume, the compiled step, metrics, checkpoints, evaluation,
-progress, and a final checkpoint on SIGTERM (preemption).
+loss, the input iterator, the evaluators); the loop owns the rest: config
+checks, the workdir lock, optimizer, sharded state, resume from the newest
+intact checkpoint, the compiled step, metrics, checkpoints, evaluation,
+progress, and what happens on faults: a non-finite step (`nonfinite`), a
+failed save, SIGTERM or Ctrl-C (`stop_signals`).
 """
 from collections.abc import Callable, Mapping, Sequence
+import contextlib
 import json
 import logging
-import os
-import signal
 from typing import Any, Protocol
 
 import jax
@@ -17,16 +18,24 @@ import ml_collections
 import tqdm
 
 from jaxmm import config_loading
+from jaxmm import errors
+from jaxmm.errors import Interrupted
 from jaxmm import parallel
 from jaxmm.train import checkpoints
+from jaxmm.train import compatibility
+from jaxmm.train import ema as ema_lib
+from jaxmm.train import nonfinite
+from jaxmm.train import workdir as workdir_lib
 from jaxmm.train.metrics import MetricWriter, mean_metrics
-from jaxmm.train.optim import make_optimizer
-from jaxmm.train.state import TrainState, abstract_state, init_state, state_shardings
+from jaxmm.train.optim import check_optim_config, make_optimizer
+from jaxmm.train.state import (InitVariables, TrainState, abstract_state, init_state,
+                               state_shardings)
 from jaxmm.train.step import LossFn, compile_train_step, make_train_step
+from jaxmm.train.stop_signals import StopSignals
 
 log = logging.getLogger("jaxmm")
 
-# evaluator(params, step) -> {metric name: value}
+# evaluator(state, step) -> {metric name: value}; it gets the whole state (params, ema, ...)
 Evaluator = Callable[[Any, int], Mapping[str, float]]
 
 
@@ -43,10 +52,14 @@ class ResumableIterator(Protocol):
     ...
 
 
-def write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
-  if jax.process_index() == 0:
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      f.write(config_loading.config_to_json(config))
+def check_config(config: ml_collections.ConfigDict) -> None:
+  """Raises `UserError` for a bad value of a key the loop reads, before anything is built."""
+  for key in ("total_steps", "batch_size", "log_every", "checkpoint_every", "keep_checkpoints"):
+    errors.integer_at_least(key, config[key], 1)
+  errors.integer_at_least("eval_every", config.eval_every, 0)
+  errors.one_of("on_nonfinite", config.on_nonfinite, nonfinite.POLICIES)
+  ema_lib.check_config(config.ema)
+  check_optim_config(config.optim, config.total_steps)
 
 
 def init_rng(seed: int) -> jax.Array:
@@ -54,31 +67,8 @@ def init_rng(seed: int) -> jax.Array:
   return jax.random.fold_in(jax.random.key(seed), -1 % 2**31)
 
 
-class _Preemption:
-  """Turns SIGTERM into a flag the loop checks between steps."""
-
-  def __init__(self):
-    self.requested = False
-    self._previous = None
-
-  def __enter__(self):
-    try:
-      self._previous = signal.signal(signal.SIGTERM, self._handle)
-    except ValueError:  # not the main thread: leave signals alone
-      self._previous = None
-    return self
-
-  def _handle(self, signum, frame):
-    del signum, frame
-    self.requested = True
-
-  def __exit__(self, *exc):
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
-
-
 def build_step(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
-               init_params: Callable[[jax.Array], Any], loss_fn: LossFn):
+               init_variables: InitVariables, loss_fn: LossFn):
   """The optimizer, the train state's shardings and the compiled train step of `config`.
 
   Returns:
@@ -86,89 +76,169 @@ def build_step(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
     create or restore the state, and train_step(state, global batch) -> (state, metrics).
   """
   tx, schedule = make_optimizer(config.optim, config.total_steps)
-  shardings = state_shardings(init_params, tx, mesh)
-  train_step = compile_train_step(make_train_step(loss_fn, tx, schedule, config.seed), mesh,
-                                  shardings)
+  shardings = state_shardings(init_variables, tx, config.ema, mesh)
+  train_step = compile_train_step(
+      make_train_step(loss_fn, tx, schedule, config.seed, config.ema,
+                      config.on_nonfinite == "skip"), mesh, shardings)
   return tx, shardings, train_step
+
+
+def train(config: ml_collections.ConfigDict, workdir: str,
+          build: Callable[[ml_collections.ConfigDict, str, jax.sharding.Mesh], dict]) -> TrainState:
+  """Checks `config`, makes its mesh, builds the experiment's parts with `build` and runs them.
+
+  `build(config, workdir, mesh)` returns the keyword arguments of `run`
+  (init_variables, loss_fn, train_data, evaluators). The loop's own checks come
+  first, so a bad value fails before any data or model is built.
+  """
+  check_config(config)
+  workdir_lib.make_workdir(workdir)
+  mesh = parallel.make_mesh(config.mesh)
+  parallel.check_batch_size(config.batch_size, mesh)
+  return run(config, workdir, mesh=mesh, **build(config, workdir, mesh))
+
+
+def _restore_newest_intact(manager, target: TrainState, config: ml_collections.ConfigDict):
+  """(state, input position) of the newest checkpoint that reads back, or None if there is none.
+
+  Damaged checkpoints are set aside on the way (`checkpoints.set_aside`); a
+  checkpoint that the current config cannot resume is a `UserError`.
+  """
+  current = json.loads(config_loading.config_to_json(config))
+  for step in sorted(manager.all_steps(), reverse=True):
+    try:
+      saved_config = checkpoints.restore_config(manager, step)
+      changes = compatibility.config_changes(saved_config, current)
+      compatibility.check_resumable(checkpoints.state_metadata(manager, step), target, changes,
+                                    step)
+      state, position = checkpoints.restore(manager, step, target)
+    except checkpoints.DAMAGE_ERRORS as e:
+      if isinstance(e, errors.UserError):
+        raise
+      checkpoints.set_aside(manager, step, e)
+      continue
+    compatibility.warn_changes(changes, step)
+    log.info("resuming from checkpoint %d", step)
+    return state, position
+  return None
 
 
 def run(config: ml_collections.ConfigDict,
         workdir: str,
         *,
         mesh: jax.sharding.Mesh,
-        init_params: Callable[[jax.Array], Any],
+        init_variables: InitVariables,
         loss_fn: LossFn,
         train_data: ResumableIterator,
         evaluators: Sequence[Evaluator] = ()) -> TrainState:
-  """Trains `config.total_steps` steps in `workdir`, resuming from its latest checkpoint.
+  """Trains `config.total_steps` steps in `workdir`, resuming from its newest intact checkpoint.
 
   Args:
-    init_params: rng -> parameters with logical axis names (e.g. a flax `init`).
-    loss_fn: (params, global batch, rng) -> (loss, metrics); traced once.
+    init_variables: rng -> {'params': ..., other collections} with logical axis
+      names (a flax `init`); the other collections become `state.model_state`.
+    loss_fn: (params, model_state, global batch, rng) -> (loss, metrics,
+      model_state); traced once.
     train_data: host-local batches, resumable.
-    evaluators: called every `config.eval_every` steps and at the end.
+    evaluators: (state, step) -> metrics, called every `config.eval_every`
+      steps and at the end.
 
   Returns:
     The final train state.
-  """
-  parallel.check_batch_size(config.batch_size, mesh)
-  os.makedirs(workdir, exist_ok=True)
-  write_config(config, workdir)
-  log.info("mesh: %s", parallel.describe(mesh))
 
-  tx, shardings, train_step = build_step(config, mesh, init_params, loss_fn)
+  Raises:
+    UserError: a bad config, a busy workdir, a checkpoint the config cannot
+      resume, or divergence under on_nonfinite='stop' (`nonfinite.Diverged`).
+    Interrupted: SIGTERM or SIGINT stopped the run after saving the current step.
+  """
+  check_config(config)
+  parallel.check_batch_size(config.batch_size, mesh)
+  workdir = workdir_lib.make_workdir(workdir)
+  # Process 0 speaks for the run: with several processes on a shared file
+  # system the others would find its lock taken.
+  with workdir_lib.WorkdirLock(workdir) if jax.process_index() == 0 else contextlib.nullcontext():
+    return _train(config, workdir, mesh, init_variables, loss_fn, train_data, evaluators)
+
+
+def _train(config, workdir, mesh, init_variables, loss_fn, train_data, evaluators) -> TrainState:
+  log.info("mesh: %s", parallel.describe(mesh))
+  tx, shardings, train_step = build_step(config, mesh, init_variables, loss_fn)
   manager = checkpoints.make_manager(workdir, max_to_keep=config.keep_checkpoints)
-  latest = manager.latest_step()
-  if latest is None:
-    state = init_state(init_params, tx, shardings, init_rng(config.seed))
+  target = abstract_state(init_variables, tx, config.ema, shardings)
+  resumed = _restore_newest_intact(manager, target, config)
+  if resumed is None:
+    state = init_state(init_variables, tx, config.ema, shardings, init_rng(config.seed))
   else:
-    log.info("resuming from checkpoint %d in %s", latest, workdir)
-    state, position = checkpoints.restore(manager, latest,
-                                          abstract_state(init_params, tx, shardings))
+    state, position = resumed
     train_data.set_state(position)
+  start = int(state.step)
+  if jax.process_index() == 0:
+    workdir_lib.record_launch(workdir, config, start)
+
+  writer = MetricWriter(workdir)
+  pending = []  # (step, device metrics) not yet checked for finiteness
+  interval = []  # host metrics of the finite steps since the last log
+
+  def check_pending():
+    """Fetches the pending metrics (one transfer) and applies the non-finite policy."""
+    if pending:
+      host = jax.device_get([metrics for _, metrics in pending])
+      interval.extend(
+          nonfinite.finite_steps([step for step, _ in pending], host, config.on_nonfinite,
+                                 manager.latest_step()))
+      pending.clear()
+
+  def log_interval(step):
+    check_pending()
+    if interval:
+      scalars = mean_metrics(interval)
+      if config.on_nonfinite == "skip":
+        scalars["skipped_steps"] = int(state.skipped_steps)
+      bar.set_postfix(loss=f"{scalars['loss']:.4f}")
+      writer.write_scalars(step, scalars, prefix="train/")
+    interval.clear()
 
   def save(step):
+    check_pending()  # never write a non-finite state
     checkpoints.save(manager, step, state, train_data.get_state(),
                      json.loads(config_loading.config_to_json(config)))
 
   def evaluate(step):
+    check_pending()  # never evaluate a non-finite model
     for evaluator in evaluators:
-      writer.write_scalars(step, evaluator(state.params, step), prefix="eval/")
+      writer.write_scalars(step, evaluator(state, step), prefix="eval/")
 
-  writer = MetricWriter(workdir)
-  start = int(state.step)
-  history = []
   bar = tqdm.tqdm(total=config.total_steps,
                   initial=start,
                   unit="step",
                   dynamic_ncols=True,
                   disable=jax.process_index() != 0,
                   smoothing=0.1)
-  try:
-    with _Preemption() as preemption:
+  with StopSignals() as stop:
+    try:
       for step in range(start + 1, config.total_steps + 1):
         batch = parallel.global_batch(next(train_data), mesh)
         state, metrics = train_step(state, batch)
-        history.append(metrics)
+        pending.append((step, metrics))
         bar.update(1)
-        if step % config.log_every == 0 or step == config.total_steps:
-          scalars = mean_metrics(history)
-          history = []
-          bar.set_postfix(loss=f"{scalars['loss']:.4f}")
-          writer.write_scalars(step, scalars, prefix="train/")
-        if step % config.checkpoint_every == 0 or step == config.total_steps:
+        checkpoints.raise_if_save_failed(manager)
+        last = step == config.total_steps
+        if step % config.log_every == 0 or last:
+          log_interval(step)
+        if step % config.checkpoint_every == 0 or last:
           save(step)
-        if config.eval_every and (step % config.eval_every == 0 or step == config.total_steps):
+        if config.eval_every and (step % config.eval_every == 0 or last):
           evaluate(step)
-        if preemption.requested:
-          log.warning("SIGTERM: saving checkpoint %d and stopping", step)
+        if stop.requested is not None:
           if manager.latest_step() != step:
             save(step)
-          break
-  finally:
-    # A crash (an exception) still completes the checkpoint being written.
-    bar.close()
-    manager.wait_until_finished()
-    manager.close()
-    writer.close()
+          raise Interrupted(stop.requested, step)
+    finally:
+      # Whatever ends the loop, the checkpoint being written is completed (or
+      # its error raised) before the process moves on.
+      bar.close()
+      writer.close()
+      try:
+        checkpoints.finish(manager)
+      finally:
+        manager.close()
   return state

@@ -7,10 +7,10 @@ import tensorboardX
 import tqdm
 
 
-def mean_metrics(history: list[Mapping[str, jax.Array]]) -> dict[str, float]:
-  """Averages per-step metric dicts; the one device-to-host transfer of a log interval."""
-  stacked = jax.device_get(history)
-  return {name: float(np.mean([m[name] for m in stacked])) for name in stacked[0]}
+def mean_metrics(history: list[Mapping[str, np.ndarray]]) -> dict[str, float]:
+  """Averages per-step host metric dicts, leaving out the per-step 'finite' flag."""
+  names = [name for name in history[0] if name != "finite"]
+  return {name: float(np.mean([m[name] for m in history])) for name in names}
 
 
 def format_scalars(scalars: Mapping[str, float]) -> str:

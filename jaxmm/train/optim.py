@@ -1,14 +1,71 @@
-"""Optimizer and learning-rate schedule from `config.optim`."""
+"""Optimizer and learning-rate schedule from `config.optim`.
+
+Keys: `name` ('adamw' or 'sgd'), `lr` (the peak learning rate), `warmup_steps`,
+`schedule` ('cosine', 'linear' or 'constant'), `grad_clip_norm` (None or 0: no
+clipping), for AdamW `b1`, `b2`, `eps` and `weight_decay`, for SGD `momentum`.
+A bad value raises `UserError` naming its key and the valid range.
+"""
+from typing import Any
+
 import jax
 import ml_collections
 import optax
 
+from jaxmm.errors import non_negative
+from jaxmm.errors import one_of
+from jaxmm.errors import positive
+from jaxmm.errors import UserError
+
+OPTIMIZERS = ("adamw", "sgd")
+SCHEDULES = ("cosine", "linear", "constant")
+
+
+def _is_number(value: Any) -> bool:
+  """Whether `value` is an int or float (not a bool, which Python counts as an int)."""
+  return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _in_unit_interval(key: str, value: Any) -> Any:
+  """`value` if it is a number in [0, 1) (a decay rate), else an error."""
+  if not (_is_number(value) and 0 <= value < 1):
+    raise UserError(f"{key}={value!r} must lie in [0, 1)")
+  return value
+
+
+def _check_schedule_config(optim_config: ml_collections.ConfigDict, total_steps: int) -> None:
+  """Raises `UserError` for a bad `lr`, `warmup_steps` or `schedule`."""
+  positive("total_steps", total_steps)
+  positive("optim.lr", optim_config.lr)
+  warmup = optim_config.warmup_steps
+  if not (_is_number(warmup) and 0 <= warmup < total_steps and warmup == int(warmup)):
+    raise UserError(f"optim.warmup_steps={warmup!r} must lie in [0, total_steps={total_steps}): "
+                    "an integer >= 0 and smaller than total_steps")
+  one_of("optim.schedule", optim_config.schedule, SCHEDULES)
+
+
+def check_optim_config(optim_config: ml_collections.ConfigDict, total_steps: int) -> None:
+  """Raises `UserError` naming the key of a bad value in `optim_config`.
+
+  Checks every key that `make_optimizer` reads for the optimizer `name`, so a
+  caller can fail before anything is built.
+  """
+  _check_schedule_config(optim_config, total_steps)
+  clip = optim_config.grad_clip_norm
+  if clip is not None and not (_is_number(clip) and clip >= 0):
+    raise UserError(f"optim.grad_clip_norm={clip!r} must be a number >= 0 (0 or None: no clipping)")
+  if one_of("optim.name", optim_config.name, OPTIMIZERS) == "adamw":
+    _in_unit_interval("optim.b1", optim_config.b1)
+    _in_unit_interval("optim.b2", optim_config.b2)
+    non_negative("optim.eps", optim_config.eps)
+    non_negative("optim.weight_decay", optim_config.weight_decay)
+  else:
+    _in_unit_interval("optim.momentum", optim_config.momentum)
+
 
 def make_schedule(optim_config: ml_collections.ConfigDict, total_steps: int) -> optax.Schedule:
   """Linear warmup from 0 to `lr` over `warmup_steps`, then `schedule` down to the end."""
+  _check_schedule_config(optim_config, total_steps)
   warmup = int(optim_config.warmup_steps)
-  if not 0 <= warmup < total_steps:
-    raise ValueError(f"optim.warmup_steps={warmup} must lie in [0, total_steps={total_steps})")
   decay_steps = total_steps - warmup
   lr = optim_config.lr
   decays = {
@@ -16,8 +73,6 @@ def make_schedule(optim_config: ml_collections.ConfigDict, total_steps: int) -> 
       "linear": lambda: optax.linear_schedule(lr, 0.0, decay_steps),
       "constant": lambda: optax.constant_schedule(lr),
   }
-  if optim_config.schedule not in decays:
-    raise ValueError(f"optim.schedule={optim_config.schedule!r}; choose one of {sorted(decays)}")
   return optax.join_schedules(
       [optax.linear_schedule(0.0, lr, warmup), decays[optim_config.schedule]()],
       boundaries=[warmup])
@@ -30,7 +85,11 @@ def _decay_mask(params):
 
 def make_optimizer(optim_config: ml_collections.ConfigDict,
                    total_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
-  """The optax transformation named by `optim_config.name`, and its schedule."""
+  """The optax transformation named by `optim_config.name`, and its schedule.
+
+  Gradients are first clipped to global norm `grad_clip_norm` unless it is None or 0.
+  """
+  check_optim_config(optim_config, total_steps)
   schedule = make_schedule(optim_config, total_steps)
   if optim_config.name == "adamw":
     tx = optax.adamw(schedule,
@@ -39,10 +98,8 @@ def make_optimizer(optim_config: ml_collections.ConfigDict,
                      eps=optim_config.eps,
                      weight_decay=optim_config.weight_decay,
                      mask=_decay_mask)
-  elif optim_config.name == "sgd":
-    tx = optax.sgd(schedule, momentum=optim_config.get("momentum", 0.9))
   else:
-    raise ValueError(f"optim.name={optim_config.name!r}; choose 'adamw' or 'sgd'")
-  if optim_config.get("grad_clip_norm"):
+    tx = optax.sgd(schedule, momentum=optim_config.momentum)
+  if optim_config.grad_clip_norm:
     tx = optax.chain(optax.clip_by_global_norm(optim_config.grad_clip_norm), tx)
   return tx, schedule

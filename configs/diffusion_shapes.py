@@ -1,0 +1,93 @@
+"""Class-conditional diffusion on the bundled shapes dataset, shared by edm_shapes.py,
+flow_shapes.py, vp_shapes.py and ve_shapes.py, which differ only in the schedule.
+
+The model is conditioned on the shape and colour labels and trained with
+classifier-free guidance's label dropout; 8 (shape, colour) pairs never occur
+in training (jaxmm.data.shapes.HELD_OUT_PAIRS), so samples of them test
+composition.
+
+Variants (the `ARG` of `--config configs/NAME.py:ARG`):
+  unet: a small DDPM++-style U-Net (the default), sized for a 2-core CPU.
+  dit:  a DiT of similar cost (patch 4, adaLN-Zero blocks).
+"""
+import ml_collections
+
+MODELS = {
+    "unet":
+        dict(name="unet",
+             channels=32,
+             channel_mult=(1, 2, 2),
+             num_blocks=1,
+             attn_resolutions=(8,),
+             num_heads=4,
+             embedding_type="positional",
+             dropout=0.0),
+    "dit":
+        dict(name="dit",
+             patch_size=4,
+             width=128,
+             depth=4,
+             num_heads=4,
+             mlp_dim=512,
+             embedding_type="positional"),
+}
+
+
+def get_config(arg: str, *, schedule: str) -> ml_collections.ConfigDict:
+  """The config of variant `arg` (a model in MODELS) trained with `schedule`."""
+  if arg not in MODELS:
+    raise ValueError(f"unknown config variant {arg!r}; valid: {sorted(MODELS)}")
+  config = ml_collections.ConfigDict()
+  config.experiment = "diffusion"
+  config.seed = 0
+  config.total_steps = 4000
+  config.batch_size = 128
+  config.log_every = 100
+  config.checkpoint_every = 1000
+  config.eval_every = 2000
+  config.keep_checkpoints = 3
+  config.on_nonfinite = "stop"
+  config.mesh = dict(data=-1, fsdp=1, tensor=1)
+
+  config.data = dict(
+      name="shapes",
+      data_dir=None,
+      train_split="train",
+      eval_split="test",
+      image_key="image",
+      text_key=None,  # images and labels only
+      cache=True,
+      image_size=32,
+      augment=False,
+      shuffle_seed=None,
+      label_keys=("shape", "colour"))
+
+  config.model = dict(MODELS[arg], num_classes=(6, 8), dtype="float32", remat=False)
+
+  # The objective (jaxmm.diffusion.get_schedule) and classifier-free guidance's
+  # label dropout (Ho & Salimans 2022 use 0.1-0.2).
+  config.diffusion = dict(schedule=schedule, label_dropout=0.1)
+
+  config.optim = dict(
+      name="adamw",
+      lr=1e-3,
+      weight_decay=0.0,
+      b1=0.9,
+      b2=0.99,
+      eps=1e-8,
+      momentum=0.9,  # SGD only
+      warmup_steps=200,
+      schedule="cosine",
+      grad_clip_norm=1.0)
+
+  # Sampling and evaluation use the first average. EDM2's power EMA adapts its
+  # length to the run (σ_rel = 0.10 of the training time).
+  config.ema = dict(decays=(), sigma_rels=(0.10,))
+
+  # A grid of every (shape, colour) pair, and a judge: a trained image-text
+  # run (`make train` writes runs/siglip_shapes) that scores samples of every
+  # pair for conditional accuracy and FD. None: no judge.
+  config.eval = dict(
+      sample_grid=dict(rows=6, per_row=8, sampler="heun", num_steps=18, guidance=2.0),
+      judge=dict(run=None, per_pair=10, sampler="heun", num_steps=18, guidance=2.0))
+  return config

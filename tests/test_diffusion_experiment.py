@@ -1,0 +1,171 @@
+"""The diffusion experiment: training on shapes, guidance, sample grids and `jaxmm sample`."""
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from PIL import Image
+
+from jaxmm import analysis
+from jaxmm import cli
+from jaxmm import config_loading
+from jaxmm import diffusion
+from jaxmm import models
+from jaxmm import train
+from jaxmm.evaluators import sample_grid
+from jaxmm.experiments import diffusion as diffusion_experiment
+
+# A U-Net small enough that a step compiles and runs in seconds, on 16x16 shapes.
+TINY = ("batch_size=16", "total_steps=4", "checkpoint_every=2", "log_every=2", "eval_every=4",
+        "data.image_size=16", "model.channels=8", "model.channel_mult=(1, 2)",
+        "model.attn_resolutions=(8,)", "model.num_heads=2", "optim.warmup_steps=1",
+        "eval.sample_grid.num_steps=2", "eval.sample_grid.sampler=euler")
+
+CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "configs"
+
+
+def _config(shapes_data_dir, name="edm_shapes.py", *overrides):
+  config = config_loading.load_config(str(CONFIGS / name))
+  return config_loading.apply_overrides(config, [f"data.data_dir={shapes_data_dir}"] + list(TINY) +
+                                        list(overrides))
+
+
+def _train(config, workdir):
+  return train.train(config, workdir, diffusion_experiment.build)
+
+
+@pytest.fixture(scope="module")
+def trained(shapes_data_dir, tmp_path_factory):
+  """A tiny EDM run with a power EMA, and its workdir."""
+  workdir = str(tmp_path_factory.mktemp("edm") / "run")
+  config = _config(shapes_data_dir)
+  return _train(config, workdir), workdir, config
+
+
+def test_run_keeps_an_ema_and_writes_a_class_grid(trained):
+  _, workdir, _ = trained
+  run = analysis.load_run(workdir)
+  assert run.step == 4 and set(run.ema) == {"sigma_rel_0.1"}
+  # The power EMA after 4 updates differs from both the first and the last params.
+  averaged = jax.tree.leaves(run.ema["sigma_rel_0.1"])
+  assert any(not np.array_equal(a, p) for a, p in zip(averaged, jax.tree.leaves(run.params)))
+  grid = Image.open(sample_grid.grid_path(workdir, 4))
+  # 6 rows (shapes) x 8 columns (colours) of 16x16 images with 1-pixel gaps.
+  assert grid.size == (8 * 17 - 1, 6 * 17 - 1)
+
+
+def test_label_dropout_drops_whole_examples():
+  labels = jnp.arange(2000, dtype=jnp.int32).reshape(1000, 2) % 5
+  dropped = np.asarray(diffusion_experiment.drop_labels(labels, jax.random.key(0), 0.25))
+  rows = (dropped == -1).all(axis=1)
+  assert ((dropped == -1).any(axis=1) == rows).all()  # never one label of an example alone
+  assert 0.2 < rows.mean() < 0.3
+  np.testing.assert_array_equal(dropped[~rows], np.asarray(labels)[~rows])
+
+
+def test_guided_denoiser_is_the_cfg_combination(trained):
+  _, workdir, config = trained
+  run = analysis.load_run(workdir)
+  model = models.get_model(config.model)
+  schedule = diffusion.get_schedule(config.diffusion.schedule)
+  x = jax.random.normal(jax.random.key(1), (3, 16, 16, 3))
+  sigma = jnp.array([0.5, 2.0, 10.0])
+  labels = jnp.array([[0, 1], [2, 3], [5, 7]], jnp.int32)
+  params = jax.tree.map(lambda p: p + 0.01, run.params)  # make the output depend on labels
+
+  def plain(labels_):  # D = c_skip x + c_out F(c_in x, c_noise), written out here
+    c_skip, c_out, c_in, c_noise = schedule.precondition(sigma)
+    expand = lambda c: c.reshape(-1, 1, 1, 1)
+    f = model.apply({"params": params}, expand(c_in) * x, c_noise, labels_)
+    return expand(c_skip) * x + expand(c_out) * f
+
+  cond, uncond = plain(labels), plain(jnp.full_like(labels, -1))
+  guided = diffusion_experiment.guided_denoiser(model, schedule, params, labels, 2.5)(x, sigma)
+  np.testing.assert_allclose(guided, uncond + 2.5 * (cond - uncond), rtol=1e-5, atol=1e-5)
+  assert not np.allclose(cond, uncond, atol=1e-4)
+
+
+@pytest.mark.parametrize("name",
+                         ["flow_shapes.py", "vp_shapes.py", "ve_shapes.py", "edm_shapes.py:dit"])
+def test_every_schedule_and_the_dit_train(shapes_data_dir, tmp_path, name):
+  overrides = ("eval_every=0", "total_steps=2")
+  if name.endswith(":dit"):
+    overrides += ("model.patch_size=4", "model.width=32", "model.depth=1", "model.num_heads=2",
+                  "model.mlp_dim=64")
+    config = config_loading.apply_overrides(
+        config_loading.load_config(str(CONFIGS / name)), [f"data.data_dir={shapes_data_dir}"] +
+        [o for o in TINY if not o.startswith(("model.channel", "model.attn"))] + list(overrides))
+  else:
+    config = _config(shapes_data_dir, name, *overrides)
+  state = _train(config, str(tmp_path / "run"))
+  assert int(state.step) == 2
+  assert all(np.isfinite(x).all() for x in jax.tree.leaves(jax.device_get(state.params)))
+
+
+def _sample_cli(capsys, *args):
+  cli.main(["sample"] + list(args))
+  return capsys.readouterr().out
+
+
+def test_sample_command_writes_png_and_npz(trained, tmp_path, capsys):
+  _, workdir, _ = trained
+  png = str(tmp_path / "grid.png")
+  _sample_cli(capsys, "--run", workdir, "--num", "48", "--steps", "2", "--out", png)
+  assert Image.open(png).size == (8 * 17 - 1, 6 * 17 - 1)
+  npz = str(tmp_path / "s.npz")
+  out = _sample_cli(capsys, "--run", workdir, "--num", "5", "--steps", "3", "--sampler", "euler",
+                    "--labels", "1,2", "3,4", "--guidance", "2.0", "--out", npz)
+  assert "wrote 5 samples" in out
+  arrays = np.load(npz)
+  assert arrays["images"].shape == (5, 16, 16, 3)
+  np.testing.assert_array_equal(arrays["labels"], [[1, 2], [3, 4], [1, 2], [3, 4], [1, 2]])
+  again = str(tmp_path / "again.npz")
+  _sample_cli(capsys, "--run", workdir, "--num", "5", "--steps", "3", "--sampler", "euler",
+              "--labels", "1,2", "3,4", "--guidance", "2.0", "--out", again)
+  np.testing.assert_array_equal(np.load(again)["images"], arrays["images"])
+  raw = str(tmp_path / "raw.npz")
+  _sample_cli(capsys, "--run", workdir, "--num", "5", "--steps", "3", "--sampler", "euler",
+              "--labels", "1,2", "3,4", "--guidance", "2.0", "--ema", "none", "--out", raw)
+  assert not np.array_equal(np.load(raw)["images"], arrays["images"])
+
+
+@pytest.mark.parametrize("args,expected", [
+    (["--steps", "0"], "num_steps"),
+    (["--sampler", "hune"], "'heun'"),
+    (["--labels", "6,0"], "--labels 6,0: out of range; shape < 6, colour < 8"),
+    (["--labels", "1"], "give 2 labels per sample"),
+    (["--labels", "a,b"], "one integer per label key"),
+    (["--ema", "decay_0.9"], "the run keeps ['sigma_rel_0.1']"),
+    (["--out", "x.jpg"], "end it in .png"),
+])
+def test_sample_command_errors(trained, capsys, tmp_path, args, expected):
+  _, workdir, _ = trained
+  if "--out" not in args:
+    args = args + ["--out", str(tmp_path / "x.png")]
+  with pytest.raises(SystemExit) as e:
+    cli.main(["sample", "--run", workdir] + args)
+  assert e.value.code == 2
+  line = capsys.readouterr().err.strip().splitlines()[-1]
+  assert line.startswith("jaxmm sample: error: ") and expected in line
+
+
+def test_guidance_needs_label_dropout_and_sample_needs_a_diffusion_run(
+    shapes_data_dir, tmp_path, capsys, tiny_config, run_image_text):
+  no_dropout = _config(shapes_data_dir, "edm_shapes.py", "diffusion.label_dropout=0.0",
+                       "eval_every=0", "total_steps=2")
+  workdir = str(tmp_path / "no_dropout")
+  _train(no_dropout, workdir)
+  with pytest.raises(SystemExit):
+    cli.main(["sample", "--run", workdir, "--guidance", "2", "--out", str(tmp_path / "x.png")])
+  assert "trained without label dropout" in capsys.readouterr().err
+  contrastive = str(tmp_path / "siglip")
+  run_image_text(
+      tiny_config("siglip", "total_steps=2", "eval_every=0", f"data.data_dir={shapes_data_dir}"),
+      contrastive)
+  with pytest.raises(SystemExit):
+    cli.main(["sample", "--run", contrastive, "--out", str(tmp_path / "x.png")])
+  assert "is an 'image_text' run; jaxmm sample needs a diffusion run" in capsys.readouterr().err
+  with pytest.raises(SystemExit):
+    cli.main(["sample", "--run", str(tmp_path / "nothing"), "--out", str(tmp_path / "x.png")])
+  assert f"--run {tmp_path / 'nothing'}: no run in" in capsys.readouterr().err
