@@ -1,4 +1,5 @@
 """The diffusion experiment: training on shapes, guidance, sample grids and `jaxmm sample`."""
+import json
 import pathlib
 
 import jax
@@ -12,6 +13,7 @@ from jaxmm import cli
 from jaxmm import config_loading
 from jaxmm import diffusion
 from jaxmm import models
+from jaxmm import parallel
 from jaxmm import train
 from jaxmm.evaluators import sample_grid
 from jaxmm.experiments import diffusion as diffusion_experiment
@@ -150,8 +152,36 @@ def test_sample_command_errors(trained, capsys, tmp_path, args, expected):
   assert line.startswith("jaxmm sample: error: ") and expected in line
 
 
+@pytest.fixture(scope="module")
+def contrastive_run(shapes_data_dir, tmp_path_factory, tiny_config, run_image_text):
+  """A tiny SigLIP run's workdir (2 steps; captions whole, so its prompts differ)."""
+  workdir = str(tmp_path_factory.mktemp("siglip") / "run")
+  run_image_text(
+      tiny_config("siglip", "total_steps=2", "eval_every=0", "data.max_len=48",
+                  f"data.data_dir={shapes_data_dir}"), workdir)
+  return workdir
+
+
+def test_judge_evaluator_scores_samples_of_every_pair(trained, contrastive_run, tmp_path):
+  state, _, config = trained
+  config = config.copy_and_resolve_references()
+  config.eval.judge.update(run=contrastive_run, per_pair=1, sampler="euler", num_steps=1)
+  mesh = parallel.make_mesh(config.mesh)
+  evaluate = diffusion_experiment.make_judge_evaluator(models.get_model(config.model), config,
+                                                       mesh, str(tmp_path))
+  results = evaluate(state, 4)
+  expected = {"fd", "conditional_accuracy/shape", "conditional_accuracy/colour",
+              "conditional_accuracy/pair", "conditional_accuracy/held_out_shape",
+              "conditional_accuracy/held_out_colour", "conditional_accuracy/held_out_pair"}
+  assert set(results) == {f"judge/{k}" for k in expected}
+  assert results["judge/fd"] > 0
+  assert all(0 <= v <= 1 for k, v in results.items() if "accuracy" in k)
+  with open(tmp_path / diffusion_experiment.JUDGE_FILE) as f:
+    assert json.load(f)["4"] == results
+
+
 def test_guidance_needs_label_dropout_and_sample_needs_a_diffusion_run(
-    shapes_data_dir, tmp_path, capsys, tiny_config, run_image_text):
+    shapes_data_dir, tmp_path, capsys, contrastive_run):
   no_dropout = _config(shapes_data_dir, "edm_shapes.py", "diffusion.label_dropout=0.0",
                        "eval_every=0", "total_steps=2")
   workdir = str(tmp_path / "no_dropout")
@@ -159,12 +189,8 @@ def test_guidance_needs_label_dropout_and_sample_needs_a_diffusion_run(
   with pytest.raises(SystemExit):
     cli.main(["sample", "--run", workdir, "--guidance", "2", "--out", str(tmp_path / "x.png")])
   assert "trained without label dropout" in capsys.readouterr().err
-  contrastive = str(tmp_path / "siglip")
-  run_image_text(
-      tiny_config("siglip", "total_steps=2", "eval_every=0", f"data.data_dir={shapes_data_dir}"),
-      contrastive)
   with pytest.raises(SystemExit):
-    cli.main(["sample", "--run", contrastive, "--out", str(tmp_path / "x.png")])
+    cli.main(["sample", "--run", contrastive_run, "--out", str(tmp_path / "x.png")])
   assert "is an 'image_text' run; jaxmm sample needs a diffusion run" in capsys.readouterr().err
   with pytest.raises(SystemExit):
     cli.main(["sample", "--run", str(tmp_path / "nothing"), "--out", str(tmp_path / "x.png")])

@@ -87,7 +87,7 @@ def test_mixture_denoiser_is_tweedie(x64):
 
 
 def test_mixture_samples_have_the_mixture_moments():
-  x = np.asarray(MIXTURE.sample(jax.random.key(0), 100_000), np.float64)
+  x = np.asarray(jax.jit(MIXTURE.sample, static_argnums=1)(jax.random.key(0), 100_000), np.float64)
   w, mu, cov = MIXTURE.weights, MIXTURE.means, MIXTURE.covariances
   mean = w @ mu
   second = np.einsum("k,kij->ij", w, cov + np.einsum("ki,kj->kij", mu, mu))

@@ -181,8 +181,8 @@ def unipc_coefficients(sigmas, order, variant):
 
       x_{i+1}^c = ratio_i·x_i + corrector[i, 0]·D_{i+1} + Σ_k corrector[i, k+1]·D_{i−k},
 
-  of order o_i + 1. B(h) = h for "bh1" and e^h − 1 for "bh2" (their Sec. 3.3;
-  h here is negative, the step in −λ).
+  of order o_i + 1. With h = λ_{i+1} − λ_i the step in λ = −log σ and
+  hh = −h, B(h) = hh for "bh1" and e^hh − 1 for "bh2" (their Sec. 3.3).
   """
   sigmas = np.asarray(sigmas, np.float64)
   lambdas = -np.log(sigmas[:-1])
@@ -194,7 +194,7 @@ def unipc_coefficients(sigmas, order, variant):
     rks = np.array([(lambdas[i - k] - lambdas[i]) / -hh for k in range(1, o)] + [1.0])
     h_phi_1 = np.expm1(hh)
     b_h = hh if variant == "bh1" else np.expm1(hh)
-    # b_k = k!·φ_{k+1}(hh)/B(h), with h·φ_1 = e^hh − 1 and φ_{k+1} = (φ_k − 1/k!)/hh.
+    # b_k = k!·hh·φ_{k+1}(hh)/B(h): φ_1(hh) = (e^hh − 1)/hh, hh·φ_{k+1}(hh) = φ_k(hh) − 1/k!.
     b, h_phi_k, factorial = [], h_phi_1 / hh - 1, 1
     for k in range(1, o + 1):
       b.append(h_phi_k * factorial / b_h)
@@ -226,8 +226,8 @@ def sample_unipc(denoiser, x, sigmas, rng, *, order=2, variant="bh2"):
   the corrector costs no denoiser call and raises the order to order + 1. The
   next step starts from the corrected x_{i+1} but keeps D of the predicted one.
   Steps are in λ = −log σ, so the grid must be concrete (numpy, not traced);
-  see `unipc_coefficients`. order ∈ {1, 2, 3}; variant "bh2" is the paper's
-  choice, "bh1" is better at the fewest steps. NFE = N.
+  see `unipc_coefficients`. order ∈ {1, 2, 3}; variant is the paper's choice
+  of B(h), "bh1" or "bh2" (bh1 tends to do better at the fewest steps). NFE = N.
   """
   errors.one_of("order", order, (1, 2, 3))
   errors.one_of("variant", variant, UNIPC_VARIANTS)

@@ -10,8 +10,8 @@ with σ drawn from a training distribution p_train(σ) and the loss
 λ(σ)·‖D(x; σ) − x0‖² (eq. 8). A schedule gives `precondition(sigma) ->
 (c_skip, c_out, c_in, c_noise)`, `sample_sigma(rng, shape)` (p_train) and
 `loss_weight(sigma)` (λ), plus `sigma_min` and `sigma_max`, the range its
-sampler uses (Table 1, "Sampling"). The scaled variable of a schedule,
-x_t = s(t)·x, never appears: the network sees it as c_in·x.
+sampler uses (Table 1, "Sampling"). The scaled variable x_t = s(t)·x of VP
+and flow never appears: their c_in is s(t), so the network still sees x_t.
 
 Flow matching / rectified flow ("flow") in this form. With the convention
 
@@ -25,7 +25,7 @@ x0 = x_t − t·v = x/(1 + σ) − σ/(1 + σ)·v, the denoiser with F = v is
 
 Then D − x0 = c_out·(F − v), so λ(σ) = 1/c_out² = ((1 + σ)/σ)² gives
 λ·‖D − x0‖² = ‖F − v‖², the flow-matching loss. Training draws t from the
-logit-normal distribution of Esser et al. (2024, eq. 19, "rf/lognorm(0, 1)"):
+logit-normal distribution of Esser et al. (2024, Sec. 3.1, "rf/lognorm(0.00, 1.00)"):
 logit(t) = log(t/(1 − t)) = log σ, so it is log σ ~ N(P_mean, P_std²), the same
 form as EDM's p_train. c_noise = t ∈ [0, 1); a network whose time embedding
 expects [0, 1000] scales it itself.
@@ -165,7 +165,7 @@ class EDM:
 class Flow:
   """Rectified flow / flow matching, x_t = (1 − t)·x0 + t·ε, v = ε − x0 (module docstring).
 
-  Trained on logit(t) = log σ ~ N(P_mean, P_std²) (Esser et al. 2024, eq. 19);
+  Trained on logit(t) = log σ ~ N(P_mean, P_std²) (Esser et al. 2024, Sec. 3.1);
   sampled over σ ∈ [1e-3, 1e3], t ∈ [1/1001, 1000/1001], a range symmetric in
   logit(t) that reaches 6.9 standard deviations of the default p_train.
   """

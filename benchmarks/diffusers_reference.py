@@ -1,0 +1,171 @@
+"""The PyTorch reference of the diffusion step benchmark: diffusers' UNet2DModel trained with
+the EDM objective (Karras et al. 2022) and torch.optim.AdamW, on the CPU.
+
+The network is `diffusers.UNet2DModel` (no pretrained weights, nothing
+downloaded) with the layout of jaxmm's U-Net (jaxmm/models/unet.py) for a
+config's `model.channels`, `channel_mult`, `num_blocks`, `attn_resolutions`
+and `num_heads`: per level one residual block per `num_blocks`, residual
+blocks that halve and double the resolution (2×2 average pooling and nearest
+upsampling, diffusers' `downsample_type` / `upsample_type` 'resnet'),
+`num_blocks + 1` decoder blocks per level taking the encoder's skips,
+self-attention after every block at the attention resolutions and in the
+middle (block, attention, block), the conditioning vector as a per-channel
+scale and shift of each block's second GroupNorm ('scale_shift'), sinusoidal
+noise embedding of width `channels` (cos first) and a two-layer SiLU MLP to
+4·channels. What differs:
+  labels: diffusers takes one class label per example; the (shape, colour)
+    pair is embedded as one of 6·8 = 48 classes, plus a 49th for a dropped
+    label, and added after the noise MLP. jaxmm sums one table per label
+    (with a null row each) into the noise embedding before its MLP.
+  GroupNorm: one group count for all (`GROUPS` = 8, the count that divides
+    every channel count here, 32 to 128); jaxmm uses up to 32 groups of at
+    least 4 channels (8 at 32 channels, 16 at 64, 24 at 96, 32 at 128).
+  attention: diffusers' key projection has a bias (jaxmm's has none); it runs
+    torch's scaled_dot_product_attention, jaxmm two einsums and a float32 softmax.
+  initialisation: diffusers' defaults; jaxmm starts every residual branch and
+    the output convolution at zero. It changes the numbers, not the work.
+The loss is EDM's: ln σ ~ N(P_mean, P_std²), D = c_skip·x + c_out·F(c_in·x,
+¼ ln σ), λ(σ)·mean((D − x0)²) averaged over the batch, with the labels of a
+`label_dropout` share of the examples dropped. The step then clips the global
+gradient norm, takes an AdamW step (weight decay on matrices only, constant
+learning rate) and updates EDM2's power-function EMA of the parameters, as
+the jaxmm step does.
+"""
+import diffusers
+import numpy as np
+import torch
+from torch.nn import functional
+
+from jaxmm.diffusion import schedules
+from jaxmm.train import ema as ema_lib
+
+GROUPS = 8
+
+
+def make_model(model_config, image_size: int) -> diffusers.UNet2DModel:
+  """UNet2DModel in the layout of jaxmm's U-Net `model_config` for image_size² RGB images."""
+  resolutions = [image_size >> level for level in range(len(model_config.channel_mult))]
+  attention = [r in model_config.attn_resolutions for r in resolutions]
+  width = model_config.channels * model_config.channel_mult[-1]
+  num_classes = int(np.prod(model_config.num_classes))
+  return diffusers.UNet2DModel(
+      sample_size=image_size,
+      in_channels=3,
+      out_channels=3,
+      time_embedding_type="positional",
+      flip_sin_to_cos=True,
+      freq_shift=0,
+      down_block_types=tuple(
+          "AttnDownBlock2D" if a else "ResnetDownsampleBlock2D" for a in attention),
+      up_block_types=tuple(
+          "AttnUpBlock2D" if a else "ResnetUpsampleBlock2D" for a in reversed(attention)),
+      block_out_channels=tuple(model_config.channels * m for m in model_config.channel_mult),
+      layers_per_block=model_config.num_blocks,
+      downsample_type="resnet",
+      upsample_type="resnet",
+      dropout=model_config.dropout,
+      act_fn="silu",
+      attention_head_dim=width // model_config.num_heads,
+      norm_num_groups=GROUPS,
+      attn_norm_num_groups=GROUPS,
+      norm_eps=1e-6,
+      resnet_time_scale_shift="scale_shift",
+      num_class_embeds=num_classes + 1)
+
+
+def class_index(labels: torch.Tensor, num_classes) -> torch.Tensor:
+  """int [B, K] labels -> [B]: the index of the label tuple among prod(num_classes) classes."""
+  index = torch.zeros_like(labels[:, 0])
+  for k, n in enumerate(num_classes):
+    index = index * n + labels[:, k]
+  return index
+
+
+def make_optimizer(model: torch.nn.Module, optim) -> torch.optim.AdamW:
+  """AdamW with weight decay on parameters of rank >= 2 only (jaxmm.train.make_optimizer)."""
+  params = list(model.parameters())
+  groups = [
+      {
+          "params": [p for p in params if p.ndim >= 2],
+          "weight_decay": optim.weight_decay
+      },
+      {
+          "params": [p for p in params if p.ndim < 2],
+          "weight_decay": 0.0
+      },
+  ]
+  return torch.optim.AdamW(groups,
+                           lr=optim.lr,
+                           betas=(optim.b1, optim.b2),
+                           eps=optim.eps,
+                           foreach=True)
+
+
+def make_loss_fn(model: diffusers.UNet2DModel, config, bf16: bool):
+  """loss(images [B, 3, H, W], labels int [B, K]) -> EDM's loss, the mean over the batch.
+
+  With `bf16` the network runs under CPU autocast to bfloat16; the
+  preconditioning and the loss are float32.
+  """
+  edm = schedules.EDM()
+  num_classes = tuple(config.model.num_classes)
+  dropped = int(np.prod(num_classes))
+  rate = config.diffusion.label_dropout
+
+  def loss_fn(images, labels):
+    b = images.shape[0]
+    sigma = torch.exp(edm.P_mean + edm.P_std * torch.randn(b)).view(b, 1, 1, 1)
+    noisy = images + sigma * torch.randn_like(images)
+    sd2 = edm.sigma_data**2
+    c_skip = sd2 / (sigma**2 + sd2)
+    c_out = sigma * edm.sigma_data / torch.sqrt(sigma**2 + sd2)
+    c_in = 1 / torch.sqrt(sigma**2 + sd2)
+    weight = (sigma**2 + sd2) / (sigma * edm.sigma_data)**2
+    classes = torch.where(torch.rand(b) < rate, dropped, class_index(labels, num_classes))
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+      out = model(c_in * noisy, 0.25 * torch.log(sigma.flatten()), classes).sample
+    denoised = c_skip * noisy + c_out * out.float()
+    per_example = functional.mse_loss(denoised, images, reduction="none").mean(dim=(1, 2, 3))
+    return (weight.flatten() * per_example).mean()
+
+  return loss_fn
+
+
+def make_train_step(model: diffusers.UNet2DModel, config, bf16: bool, compile_loss: bool):
+  """train_step(images, labels) -> loss: EDM loss, backward, clip, AdamW, power EMA.
+
+  `compile_loss` compiles the network and the loss with `torch.compile`
+  (inductor); the backward pass is compiled with it, the optimizer stays eager.
+  """
+  optimizer = make_optimizer(model, config.optim)
+  loss_fn = make_loss_fn(model, config, bf16)
+  if compile_loss:
+    loss_fn = torch.compile(loss_fn)
+  params = list(model.parameters())
+  # One average per profile of config.ema, each with its decay β_t after update t.
+  betas = [lambda t, d=d: d for d in config.ema.decays]
+  betas += [lambda t, g=ema_lib.power_gamma(s): (1 - 1 / t)**(g + 1) for s in config.ema.sigma_rels]
+  averages = [[p.detach().clone() for p in params] for _ in betas]
+  step = 0
+
+  def train_step(images, labels):
+    nonlocal step
+    optimizer.zero_grad(set_to_none=True)
+    loss = loss_fn(images, labels)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, config.optim.grad_clip_norm)
+    optimizer.step()
+    step += 1
+    with torch.no_grad():
+      for average, beta in zip(averages, betas):
+        torch._foreach_lerp_(average, params, 1 - beta(step))  # pylint: disable=protected-access
+    return loss.detach()
+
+  return train_step
+
+
+def to_torch_batch(batch: dict[str, np.ndarray], label_keys) -> tuple[torch.Tensor, torch.Tensor]:
+  """jaxmm's batch (images [B, H, W, C], int labels [B] each) -> (NCHW float32, int64 [B, K])."""
+  images = torch.from_numpy(np.ascontiguousarray(batch["image"].transpose(0, 3, 1, 2)))
+  labels = np.stack([batch[key] for key in label_keys], axis=-1).astype(np.int64)
+  return images, torch.from_numpy(labels)

@@ -1,0 +1,241 @@
+"""Examples/s of the EDM U-Net train step, jaxmm against diffusers (PyTorch), on the CPU.
+
+The network is the U-Net of configs/edm_shapes.py (32×32×3 images, channels
+32, channel_mult (1, 2, 2), one residual block per level, attention at 8×8
+and in the middle, 4 heads, conditioned on the shape and colour labels),
+trained with EDM's preconditioning, noise distribution and loss weight
+(Karras et al. 2022), classifier-free guidance's label dropout, gradient
+clipping, AdamW and EDM2's power-function EMA, on one random batch (images
+uniform in [-1, 1], random labels).
+
+jaxmm's step is exactly the one `jaxmm train` runs: the config, then
+`jaxmm.train.build_step` with `experiments.diffusion.make_init_variables` and
+`make_loss_fn`, on a one-CPU mesh. The reference is diffusers' UNet2DModel in
+the same layout with the same loss written in torch (diffusers_reference.py
+says what differs), on `TORCH_THREADS` threads, both eager and under
+`torch.compile`. Every side is compiled and warmed up first; then the sides
+run in turn, `--rounds` times `--steps` steps each, so that load from other
+processes hits all alike. The table gives the median over rounds of the time
+per step, examples/s, and jaxmm's speed over the faster torch mode (the
+ratio of the medians, and in brackets the median of the per-round ratios).
+
+fp32 runs everything in float32; bf16 runs jaxmm with model.dtype=bfloat16
+(float32 parameters, bf16 operands of convolutions and dense layers) and
+torch under torch.autocast('cpu', torch.bfloat16). All sides share the
+process and its malloc settings (jaxmm.host_memory, as `jaxmm train` sets
+them). GFLOP/s use the FLOPs that torch's FlopCounterMode counts for one
+eager step (convolutions, matmuls, attention; forward and backward), the
+same count for every side.
+
+  .venv-diffusers/bin/python benchmarks/diffusion_step.py
+  .venv-diffusers/bin/python benchmarks/diffusion_step.py --dtypes bf16 --rounds 2 --steps 1
+"""
+import argparse
+import os
+import shlex
+import statistics
+import sys
+import time
+
+from jaxmm import host_memory
+
+host_memory.keep_freed_memory()  # as `jaxmm train` does; applies to both sides alike
+
+import jax  # pylint: disable=wrong-import-position
+import numpy as np
+
+from jaxmm import config_loading
+from jaxmm import models
+from jaxmm import parallel
+from jaxmm import train
+from jaxmm.experiments import diffusion
+import step_throughput
+
+CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs", "edm_shapes.py")
+DTYPES = {"fp32": "float32", "bf16": "bfloat16"}
+TORCH_THREADS = 2
+TORCH_MODES = ("eager", "compiled")
+
+
+def parse_args(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--rounds", type=int, default=3, help="alternating timed rounds")
+  parser.add_argument("--steps", type=int, default=2, help="timed steps per side per round")
+  parser.add_argument("--warmup",
+                      type=int,
+                      default=1,
+                      help="untimed steps per side before the rounds, after compilation")
+  parser.add_argument("--batch-size",
+                      type=int,
+                      default=None,
+                      help="global batch size (default: the config's)")
+  parser.add_argument("--dtypes",
+                      default="fp32,bf16",
+                      help="comma-separated, from: " + ", ".join(DTYPES))
+  args = parser.parse_args(argv)
+  args.dtypes = args.dtypes.split(",")
+  for dtype in args.dtypes:
+    if dtype not in DTYPES:
+      parser.error(f"--dtypes: {dtype!r} is not one of {', '.join(DTYPES)}")
+  return args
+
+
+def jaxmm_config(batch_size: int | None, dtype: str):
+  """configs/edm_shapes.py (U-Net) with the benchmark's batch and compute dtype, on one device."""
+  config = config_loading.load_config(CONFIG)
+  overrides = [f"model.dtype={dtype}", "mesh.data=1", "mesh.fsdp=1", "mesh.tensor=1"]
+  if batch_size is not None:
+    overrides.append(f"batch_size={batch_size}")
+  return config_loading.apply_overrides(config, overrides)
+
+
+def random_batch(config, seed: int = 0) -> dict[str, np.ndarray]:
+  """'image' [B, S, S, 3] uniform in [-1, 1] and each label of data.label_keys, int32 [B]."""
+  rng = np.random.default_rng(seed)
+  b, size = config.batch_size, config.data.image_size
+  batch = {"image": rng.uniform(-1, 1, (b, size, size, 3)).astype(np.float32)}
+  for key, n in zip(config.data.label_keys, config.model.num_classes):
+    batch[key] = rng.integers(0, n, b, dtype=np.int32)
+  return batch
+
+
+class JaxmmSide:
+  """The train step `jaxmm train` runs for `config`, on a one-CPU mesh."""
+
+  def __init__(self, config, batch: dict[str, np.ndarray]):
+    mesh = parallel.make_mesh(config.mesh, jax.devices()[:1])
+    model = models.get_model(config.model)
+    init_variables = diffusion.make_init_variables(model, config)
+    tx, shardings, self.step = train.build_step(config, mesh, init_variables,
+                                                diffusion.make_loss_fn(model, config))
+    self.state = train.init_state(init_variables, tx, config.ema, shardings,
+                                  train.init_rng(config.seed))
+    self.batch = parallel.global_batch(batch, mesh)
+    self.num_params = sum(x.size for x in jax.tree.leaves(self.state.params))
+
+  def run(self, steps: int) -> float:
+    """Seconds for `steps` steps, waiting for the last one to finish."""
+    start = time.perf_counter()
+    for _ in range(steps):
+      self.state, metrics = self.step(self.state, self.batch)
+    jax.block_until_ready((self.state, metrics))
+    return time.perf_counter() - start
+
+
+class TorchSide:
+  """diffusers' UNet2DModel with the EDM loss and AdamW, eager or under torch.compile."""
+
+  def __init__(self, config, batch: dict[str, np.ndarray], compiled: bool):
+    import torch  # pylint: disable=import-outside-toplevel
+    import diffusers_reference as reference  # pylint: disable=import-outside-toplevel
+    torch.set_num_threads(TORCH_THREADS)
+    torch.manual_seed(config.seed)
+    model = reference.make_model(config.model, config.data.image_size)
+    self.num_params = sum(p.numel() for p in model.parameters())
+    self.step = reference.make_train_step(model,
+                                          config,
+                                          bf16=config.model.dtype == "bfloat16",
+                                          compile_loss=compiled)
+    self.images, self.labels = reference.to_torch_batch(batch, config.data.label_keys)
+
+  def count_flops(self) -> int:
+    """FLOPs of one (eager) step as torch's FlopCounterMode counts them; runs that step."""
+    from torch.utils import flop_counter  # pylint: disable=import-outside-toplevel
+    counter = flop_counter.FlopCounterMode(display=False)
+    with counter:
+      self.step(self.images, self.labels)
+    return counter.get_total_flops()
+
+  def run(self, steps: int) -> float:
+    """Seconds for `steps` steps (PyTorch on the CPU returns when the work is done)."""
+    start = time.perf_counter()
+    for _ in range(steps):
+      self.step(self.images, self.labels)
+    return time.perf_counter() - start
+
+
+def benchmark(dtype: str, args) -> dict:
+  """Median seconds per step of every side over alternating rounds, and the step's FLOPs."""
+  config = jaxmm_config(args.batch_size, DTYPES[dtype])
+  batch = random_batch(config)
+  sides, setup_s = {}, {}
+  for name in ("jaxmm",) + tuple(f"torch {mode}" for mode in TORCH_MODES):
+    start = time.perf_counter()
+    if name == "jaxmm":
+      sides[name] = JaxmmSide(config, batch)
+    else:
+      sides[name] = TorchSide(config, batch, compiled=name == "torch compiled")
+    sides[name].run(1)  # compiles (jaxmm, torch.compile)
+    setup_s[name] = time.perf_counter() - start
+    print(f"{dtype} {name}: built and compiled in {setup_s[name]:.1f} s", flush=True)
+  flops = sides["torch eager"].count_flops()
+  for side in sides.values():
+    side.run(args.warmup)
+  times = {name: [] for name in sides}
+  for i in range(args.rounds):
+    for name, side in sides.items():
+      times[name].append(side.run(args.steps) / args.steps)
+    print(f"{dtype} round {i + 1}: " +
+          ", ".join(f"{name} {t[-1]:.3f} s/step" for name, t in times.items()) +
+          f"; load {step_throughput.load_average()}",
+          flush=True)
+  median = {name: statistics.median(t) for name, t in times.items()}
+  torch_best = min((f"torch {mode}" for mode in TORCH_MODES), key=median.get)
+  return {
+      "dtype": dtype,
+      "batch_size": config.batch_size,
+      "flops": flops,
+      "setup_s": setup_s,
+      "times": times,
+      "median": median,
+      "torch_best": torch_best,
+      "ratio": median[torch_best] / median["jaxmm"],
+      # Rounds run back to back, so a round's sides saw about the same load from elsewhere.
+      "paired_ratio": statistics.median(t / j for t, j in zip(times[torch_best], times["jaxmm"])),
+      "params": {
+          name: side.num_params for name, side in sides.items() if name != "torch compiled"
+      },
+  }
+
+
+def print_table(results, args):
+  print(f"\nmedians over {args.rounds} rounds of {args.steps} steps; min..max of the per-round "
+        "means in brackets")
+  header = (f"{'dtype':<6}{'side':<16}{'s/step':>9}{'(min..max)':>18}{'examples/s':>12}"
+            f"{'GFLOP/s':>9}")
+  print(header)
+  print("-" * len(header))
+  for r in results:
+    for name, median in r["median"].items():
+      t = r["times"][name]
+      print(f"{r['dtype']:<6}{name:<16}{median:>9.3f}{f'({min(t):.3f}..{max(t):.3f})':>18}"
+            f"{r['batch_size'] / median:>12.1f}{r['flops'] / median / 1e9:>9.1f}")
+  print("\njaxmm examples/s over the faster torch mode: ratio of the medians [median of the "
+        "per-round ratios]")
+  for r in results:
+    print(f"{r['dtype']}: {r['ratio']:.2f}x [{r['paired_ratio']:.2f}x] against "
+          f"{r['torch_best']}")
+  print()
+  for r in results:
+    setup = ", ".join(f"{name} {s:.0f} s" for name, s in r["setup_s"].items())
+    params = ", ".join(f"{name.split()[0]} {n / 1e6:.3f} M" for name, n in r["params"].items())
+    print(f"{r['dtype']}: batch {r['batch_size']}, {r['flops'] / 1e9:.1f} GFLOP/step "
+          f"(FlopCounterMode); params {params}; build and compile: {setup}")
+
+
+def main(argv=None):
+  args = parse_args(argv)
+  import diffusers  # pylint: disable=import-outside-toplevel
+  import torch  # pylint: disable=import-outside-toplevel
+  print("command:", shlex.join([os.path.relpath(sys.executable), *sys.argv]))
+  print(f"jax {jax.__version__} on {jax.devices()[0].platform} ({len(jax.devices())} device), "
+        f"torch {torch.__version__} ({TORCH_THREADS} threads), diffusers {diffusers.__version__}, "
+        f"{os.cpu_count()} CPU cores; load average before: {step_throughput.load_average()}")
+  print(f"CPU: {step_throughput.cpu_description()}", flush=True)
+  results = [benchmark(dtype, args) for dtype in args.dtypes]
+  print_table(results, args)
+  print(f"load average after: {step_throughput.load_average()}")
+
+
+if __name__ == "__main__":
+  main()
