@@ -88,6 +88,7 @@ def test_guided_denoiser_is_the_cfg_combination(trained):
   assert not np.allclose(cond, uncond, atol=1e-4)
 
 
+@pytest.mark.slow  # four more compiles; the objectives themselves are tested in test_diffusion_*
 @pytest.mark.parametrize("name",
                          ["flow_shapes.py", "vp_shapes.py", "ve_shapes.py", "edm_shapes.py:dit"])
 def test_every_schedule_and_the_dit_train(shapes_data_dir, tmp_path, name):
