@@ -33,6 +33,7 @@ from jaxmm.train import ema as ema_lib
 log = logging.getLogger("jaxmm")
 
 JUDGE_FILE = "judge.json"
+TWO_SAMPLE_FILE = "two_sample.json"
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:
@@ -51,9 +52,20 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     log.warning("no parameter average (config.ema); evaluation samples with the raw params")
 
 
+# data.name of the 2-D toy: exact samples of `diffusion.mixture_2d()`, no dataset files.
+MIXTURE_2D = "mixture_2d"
+
+
 def example_shape(data_config) -> tuple[int, ...]:
-  """The shape of one example: (S, S, 3) images of data.image_size S."""
+  """The shape of one example: (2,) points of the toy, else (S, S, 3) images of data.image_size."""
+  if data_config.name == MIXTURE_2D:
+    return (2,)
   return (data_config.image_size, data_config.image_size, 3)
+
+
+def examples(batch: dict) -> jax.Array:
+  """The batch's examples x0: 'image' from the TFDS pipeline, 'x' from the mixture stream."""
+  return batch["image"] if "image" in batch else batch["x"]
 
 
 def labels_of(batch: dict, label_keys) -> jax.Array | None:
@@ -81,7 +93,7 @@ def make_loss_fn(model, config: ml_collections.ConfigDict):
     if labels is not None and rate > 0:
       labels = drop_labels(labels, drop_rng, rate)
     net = lambda x, c_noise: model.apply({"params": params}, x, c_noise, labels)
-    loss = jnp.mean(diffusion.denoising_loss(net, schedule, batch["image"], noise_rng))
+    loss = jnp.mean(diffusion.denoising_loss(net, schedule, examples(batch), noise_rng))
     return loss, {}, model_state
 
   return loss_fn
@@ -272,8 +284,35 @@ def make_judge_evaluator(model, config, mesh, workdir):
   return evaluate
 
 
+def make_two_sample_evaluator(model, config, mesh, workdir):
+  """evaluator(state, step): MMD² (`diffusion.mmd2`) between samples of the toy and exact
+  samples of `diffusion.mixture_2d()`; 0 in expectation when they agree."""
+  del mesh
+  settings = config.eval.two_sample
+  truth = diffusion.mixture_2d().sample(jax.random.key(config.seed + 2), settings.num)
+  sample = make_sampler(model, config)
+
+  def evaluate(state, step):
+    samples = sample(eval_params(state, config),
+                     jax.random.key(config.seed + 1),
+                     None,
+                     settings.num,
+                     sampler=settings.sampler,
+                     num_steps=settings.num_steps)
+    results = {"two_sample/mmd2": float(diffusion.mmd2(samples, truth))}
+    if workdir is not None and jax.process_index() == 0:
+      zero_shot.write_results(os.path.join(workdir, TWO_SAMPLE_FILE), step, results)
+    return results
+
+  return evaluate
+
+
 # The evaluators a config may name under `eval` (their settings beside).
-EVALUATORS = {"sample_grid": make_sample_grid_evaluator, "judge": make_judge_evaluator}
+EVALUATORS = {
+    "sample_grid": make_sample_grid_evaluator,
+    "judge": make_judge_evaluator,
+    "two_sample": make_two_sample_evaluator,
+}
 
 
 def make_init_variables(model, config):
@@ -290,12 +329,19 @@ def build(config: ml_collections.ConfigDict, workdir: str, mesh: jax.sharding.Me
   check_config(config)
   model = models.get_model(config.model)
   seed = config.seed if config.data.shuffle_seed is None else config.data.shuffle_seed
-  train_data = data.train_iterator(config.data,
-                                   global_batch_size=config.batch_size,
-                                   seed=seed,
-                                   process_index=jax.process_index(),
-                                   process_count=jax.process_count(),
-                                   need_text=False)
+  if config.data.name == MIXTURE_2D:
+    train_data = data.MixtureStream(diffusion.mixture_2d(),
+                                    global_batch_size=config.batch_size,
+                                    seed=seed,
+                                    process_index=jax.process_index(),
+                                    process_count=jax.process_count())
+  else:
+    train_data = data.train_iterator(config.data,
+                                     global_batch_size=config.batch_size,
+                                     seed=seed,
+                                     process_index=jax.process_index(),
+                                     process_count=jax.process_count(),
+                                     need_text=False)
   return dict(init_variables=make_init_variables(model, config),
               loss_fn=make_loss_fn(model, config),
               train_data=train_data,

@@ -1,6 +1,9 @@
 """The diffusion experiment: training on shapes, guidance, sample grids and `jaxmm sample`."""
 import json
+import os
 import pathlib
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -11,6 +14,7 @@ from PIL import Image
 from jaxmm import analysis
 from jaxmm import cli
 from jaxmm import config_loading
+from jaxmm import data
 from jaxmm import diffusion
 from jaxmm import models
 from jaxmm import parallel
@@ -196,3 +200,45 @@ def test_guidance_needs_label_dropout_and_sample_needs_a_diffusion_run(
   with pytest.raises(SystemExit):
     cli.main(["sample", "--run", str(tmp_path / "nothing"), "--out", str(tmp_path / "x.png")])
   assert f"--run {tmp_path / 'nothing'}: no run in" in capsys.readouterr().err
+
+
+def test_mixture_stream_is_a_pure_function_of_the_step():
+  stream = data.MixtureStream(diffusion.mixture_2d(), global_batch_size=8, seed=3)
+  first = [next(stream)["x"] for _ in range(3)]
+  resumed = data.MixtureStream(diffusion.mixture_2d(), global_batch_size=8, seed=3)
+  resumed.set_state({"next_index": 1})
+  np.testing.assert_array_equal(next(resumed)["x"], first[1])
+  host_1 = data.MixtureStream(diffusion.mixture_2d(),
+                              global_batch_size=8,
+                              seed=3,
+                              process_index=1,
+                              process_count=2)
+  assert next(host_1)["x"].shape == (4, 2)
+  big = next(data.MixtureStream(diffusion.mixture_2d(), global_batch_size=20000, seed=0))["x"]
+  mixture = diffusion.mixture_2d()
+  np.testing.assert_allclose(big.mean(0), mixture.weights @ mixture.means, atol=0.02)
+
+
+def _toy_run(workdir, *overrides):
+  """`jaxmm train --config configs/edm_toy2d.py` on one CPU device, as a user runs it (many
+  millisecond steps in flight on 8 simulated devices can stall XLA:CPU's all-reduce)."""
+  env = dict(os.environ)
+  env.pop("XLA_FLAGS", None)
+  subprocess.run([
+      sys.executable, "-m", "jaxmm.cli", "train", "--config",
+      str(CONFIGS / "edm_toy2d.py"), "--workdir",
+      str(workdir), "--config.eval.two_sample.num=2000"
+  ] + [f"--config.{o}" for o in overrides],
+                 env=env,
+                 check=True,
+                 capture_output=True,
+                 timeout=600)
+  with open(workdir / diffusion_experiment.TWO_SAMPLE_FILE) as f:
+    return json.load(f)
+
+
+def test_toy_training_approaches_the_mixture(tmp_path):
+  before = _toy_run(tmp_path / "untrained", "total_steps=1", "optim.warmup_steps=0")
+  after = _toy_run(tmp_path / "trained", "total_steps=600", "eval_every=600",
+                   "checkpoint_every=600")
+  assert after["600"]["two_sample/mmd2"] < 0.2 * before["1"]["two_sample/mmd2"]

@@ -1,4 +1,5 @@
 """Datasets, tokenizers and input pipelines (host numpy; no JAX)."""
+from jaxmm.data.mixture_stream import MixtureStream
 from jaxmm.data.pipeline import check_features
 from jaxmm.data.pipeline import count_truncated
 from jaxmm.data.pipeline import eval_batches

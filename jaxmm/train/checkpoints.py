@@ -26,6 +26,8 @@ DAMAGED_DIR = "damaged_checkpoints"
 # What reading a damaged checkpoint raises: tensorstore and orbax errors are
 # ValueErrors (so are JSON and UTF-8 decoding errors), missing files OSErrors.
 DAMAGE_ERRORS = (ValueError, OSError)
+# What a failed write raises: the same, or a RuntimeError from orbax's background threads.
+WRITE_ERRORS = (ValueError, OSError, RuntimeError)
 
 log = logging.getLogger("jaxmm")
 
@@ -76,7 +78,7 @@ def save(manager: ocp.CheckpointManager, step: int, state: Any, data_position: d
                  args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                          data=ocp.args.JsonSave(data_position),
                                          config=ocp.args.JsonSave(config_json)))
-  except Exception as e:  # pylint: disable=broad-except
+  except WRITE_ERRORS as e:
     raise _save_failed(manager, e) from e
 
 
@@ -95,7 +97,7 @@ def finish(manager: ocp.CheckpointManager) -> None:
   """Waits for the save in progress; raises `SaveFailed` if it (or an earlier one) failed."""
   try:
     manager.wait_until_finished()
-  except Exception as e:  # pylint: disable=broad-except
+  except WRITE_ERRORS as e:
     raise _save_failed(manager, e) from e
 
 
