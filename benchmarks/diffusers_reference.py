@@ -2,34 +2,38 @@
 the EDM objective (Karras et al. 2022) and torch.optim.AdamW, on the CPU.
 
 The network is `diffusers.UNet2DModel` (no pretrained weights, nothing
-downloaded) with the layout of jaxmm's U-Net (jaxmm/models/unet.py) for a
+downloaded) in the layout of jaxmm's U-Net (jaxmm/models/unet.py) for a
 config's `model.channels`, `channel_mult`, `num_blocks`, `attn_resolutions`
-and `num_heads`: per level one residual block per `num_blocks`, residual
-blocks that halve and double the resolution (2×2 average pooling and nearest
-upsampling, diffusers' `downsample_type` / `upsample_type` 'resnet'),
-`num_blocks + 1` decoder blocks per level taking the encoder's skips,
-self-attention after every block at the attention resolutions and in the
-middle (block, attention, block), the conditioning vector as a per-channel
-scale and shift of each block's second GroupNorm ('scale_shift'), sinusoidal
-noise embedding of width `channels` (cos first) and a two-layer SiLU MLP to
-4·channels. What differs:
+and `num_heads`: `num_blocks` residual blocks per level and a residual block
+that halves the resolution between levels (2×2 average pooling; diffusers'
+`ResnetDownsampleBlock2D`), `num_blocks + 1` decoder blocks per level, each
+taking one encoder activation as a skip, and a residual block that doubles
+it (nearest upsampling), self-attention after every block at the attention
+resolutions and in the middle (block, attention, block), the conditioning
+vector as a per-channel scale and shift after each block's second GroupNorm
+('scale_shift'), a sinusoidal noise embedding of width `channels` (cos
+first) and a two-layer SiLU MLP to 4·channels. Channel counts, block order
+and skips are the same block for block. What differs:
   labels: diffusers takes one class label per example; the (shape, colour)
     pair is embedded as one of 6·8 = 48 classes, plus a 49th for a dropped
     label, and added after the noise MLP. jaxmm sums one table per label
     (with a null row each) into the noise embedding before its MLP.
-  GroupNorm: one group count for all (`GROUPS` = 8, the count that divides
-    every channel count here, 32 to 128); jaxmm uses up to 32 groups of at
-    least 4 channels (8 at 32 channels, 16 at 64, 24 at 96, 32 at 128).
-  attention: diffusers' key projection has a bias (jaxmm's has none); it runs
-    torch's scaled_dot_product_attention, jaxmm two einsums and a float32 softmax.
+  GroupNorm: one group count for all (`GROUPS` = 8, which divides every
+    channel count here, 32 to 128); jaxmm uses up to 32 groups of at least 4
+    channels (8 at 32 channels, 16 at 64, 24 at 96, 32 at 128).
+  attention: diffusers fixes the head width (here channels / num_heads of the
+    deepest level, where all attention runs), jaxmm the head count; diffusers'
+    key projection has a bias (jaxmm's has none); it runs torch's
+    scaled_dot_product_attention, jaxmm two einsums and a float32 softmax.
   initialisation: diffusers' defaults; jaxmm starts every residual branch and
     the output convolution at zero. It changes the numbers, not the work.
 The loss is EDM's: ln σ ~ N(P_mean, P_std²), D = c_skip·x + c_out·F(c_in·x,
 ¼ ln σ), λ(σ)·mean((D − x0)²) averaged over the batch, with the labels of a
 `label_dropout` share of the examples dropped. The step then clips the global
-gradient norm, takes an AdamW step (weight decay on matrices only, constant
-learning rate) and updates EDM2's power-function EMA of the parameters, as
-the jaxmm step does.
+gradient norm, takes an AdamW step (weight decay on matrices only) and
+updates EDM2's power-function EMA of the parameters, as the jaxmm step does;
+its learning rate is constant (jaxmm's follows warmup and cosine, one scalar
+per step), and it does not compute jaxmm's metrics (parameter norm, finite).
 """
 import diffusers
 import numpy as np

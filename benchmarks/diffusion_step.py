@@ -18,6 +18,9 @@ run in turn, `--rounds` times `--steps` steps each, so that load from other
 processes hits all alike. The table gives the median over rounds of the time
 per step, examples/s, and jaxmm's speed over the faster torch mode (the
 ratio of the medians, and in brackets the median of the per-round ratios).
+Alternation does not make the ratio independent of load: torch's two
+threads slow down far more than XLA's when other processes take a core
+(each round prints the load average), so compare runs on a quiet machine.
 
 fp32 runs everything in float32; bf16 runs jaxmm with model.dtype=bfloat16
 (float32 parameters, bf16 operands of convolutions and dense layers) and
