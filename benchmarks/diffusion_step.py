@@ -48,10 +48,8 @@ import jax  # pylint: disable=wrong-import-position
 import numpy as np
 
 from jaxmm import config_loading
-from jaxmm import models
-from jaxmm import parallel
-from jaxmm import train
 from jaxmm.experiments import diffusion
+import jaxmm_step
 import step_throughput
 
 CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs", "edm_shapes.py")
@@ -102,27 +100,10 @@ def random_batch(config, seed: int = 0) -> dict[str, np.ndarray]:
   return batch
 
 
-class JaxmmSide:
-  """The train step `jaxmm train` runs for `config`, on a one-CPU mesh."""
-
-  def __init__(self, config, batch: dict[str, np.ndarray]):
-    mesh = parallel.make_mesh(config.mesh, jax.devices()[:1])
-    model = models.get_model(config.model)
-    init_variables = diffusion.make_init_variables(model, config)
-    tx, shardings, self.step = train.build_step(config, mesh, init_variables,
-                                                diffusion.make_loss_fn(model, config))
-    self.state = train.init_state(init_variables, tx, config.ema, shardings,
-                                  train.init_rng(config.seed))
-    self.batch = parallel.global_batch(batch, mesh)
-    self.num_params = sum(x.size for x in jax.tree.leaves(self.state.params))
-
-  def run(self, steps: int) -> float:
-    """Seconds for `steps` steps, waiting for the last one to finish."""
-    start = time.perf_counter()
-    for _ in range(steps):
-      self.state, metrics = self.step(self.state, self.batch)
-    jax.block_until_ready((self.state, metrics))
-    return time.perf_counter() - start
+def diffusion_parts(model, config, mesh):
+  """(init_variables, loss_fn) of the diffusion experiment."""
+  del mesh
+  return diffusion.make_init_variables(model, config), diffusion.make_loss_fn(model, config)
 
 
 class TorchSide:
@@ -165,7 +146,7 @@ def benchmark(dtype: str, args) -> dict:
   for name in ("jaxmm",) + tuple(f"torch {mode}" for mode in TORCH_MODES):
     start = time.perf_counter()
     if name == "jaxmm":
-      sides[name] = JaxmmSide(config, batch)
+      sides[name] = jaxmm_step.CompiledStep(config, batch, jax.devices()[:1], diffusion_parts)
     else:
       sides[name] = TorchSide(config, batch, compiled=name == "torch compiled")
     sides[name].run(1)  # compiles (jaxmm, torch.compile)

@@ -34,16 +34,25 @@ def step_flops(config) -> int:
   return 3 * config.batch_size * (per_example + logits)
 
 
-class CompiledStep:
-  """The train step of an image_text `config` on a mesh over `devices` (default: all)."""
+def image_text_parts(model, config, mesh):
+  """(init_variables, loss_fn) of the image_text experiment."""
+  return (image_text.make_init_variables(model, config),
+          image_text.make_loss_fn(model, config.loss, mesh))
 
-  def __init__(self, config, batch: dict[str, np.ndarray], devices=None):
+
+class CompiledStep:
+  """The train step of `config` on a mesh over `devices` (default: all).
+
+  `parts(model, config, mesh) -> (init_variables, loss_fn)` names the
+  experiment (default: image_text).
+  """
+
+  def __init__(self, config, batch: dict[str, np.ndarray], devices=None, parts=image_text_parts):
     mesh = parallel.make_mesh(config.mesh, devices)
     parallel.check_batch_size(config.batch_size, mesh)
     model = models.get_model(config.model)
-    init_variables = image_text.make_init_variables(model, config)
-    tx, shardings, self.step = train.build_step(config, mesh, init_variables,
-                                                image_text.make_loss_fn(model, config.loss, mesh))
+    init_variables, loss_fn = parts(model, config, mesh)
+    tx, shardings, self.step = train.build_step(config, mesh, init_variables, loss_fn)
     self.state = train.init_state(init_variables, tx, config.ema, shardings,
                                   train.init_rng(config.seed))
     self.batch = parallel.global_batch(batch, mesh)
