@@ -99,6 +99,7 @@ def get_config(arg: str, *, loss: str, init_log_scale: float, init_bias, b2: flo
       embed_dim=v["embed_dim"],
       dtype=v["dtype"],
       remat=v["remat"],
+      attention="xla",  # "cudnn": fused flash attention on NVIDIA GPUs (bf16)
       image=dict(v["image"], pool="gap", stem="patch"),
       # 256 byte values, 0 (NUL) padding: the 'bytes' tokenizer needs no vocabulary file.
       text=dict(v["text"], vocab_size=256, pad_id=0),

@@ -52,6 +52,8 @@ def _error_line(capsys, args) -> str:
     ("loss.name=sigmoid", "loss.name='sigmoid' is not one of 'siglip', 'clip'"),
     ("model.name=twotower", "did you mean 'two_tower'?"),
     ("model.dtype=bfloat17", "did you mean 'bfloat16'?"),
+    ("model.attention=flash", "model.attention='flash' is not one of 'xla', 'cudnn'"),
+    ("model.attention=cudnn", "needs an NVIDIA GPU"),
     ("model.image.pool=avg", "model.image.pool='avg' is not one of 'gap', 'cls', 'map'"),
     ("model.image.stem=convs", "did you mean 'conv'?"),
     ("model.image.width=0", "model.image.width=0 must be an integer >= 1"),

@@ -2,11 +2,13 @@
 from typing import Any, Mapping
 
 import flax.linen as nn
+import jax
 
 from jaxmm import errors
 from jaxmm.models.dit import DiT
 from jaxmm.models.flops import model_flops_per_example
 from jaxmm.models.mlp_denoiser import MLPDenoiser
+from jaxmm.models.transformer import ATTENTION
 from jaxmm.models.two_tower import TwoTower
 from jaxmm.models.unet import UNet
 
@@ -41,16 +43,29 @@ def _check_integers(kwargs: Mapping[str, Any], prefix: str) -> None:
       errors.integer_at_least(prefix + key, value, 1)
 
 
+def _check_attention(attention: str, dtype: str) -> None:
+  errors.one_of("model.attention", attention, ATTENTION)
+  if attention == "cudnn":
+    if jax.default_backend() != "gpu":
+      raise errors.UserError(f"model.attention 'cudnn' needs an NVIDIA GPU, but this run's "
+                             f"devices are {jax.default_backend()}; set model.attention=xla")
+    if dtype not in ("bfloat16", "float16"):
+      raise errors.UserError(f"model.attention 'cudnn' needs model.dtype bfloat16 or float16, "
+                             f"not {dtype}")
+
+
 def get_model(config_model: Mapping[str, Any]) -> nn.Module:
   """Builds `config.model`: its `name` picks the module, the other keys are its arguments.
 
-  Fails with a `UserError` naming the key for an unknown name or dtype, or an
+  Fails with a `UserError` naming the key for an unknown name, dtype or attention, or an
   integer (a width, depth, count or size) below 1.
   """
   kwargs = _plain(config_model)
   name = errors.one_of("model.name", kwargs.pop("name"), MODELS)
   if "dtype" in kwargs:
     errors.one_of("model.dtype", kwargs["dtype"], DTYPES)
+  if "attention" in kwargs:
+    _check_attention(kwargs["attention"], kwargs.get("dtype", "float32"))
   _check_integers(kwargs, "model.")
   return MODELS[name](**kwargs)
 

@@ -18,6 +18,7 @@ class TextTransformer(nn.Module):
   pad_id: int = 0
   dtype: Any = jnp.float32
   remat: bool = False
+  attention: str = "xla"
 
   @nn.compact
   def __call__(self, tokens):
@@ -40,7 +41,12 @@ class TextTransformer(nn.Module):
     x = x + pos[:, :length]
 
     is_token = tokens != self.pad_id
-    x = Encoder(self.depth, self.num_heads, self.mlp_dim, self.dtype, self.remat,
+    x = Encoder(self.depth,
+                self.num_heads,
+                self.mlp_dim,
+                self.dtype,
+                self.remat,
+                self.attention,
                 name="encoder")(x, padding_mask=is_token)
     x = layer_norm("ln_final")(x)
 

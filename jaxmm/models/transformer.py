@@ -21,6 +21,10 @@ import jax.numpy as jnp
 
 from jaxmm.models import matmul
 
+# How `dot_product_attention` may compute: jaxmm's own einsums (any backend), or
+# cuDNN's fused flash attention (NVIDIA GPUs only, bf16/fp16 operands).
+ATTENTION = ("xla", "cudnn")
+
 # Large negative logit for masked keys: finite so that a row whose keys are all
 # masked gives a uniform (not NaN) distribution.
 _MASKED_LOGIT = -1e30
@@ -31,8 +35,12 @@ def partitioned(init_fn, names):
   return nn.with_logical_partitioning(init_fn, names)
 
 
-def dot_product_attention(q, k, v, mask=None, dtype=jnp.float32):
+def dot_product_attention(q, k, v, mask=None, dtype=jnp.float32, implementation="xla"):
   """softmax(q kᵀ / √d) v (Vaswani et al. 2017, eq. 1), softmax in float32.
+
+  `implementation` "cudnn" hands the whole product to cuDNN's fused attention
+  (`jax.nn.dot_product_attention`), which never writes the [L, S] weights to
+  memory; it needs an NVIDIA GPU and `dtype` bfloat16 or float16.
 
   Both batched products take operands in `dtype` and accumulate in float32.
   They keep plain autodiff rather than `matmul.einsum`'s custom VJP, because
@@ -46,11 +54,17 @@ def dot_product_attention(q, k, v, mask=None, dtype=jnp.float32):
     v: [B, S, H, K] values.
     mask: optional bool, broadcastable to [B, H, L, S]; False drops a key.
     dtype: operand dtype of the two products.
+    implementation: one of ATTENTION.
 
   Returns:
     [B, L, H, K] float32.
   """
   q, k, v = (t.astype(dtype) for t in (q, k, v))
+  if implementation == "cudnn":
+    if mask is not None:  # cuDNN takes a mask with the full [L, S] extent only
+      mask = jnp.broadcast_to(mask, mask.shape[:2] + (q.shape[1], k.shape[1]))
+    return jax.nn.dot_product_attention(q, k, v, mask=mask,
+                                        implementation="cudnn").astype(jnp.float32)
   logits = jnp.einsum("blhk,bshk->bhls", q, k, preferred_element_type=jnp.float32)
   logits = logits / jnp.sqrt(jnp.float32(q.shape[-1]))
   if mask is not None:
@@ -98,11 +112,12 @@ class MultiHeadAttention(nn.Module):
   """Multi-head attention with einsum projections (Vaswani et al. 2017, section 3.2.2).
 
   `out_kernel_init` (None: Glorot uniform) lets a residual branch start at zero, as the U-Net's
-  attention does.
+  attention does; `attention` is `dot_product_attention`'s implementation.
   """
   num_heads: int
   dtype: Any = jnp.float32
   out_kernel_init: Optional[Callable] = None
+  attention: str = "xla"
 
   @nn.compact
   def __call__(self, x_q, x_kv, mask=None):
@@ -125,7 +140,7 @@ class MultiHeadAttention(nn.Module):
     # rounding noise into updates of full step size.
     keys = project("key", x_kv, use_bias=False)
     y = dot_product_attention(project("query", x_q), keys, project("value", x_kv), mask,
-                              self.dtype)
+                              self.dtype, self.attention)
     y = nn.with_logical_constraint(y, ("batch", "length", "act_heads", None))
     return Dense(heads_shape + (width,), ("heads", "kv", "embed"),
                  2,
@@ -171,13 +186,15 @@ class EncoderBlock(nn.Module):
   num_heads: int
   mlp_dim: int
   dtype: Any = jnp.float32
+  attention: str = "xla"
 
   @nn.compact
   def __call__(self, x, mask=None):
     """x [B, L, D], mask bool [B, 1, 1, L] or None -> [B, L, D]."""
     act = ("batch", "length", "act_embed")
     y = layer_norm("ln_attn")(x)
-    y = MultiHeadAttention(self.num_heads, self.dtype, name="attn")(y, y, mask)
+    y = MultiHeadAttention(self.num_heads, self.dtype, attention=self.attention,
+                           name="attn")(y, y, mask)
     x = nn.with_logical_constraint(x + y, act)
     y = layer_norm("ln_mlp")(x)
     y = MlpBlock(self.mlp_dim, self.dtype, name="mlp")(y)
@@ -191,6 +208,7 @@ class Encoder(nn.Module):
   mlp_dim: int
   dtype: Any = jnp.float32
   remat: bool = False
+  attention: str = "xla"
 
   @nn.compact
   def __call__(self, x, padding_mask: Optional[jax.Array] = None):
@@ -202,5 +220,6 @@ class Encoder(nn.Module):
     mask = None if padding_mask is None else padding_mask[:, None, None, :]
     x = nn.with_logical_constraint(x.astype(jnp.float32), ("batch", "length", "act_embed"))
     for i in range(self.depth):
-      x = block(self.num_heads, self.mlp_dim, self.dtype, name=f"block_{i}")(x, mask)
+      x = block(self.num_heads, self.mlp_dim, self.dtype, self.attention, name=f"block_{i}")(x,
+                                                                                         mask)
     return x

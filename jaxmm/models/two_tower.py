@@ -27,6 +27,8 @@ class TwoTower(nn.Module):
     dtype: operand dtype of the towers' matrix products; parameters, activations and
       embeddings are float32 (see jaxmm.models.transformer).
     remat: recompute each transformer block in the backward pass.
+    attention: how the towers compute attention, one of transformer.ATTENTION ("cudnn":
+      fused flash attention on NVIDIA GPUs).
     init_log_scale: initial log of the logit multiplier (log 10 for SigLIP, log 1/0.07 for CLIP).
     init_bias: initial logit bias (−10 for SigLIP); None creates no bias parameter.
   """
@@ -35,13 +37,15 @@ class TwoTower(nn.Module):
   embed_dim: int
   dtype: Any = jnp.float32
   remat: bool = False
+  attention: str = "xla"
   init_log_scale: float = math.log(10.0)
   init_bias: Optional[float] = -10.0
 
   def setup(self):
     dtype = jnp.dtype(self.dtype)
-    self.image_tower = ViT(**self.image, dtype=dtype, remat=self.remat)
-    self.text_tower = TextTransformer(**self.text, dtype=dtype, remat=self.remat)
+    shared = dict(dtype=dtype, remat=self.remat, attention=self.attention)
+    self.image_tower = ViT(**self.image, **shared)
+    self.text_tower = TextTransformer(**self.text, **shared)
     # The heads run in float32: they are cheap and the embeddings feed the loss.
     self.image_proj = self._projection()
     self.text_proj = self._projection()

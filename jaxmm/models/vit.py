@@ -92,6 +92,7 @@ class ViT(nn.Module):
   stem: str = "patch"
   dtype: Any = jnp.float32
   remat: bool = False
+  attention: str = "xla"
 
   @nn.compact
   def __call__(self, images):
@@ -117,7 +118,13 @@ class ViT(nn.Module):
       x = jnp.concatenate(
           [jnp.broadcast_to(cls, (x.shape[0], 1, self.width)), x], 1)
 
-    x = Encoder(self.depth, self.num_heads, self.mlp_dim, self.dtype, self.remat, name="encoder")(x)
+    x = Encoder(self.depth,
+                self.num_heads,
+                self.mlp_dim,
+                self.dtype,
+                self.remat,
+                self.attention,
+                name="encoder")(x)
     x = layer_norm("ln_final")(x)
 
     if self.pool == "gap":
