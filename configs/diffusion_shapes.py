@@ -21,7 +21,8 @@ MODELS = {
              attn_resolutions=(8,),
              num_heads=4,
              embedding_type="positional",
-             dropout=0.0),
+             dropout=0.0,
+             patch_size=1),
     "dit":
         dict(name="dit",
              patch_size=4,

@@ -2,9 +2,11 @@
 
   jaxmm train --config configs/siglip_shapes.py --workdir /tmp/siglip
   jaxmm train --config configs/siglip_shapes.py:base --workdir runs/siglip_b16
+  jaxmm sweep --config configs/siglip_shapes.py --workdir runs/siglip_lr
 """
 from jaxmm.configs import image_text_shapes
 from jaxmm import losses
+from jaxmm import sweep
 
 
 def get_config(arg: str = "small"):
@@ -16,3 +18,12 @@ def get_config(arg: str = "small"):
                                       init_bias=losses.SIGLIP_INIT_BIAS,
                                       b2=0.95,
                                       eps=1e-8)
+
+
+def get_sweep(arg: str = "small"):
+  """The learning rate at half, one and two times the variant's, each with two seeds.
+
+  Six runs; the spread between seeds says which differences between rates are real.
+  """
+  lr = get_config(arg).optim.lr
+  return sweep.product({"optim.lr": [lr / 2, lr, 2 * lr]}, seed=[0, 1])

@@ -26,6 +26,7 @@ from jaxmm import diffusion
 from jaxmm import errors
 from jaxmm import evaluators
 from jaxmm import models
+from jaxmm import parallel
 from jaxmm.evaluators import sample_grid
 from jaxmm.evaluators import zero_shot
 from jaxmm.train import ema as ema_lib
@@ -162,13 +163,15 @@ def make_sample_grid_evaluator(model, config, mesh, workdir):
                     sampler=grid.sampler,
                     num_steps=grid.num_steps,
                     guidance=grid.guidance)
-    sample_grid.write_png(sample_grid.grid_path(workdir, step), np.asarray(images), columns)
+    sample_grid.write_png(sample_grid.grid_path(workdir, step), parallel.to_host(images), columns)
     return {}
 
   return evaluate
 
 
-def _choose_params(run, ema: str | None):
+def choose_params(run, ema: str | None):
+  """The parameters of `run` named by `ema`: an average's name, 'none' for the raw parameters,
+  None for the run's first average (the raw parameters if it keeps none)."""
   if ema == "none":
     return run.params
   if ema is None:
@@ -208,12 +211,15 @@ def sample_run(run,
                num_steps: int = 18,
                guidance: float = 1.0,
                labels=None,
-               seed: int = 0) -> tuple[np.ndarray, np.ndarray | None]:
+               seed: int = 0,
+               compiled=None) -> tuple[np.ndarray, np.ndarray | None]:
   """(samples [num, ...], labels int32 [num, K] or None) of a run loaded by `load_run`.
 
   Every argument is checked before anything compiles. `ema` names the
   parameter average (default: the run's first; 'none': the raw parameters);
   `labels` is a list of K-tuples, cycled to `num` (default: one row per class).
+  `compiled` is a `make_sampler(model, run.config)` to reuse across calls
+  (default: a new one).
   """
   config = run.config
   if config.experiment != "diffusion":
@@ -225,17 +231,17 @@ def sample_run(run,
     raise errors.UserError(f"--guidance {guidance}: the run was trained without label dropout "
                            "(diffusion.label_dropout=0), so it has no unconditional denoiser to "
                            "guide with; use --guidance 1")
-  params = _choose_params(run, ema)
+  params = choose_params(run, ema)
   labels = _sample_labels(config, labels, num)
-  model = models.get_model(config.model)
-  images = make_sampler(model, config)(params,
-                                       jax.random.key(seed),
-                                       None if labels is None else jnp.asarray(labels),
-                                       num,
-                                       sampler=sampler,
-                                       num_steps=num_steps,
-                                       guidance=guidance)
-  return np.asarray(images), labels
+  sample = compiled or make_sampler(models.get_model(config.model), config)
+  images = sample(params,
+                  jax.random.key(seed),
+                  None if labels is None else jnp.asarray(labels),
+                  num,
+                  sampler=sampler,
+                  num_steps=num_steps,
+                  guidance=guidance)
+  return parallel.to_host(images), labels
 
 
 def write_samples(path: str, images: np.ndarray, labels: np.ndarray | None, config) -> None:
@@ -266,7 +272,7 @@ def make_judge_evaluator(model, config, mesh, workdir):
   sample = make_sampler(model, config)
 
   def evaluate(state, step):
-    images = np.asarray(
+    images = parallel.to_host(
         sample(eval_params(state, config),
                jax.random.key(config.seed + 1),
                jnp.asarray(labels),
@@ -293,12 +299,13 @@ def make_two_sample_evaluator(model, config, mesh, workdir):
   sample = make_sampler(model, config)
 
   def evaluate(state, step):
-    samples = sample(eval_params(state, config),
-                     jax.random.key(config.seed + 1),
-                     None,
-                     settings.num,
-                     sampler=settings.sampler,
-                     num_steps=settings.num_steps)
+    samples = parallel.to_host(
+        sample(eval_params(state, config),
+               jax.random.key(config.seed + 1),
+               None,
+               settings.num,
+               sampler=settings.sampler,
+               num_steps=settings.num_steps))
     results = {"two_sample/mmd2": float(diffusion.mmd2(samples, truth))}
     if workdir is not None and jax.process_index() == 0:
       zero_shot.write_results(os.path.join(workdir, TWO_SAMPLE_FILE), step, results)

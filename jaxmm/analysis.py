@@ -1,80 +1,104 @@
-"""Restore any run for a notebook: its config, step and parameters as host numpy.
+"""Restore any run for a notebook: its config, parameters, model functions and metrics.
 
-  run = jaxmm.analysis.load_run("runs/siglip_shapes")
-  run.config.model, run.step, run.params["img"]...
+  run = jaxmm.analysis.load_run("runs/siglip_shapes")          # the latest checkpoint
+  run.config.model, run.step, run.params["image_tower"]...     # host numpy arrays
+  run.embed_images(images), run.embed_texts(["a red circle"])  # image-text runs
+  run.denoiser(x, sigma, labels), run.sample(num=48)            # diffusion runs
+  run.metrics()["train/loss"]                                   # what the loop logged
 
-No mesh is needed: arrays come back whole, in host memory, whatever mesh the
-run was trained on.
+Without a mesh, arrays come back whole in host memory, whatever mesh trained
+the run. With `mesh=` (e.g. `jaxmm.parallel.make_mesh({'data': 2, 'fsdp': 2,
+'tensor': 2})`) orbax reads them straight into their shards on that mesh, placed
+by the model's logical axis names and `parallel.DEFAULT_RULES` as the train
+loop places them, and the run's model functions run on that mesh.
 """
 import contextlib
 import dataclasses
-import json
-import logging
-import numbers
-import os
+import functools
 from typing import Any
 
+import flax.linen as nn
 import jax
 import ml_collections
 import numpy as np
 
-from jaxmm import config_loading
+from jaxmm import data
+from jaxmm import diffusion
+from jaxmm import errors
+from jaxmm import models
+from jaxmm import parallel
+from jaxmm import run_files
+from jaxmm.run_files import (NoRun, checkpoint_steps, latest_metrics, read_metrics, run_summary)
 from jaxmm.train import checkpoints
+from jaxmm.train import optim
+from jaxmm.train import state as state_lib
+
+__all__ = [
+    "EMBED_BATCH_SIZE", "NoRun", "Run", "checkpoint_steps", "latest_metrics", "load_run",
+    "read_metrics", "run_summary"
+]
+
+# Images and texts per model call in `Run.embed_images` / `Run.embed_texts` (default).
+EMBED_BATCH_SIZE = 256
+# What each experiment's runs offer, named in the error for a function asked of the wrong kind.
+_FUNCTIONS = {
+    "image_text": "run.embed_images, run.embed_texts",
+    "diffusion": "run.denoiser, run.sample",
+}
 
 
-@dataclasses.dataclass(frozen=True)
-class Run:
-  config: ml_collections.ConfigDict
-  step: int
-  params: Any  # pytree of np.ndarray
-  opt_state: Any  # pytree of np.ndarray
-  ema: dict[str, Any]  # EMA name -> params-shaped pytree of np.ndarray; {} if none
-  model_state: dict[str, Any]  # e.g. {'batch_stats': ...}; {} if none
-  data_position: dict
-  workdir: str
+def _experiment(name: str):
+  """The experiments/ module that trains `config.experiment` `name`: how its model is
+  initialised, and for diffusion how it samples.
+
+  Imported when first needed: experiments compose jaxmm, and jaxmm's evaluators import
+  this module.
+  """
+  # pylint: disable-next=import-outside-toplevel
+  from jaxmm.experiments import diffusion as diffusion_experiment, image_text
+  modules = {"image_text": image_text, "diffusion": diffusion_experiment}
+  if name not in modules:
+    raise errors.UserError(f"jaxmm.analysis knows the models of {', '.join(modules)} runs, not of "
+                           f"experiment={name!r}; load it without a mesh for its arrays")
+  return modules[name]
 
 
-@contextlib.contextmanager
-def _read_only_manager(workdir: str):
-  """A read-only manager of workdir's checkpoints, without orbax's notes about read-only mode."""
-  if not os.path.isdir(os.path.join(workdir, checkpoints.CHECKPOINT_DIR)):
-    raise FileNotFoundError(f"no run in {workdir!r}: it has no {checkpoints.CHECKPOINT_DIR}/ "
-                            "folder")
-  absl_logger = logging.getLogger("absl")
-  level = absl_logger.level
-  absl_logger.setLevel(logging.ERROR)
-  try:
-    manager = checkpoints.make_manager(workdir, read_only=True)
-  finally:
-    absl_logger.setLevel(level)
-  try:
-    yield manager
-  finally:
-    manager.close()
+def _sharded_target(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh):
+  """The train state as ShapeDtypeStructs carrying the shardings the loop gives it on `mesh`."""
+  model = models.get_model(config.model)
+  init_variables = _experiment(config.experiment).make_init_variables(model, config)
+  tx, _ = optim.make_optimizer(config.optim, config.total_steps)
+  shardings = state_lib.state_shardings(init_variables, tx, config.ema, mesh)
+  return state_lib.abstract_state(init_variables, tx, config.ema, shardings)
 
 
-def checkpoint_steps(workdir: str) -> list[int]:
-  """The steps with a complete checkpoint in `workdir`, ascending."""
-  with _read_only_manager(workdir) as manager:
-    return sorted(manager.all_steps())
+def load_run(workdir: str,
+             step: int | None = None,
+             *,
+             mesh: jax.sharding.Mesh | None = None) -> "Run":
+  """The run in `workdir` at checkpoint `step` (an int; default: the latest), as a `Run`.
 
+  Without `mesh`, every array is host numpy. With `mesh`, arrays are jax Arrays
+  sharded on it as the train loop shards them, read by orbax straight into
+  their shards. Prints nothing on success.
 
-def load_run(workdir: str, step: int | None = None) -> Run:
-  """The run in `workdir` at checkpoint `step` (an int; default: the latest)."""
-  if step is not None and (isinstance(step, bool) or not isinstance(step, numbers.Integral)):
-    raise TypeError(f"step must be an int or None, got {step!r}")
-  with _read_only_manager(workdir) as manager:
-    steps = sorted(manager.all_steps())
-    if not steps:
-      raise FileNotFoundError(f"no complete checkpoint in {workdir!r}")
-    if step is None:
-      step = steps[-1]
-    elif step not in steps:
-      raise ValueError(f"no checkpoint at step {step} in {workdir!r}; steps saved: {steps}")
-    target = jax.tree.map(lambda meta: np.zeros(meta.shape, meta.dtype),
-                          checkpoints.state_metadata(manager, step))
+  Raises:
+    NoRun (a `UserError` and a FileNotFoundError): `workdir` is not a run's
+      workdir, has no complete checkpoint, or none at `step`; the message
+      names the steps saved, or the runs nearby.
+    TypeError: `step` is not an int or None.
+  """
+  with run_files.read_only_manager(workdir) as manager:
+    step = run_files.checkpoint_step(manager, workdir, step)
+    config = run_files.saved_config(manager, step)
+    if mesh is None:
+      target = jax.tree.map(lambda meta: np.zeros(meta.shape, meta.dtype),
+                            checkpoints.state_metadata(manager, step))
+    else:
+      target = _sharded_target(config, mesh)
     state, position = checkpoints.restore(manager, step, target)
-    config = config_loading.config_from_json(json.dumps(checkpoints.restore_config(manager, step)))
+  if mesh is not None:  # a TrainState; the host restore gives the same fields as a dict
+    state = {field.name: getattr(state, field.name) for field in dataclasses.fields(state)}
   return Run(config=config,
              step=int(state["step"]),
              params=state["params"],
@@ -82,4 +106,191 @@ def load_run(workdir: str, step: int | None = None) -> Run:
              ema=state.get("ema", {}),
              model_state=state.get("model_state", {}),
              data_position=position,
-             workdir=workdir)
+             workdir=workdir,
+             mesh=mesh)
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+  """A restored run: its arrays (host numpy, or jax Arrays sharded on `mesh`) and functions of
+  its model, rebuilt from the saved config (`jaxmm.models.get_model(config.model)`).
+
+  Image-text runs offer `embed_images` and `embed_texts`, diffusion runs
+  `denoiser` and `sample`; asked of another kind of run, each fails naming
+  the ones that run offers. `metrics()` is the logged metrics' table.
+  """
+  config: ml_collections.ConfigDict = dataclasses.field(repr=False)
+  step: int
+  params: Any = dataclasses.field(repr=False)  # pytree of arrays
+  opt_state: Any = dataclasses.field(repr=False)  # pytree of arrays
+  ema: dict[str, Any] = dataclasses.field(repr=False)  # name -> params-shaped pytree; {} if none
+  model_state: dict[str, Any] = dataclasses.field(repr=False)  # e.g. {'batch_stats': ...}; {}
+  data_position: dict = dataclasses.field(repr=False)
+  workdir: str
+  mesh: jax.sharding.Mesh | None = dataclasses.field(default=None, repr=False)
+
+  @functools.cached_property
+  def model(self) -> nn.Module:
+    """The run's Flax module, rebuilt from `config.model`."""
+    return models.get_model(self.config.model)
+
+  def metrics(self) -> dict[str, np.ndarray]:
+    """The logged metrics as columns {'step': [R], name: [R]}: `read_metrics(run.workdir)`."""
+    return run_files.read_metrics(self.workdir)
+
+  def _require(self, experiment: str, function: str) -> None:
+    """Raises a UserError naming what this run offers unless it is an `experiment` run."""
+    if self.config.experiment != experiment:
+      offers = _FUNCTIONS.get(self.config.experiment, "none of the model functions")
+      raise errors.UserError(f"run.{function} needs an experiment={experiment!r} run, but "
+                             f"{self.workdir!r} is an experiment={self.config.experiment!r} run; "
+                             f"it offers {offers}")
+
+  @contextlib.contextmanager
+  def _on_mesh(self):
+    """The mesh and the logical-axis rules that model calls trace under, as in the train step."""
+    if self.mesh is None:
+      yield
+      return
+    with jax.set_mesh(self.mesh), nn.logical_axis_rules(parallel.DEFAULT_RULES):
+      yield
+
+  # Image-text runs.
+
+  @functools.cached_property
+  def _encoders(self) -> dict[str, Any]:
+    """'image': jit(params, images [b, S, S, 3]) -> [b, E]; 'text': jit(params, tokens [b, L])."""
+    model = self.model
+    return {
+        "image": jax.jit(lambda p, x: model.apply({"params": p}, x, method=model.encode_image)),
+        "text": jax.jit(lambda p, t: model.apply({"params": p}, t, method=model.encode_text)),
+    }
+
+  def _embed(self, tower: str, inputs: np.ndarray, batch_size: int) -> np.ndarray:
+    """`tower`'s embeddings [N, E] of inputs [N, ...], in batches of `batch_size` (rounded up to
+    split over the mesh's batch axes) with the last one padded, so compiled once."""
+    errors.integer_at_least("batch_size", batch_size, 1)
+    if not len(inputs):
+      raise errors.UserError(f"run.embed_{tower}s got no {tower}s (N = 0)")
+    shards = 1 if self.mesh is None else parallel.batch_shards(self.mesh)
+    num = len(inputs)
+    size = -(-min(batch_size, num) // shards) * shards
+    inputs = np.concatenate([inputs, np.repeat(inputs[:1], -num % size, axis=0)])
+    params = self.params if self.mesh is not None else jax.device_put(self.params)
+    outputs = []
+    with self._on_mesh():
+      for start in range(0, len(inputs), size):
+        batch = inputs[start:start + size]
+        if self.mesh is not None:
+          batch = parallel.shard_whole_batch(batch, self.mesh)
+        outputs.append(parallel.to_host(self._encoders[tower](params, batch)))
+    return np.concatenate(outputs)[:num]
+
+  def embed_images(self, images, *, batch_size: int = EMBED_BATCH_SIZE) -> np.ndarray:
+    """Unit-norm float32 embeddings [N, E] of float images [N, S, S, 3] in [-1, 1].
+
+    S is the run's data.image_size and [-1, 1] the input pipeline's range
+    (`jaxmm.data.preprocess.normalize` and `.resize` make such images from
+    uint8 ones). The image tower sees `batch_size` images at a time, so any
+    N fits.
+    """
+    self._require("image_text", "embed_images")
+    images = np.asarray(images)
+    size = self.config.data.image_size
+    if (images.ndim != 4 or images.shape[1:] != (size, size, 3) or
+        not np.issubdtype(images.dtype, np.floating)):
+      raise errors.UserError(f"run.embed_images takes float images [N, {size}, {size}, 3] in "
+                             f"[-1, 1], not {images.dtype} {list(images.shape)}; "
+                             "jaxmm.data.preprocess.normalize and .resize make them from uint8 "
+                             "images")
+    return self._embed("image", images, batch_size)
+
+  def embed_texts(self, texts, *, batch_size: int = EMBED_BATCH_SIZE) -> np.ndarray:
+    """Unit-norm float32 embeddings [N, E] of N texts (a list of str), tokenised as in training
+    (the run's data.tokenizer, cut to data.max_len), `batch_size` at a time."""
+    self._require("image_text", "embed_texts")
+    if isinstance(texts, (str, bytes)):
+      raise errors.UserError(f"run.embed_texts takes a list of texts, not one text; pass "
+                             f"[{texts!r}]")
+    return self._embed("text", data.tokenize(self.config.data, list(texts)), batch_size)
+
+  # Diffusion runs.
+
+  @functools.cached_property
+  def _denoise(self):
+    """jit(params, x, sigma, labels, guidance) -> D_w(x; σ); guidance is static."""
+    guided_denoiser = _experiment("diffusion").guided_denoiser
+    model, schedule = self.model, diffusion.get_schedule(self.config.diffusion.schedule)
+
+    def denoise(params, x, sigma, labels, guidance):
+      return guided_denoiser(model, schedule, params, labels, guidance)(x, sigma)
+
+    return jax.jit(denoise, static_argnames="guidance")
+
+  def denoiser(self,
+               x,
+               sigma,
+               labels=None,
+               guidance: float = 1.0,
+               ema: str | None = None) -> np.ndarray:
+    """D(x; σ), float32 numpy [B, ...]: the preconditioned denoiser's estimate of the clean x.
+
+    Args:
+      x: noisy examples [B, ...] (images [B, S, S, 3] on the data's [-1, 1]
+        scale plus noise of std sigma).
+      sigma: the noise level, a scalar or [B].
+      labels: int [B, K] (K = len(model.num_classes); -1 drops a label), or
+        None for the unconditional denoiser.
+      guidance: the classifier-free guidance scale w of
+        D_∅ + w·(D_c − D_∅) (`experiments.diffusion.guided_denoiser`); 1 is
+        the conditional denoiser.
+      ema: a parameter average's name, 'none' for the raw parameters;
+        default: the run's first average.
+    """
+    self._require("diffusion", "denoiser")
+    x = np.asarray(x, np.float32)
+    sigma = np.broadcast_to(np.asarray(sigma, np.float32), x.shape[:1])
+    if labels is not None:
+      labels = np.asarray(labels, np.int32)
+      expected = (len(x), len(self.config.model.num_classes))
+      if labels.shape != expected:
+        raise errors.UserError(f"run.denoiser: labels must be int {list(expected)} (one per "
+                               f"example and label key {tuple(self.config.data.label_keys)}), "
+                               f"not {list(labels.shape)}")
+    params = _experiment("diffusion").choose_params(self, ema)
+    with self._on_mesh():
+      return parallel.to_host(self._denoise(params, x, sigma, labels, guidance=float(guidance)))
+
+  @functools.cached_property
+  def _sampler(self):
+    """The run's `experiments.diffusion.make_sampler`, kept so that each setting compiles once."""
+    return _experiment("diffusion").make_sampler(self.model, self.config)
+
+  def sample(self,
+             num: int = 64,
+             labels=None,
+             sampler: str = "heun",
+             num_steps: int = 18,
+             guidance: float = 1.0,
+             seed: int = 0,
+             ema: str | None = None) -> np.ndarray:
+    """float32 samples [num, ...] (images on the data's [-1, 1] scale), as `jaxmm sample` draws
+    them: `experiments.diffusion.sample_run`, so the same seed gives the same samples.
+
+    `labels` are K-tuples cycled to `num` (default: the class grid, one row
+    per class of the first label); `sampler` and `num_steps` are those of
+    `jaxmm.diffusion.sample`; `guidance` and `ema` as in `denoiser`. Compiled
+    once per (num, sampler, num_steps, guidance) for this run.
+    """
+    self._require("diffusion", "sample")
+    with self._on_mesh():
+      images, _ = _experiment("diffusion").sample_run(self,
+                                                      ema=ema,
+                                                      num=num,
+                                                      sampler=sampler,
+                                                      num_steps=num_steps,
+                                                      guidance=guidance,
+                                                      labels=labels,
+                                                      seed=seed,
+                                                      compiled=self._sampler)
+    return images

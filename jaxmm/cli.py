@@ -2,6 +2,9 @@
 
   jaxmm train   --config configs/NAME.py[:ARG] --workdir DIR [--config.KEY=VALUE ...]
   jaxmm inspect --config configs/NAME.py[:ARG] [--json] [--config.KEY=VALUE ...]
+  jaxmm inspect --run DIR [--step N] [--json]
+  jaxmm sweep   --config configs/NAME.py[:ARG] --workdir DIR [--dry-run] [--launcher ...]
+  jaxmm sweep   --summarize DIR
 
 Overrides are parsed here rather than with absl's config_flags so that an
 unknown key fails before anything runs, with the nearest existing key named.
@@ -12,6 +15,7 @@ JAXMM_TRACEBACK=1 prints the traceback too. A run stopped by SIGTERM or
 Ctrl-C exits with 128 + the signal number after saving its checkpoint.
 """
 import argparse
+import json
 import os
 import sys
 import traceback
@@ -23,6 +27,7 @@ import logging as std_logging
 from jaxmm import config_loading
 from jaxmm import errors
 from jaxmm import host_memory
+from jaxmm import sweep_command
 
 _OVERRIDES_HELP = """\
 config overrides:
@@ -64,9 +69,31 @@ def _parser() -> argparse.ArgumentParser:
                      required=True,
                      metavar="DIR",
                      help="where checkpoints, config.json and metrics go")
-  inspect = add_command("inspect", "Print the resolved config and exit.",
-                        "--config FILE.py[:ARG] [--json]")
-  inspect.add_argument("--json", action="store_true", help="print JSON instead of YAML")
+  cluster = train.add_argument_group(
+      "multi-process runs",
+      "Start the same command on every host with its own --process_id. Without these flags "
+      "(or JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID), SLURM job steps and "
+      "TPU pods are detected; anything else runs as one process.")
+  cluster.add_argument("--coordinator_address", metavar="HOST:PORT", help="process 0's address")
+  cluster.add_argument("--num_processes", type=int, metavar="N", help="processes in the run")
+  cluster.add_argument("--process_id", type=int, metavar="I", help="this process, 0 .. N-1")
+  cluster.add_argument("--distributed_timeout",
+                       type=int,
+                       default=300,
+                       metavar="S",
+                       help="seconds to wait for every process to join (default 300)")
+  inspect = add_command(
+      "inspect", "Print a config resolved with its overrides, or a trained run's summary: its "
+      "config, checkpoints and latest metrics.",
+      "(--config FILE.py[:ARG] [--config.KEY=VALUE ...] | --run DIR [--step N]) [--json]",
+      takes_config=False)
+  inspect.epilog = _OVERRIDES_HELP
+  inspect.add_argument("--config",
+                       metavar="FILE.py[:ARG]",
+                       help="config file and the argument to its get_config()")
+  inspect.add_argument("--run", metavar="DIR", help="a workdir written by `jaxmm train`")
+  inspect.add_argument("--step", type=int, help="with --run: checkpoint step (default: the latest)")
+  inspect.add_argument("--json", action="store_true", help="print JSON instead of text")
   sample = add_command("sample",
                        "Sample a trained diffusion run into a PNG grid or an .npz of arrays.",
                        "--run DIR [--step N] [--ema NAME] [--num N] [--sampler NAME] [--steps N] "
@@ -92,6 +119,12 @@ def _parser() -> argparse.ArgumentParser:
                       "(default: a grid over the classes, one row per class)")
   sample.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
   sample.add_argument("--out", required=True, metavar="FILE", help="a .png grid or an .npz")
+  sweep = add_command("sweep",
+                      "Run every point of a config's get_sweep() as a run, or summarize a sweep.",
+                      sweep_command.USAGE,
+                      takes_config=False)
+  sweep.epilog = _OVERRIDES_HELP
+  sweep_command.add_arguments(sweep)
   return parser
 
 
@@ -103,11 +136,14 @@ def _fail(prog: str, error: BaseException, show_traceback: bool) -> None:
   sys.exit(2)
 
 
-def _train(config, workdir) -> None:
+def _train(config, args) -> None:
   # Imported here so that `jaxmm inspect` and config errors need no JAX start-up.
   from jaxmm import train as train_lib  # pylint: disable=import-outside-toplevel
   from jaxmm.experiments import EXPERIMENTS  # pylint: disable=import-outside-toplevel
+  from jaxmm.parallel import distributed  # pylint: disable=import-outside-toplevel
   errors.one_of("experiment", config.experiment, EXPERIMENTS)
+  distributed.initialize(args.coordinator_address, args.num_processes, args.process_id,
+                         args.distributed_timeout)
   host_memory.keep_freed_memory()
   # Libraries that read absl flags (grain's worker processes) need them parsed.
   if not flags.FLAGS.is_parsed():
@@ -118,7 +154,7 @@ def _train(config, workdir) -> None:
   # A failed checkpoint write leaves orbax's asyncio tasks with unretrieved
   # errors; the loop reports the failure itself, in one line.
   std_logging.getLogger("asyncio").setLevel(std_logging.CRITICAL)
-  train_lib.train(config, workdir, EXPERIMENTS[config.experiment])
+  train_lib.train(config, args.workdir, EXPERIMENTS[config.experiment])
 
 
 def _parse_labels(value: str) -> tuple[int, ...]:
@@ -153,6 +189,71 @@ def _sample(args) -> None:
   print(f"wrote {len(images)} samples of {args.run} (step {run.step}) to {args.out}")
 
 
+def _inspect(args, overrides) -> None:
+  """Prints the config of --config with its overrides, or the summary of the run in --run."""
+  if args.config is not None and args.run is not None:
+    raise errors.UserError("give --config FILE.py[:ARG] or --run DIR, not both")
+  if args.config is None and args.run is None:
+    raise errors.UserError("give --config FILE.py[:ARG] (a config to resolve) or --run DIR (a "
+                           "trained run to summarize)")
+  if args.run is None:
+    if args.step is not None:
+      raise errors.UserError("--step goes with --run DIR (a checkpoint of that run)")
+    config = config_loading.load_config(args.config)
+    config_loading.apply_overrides(config, overrides)
+    text = config_loading.config_to_json(config) if args.json else str(config)
+    print(text.rstrip("\n"))
+    return
+  if overrides:
+    raise errors.UserError("--run takes no --config.KEY overrides: it shows the run's saved config")
+  # Imported here so that the other commands need no JAX start-up.
+  from jaxmm import analysis  # pylint: disable=import-outside-toplevel
+  summary = analysis.run_summary(args.run, args.step)
+  print(_run_summary_json(summary) if args.json else _run_summary_text(summary))
+
+
+# The config keys that `jaxmm inspect --run` shows (those the run's config has).
+_SUMMARY_KEYS = ("experiment", "model.name", "data.name", "loss.name", "diffusion.schedule",
+                 "batch_size", "total_steps", "optim.name", "optim.lr", "seed")
+
+
+def _config_value(config, key: str):
+  """config's dotted `key`, or None if it has no such key."""
+  for part in key.split("."):
+    if not hasattr(config, "get"):
+      return None
+    config = config.get(part)
+  return config
+
+
+def _run_summary_text(summary: dict) -> str:
+  """`analysis.run_summary` as lines: where, checkpoints, key config values, latest metrics."""
+  config = summary["config"]
+  values = {key: _config_value(config, key) for key in _SUMMARY_KEYS}
+  lines = [
+      f"run {summary['workdir']} at checkpoint {summary['step']}",
+      f"checkpoints: {', '.join(map(str, summary['steps']))}",
+      "config: " + " ".join(f"{k}={v}" for k, v in values.items() if v is not None),
+      f"parameters: {summary['num_params']:,}; averages: {', '.join(summary['ema']) or 'none'}",
+  ]
+  metrics = summary["metrics"]
+  if not metrics:
+    lines.append("metrics: none in metrics.jsonl")
+    return "\n".join(lines)
+  lines.append(f"metrics (latest logged at or before step {summary['step']}):")
+  width = max(map(len, metrics))
+  rows = sorted(metrics.items())
+  lines += [f"  {name:<{width}}  {value:<10.4g}  step {step}" for name, (step, value) in rows]
+  return "\n".join(lines)
+
+
+def _run_summary_json(summary: dict) -> str:
+  """`analysis.run_summary` as JSON: the config as a dict, each metric as {'step', 'value'}."""
+  metrics = {name: dict(step=s, value=v) for name, (s, v) in summary["metrics"].items()}
+  config = json.loads(config_loading.config_to_json(summary["config"]))
+  return json.dumps(dict(summary, config=config, metrics=metrics), indent=2)
+
+
 def main(argv=None) -> None:
   """Entry point of the `jaxmm` console script; `argv` excludes the program name."""
   argv = sys.argv[1:] if argv is None else list(argv)
@@ -169,13 +270,15 @@ def main(argv=None) -> None:
     if args.command == "sample":
       _sample(args)
       return
+    if args.command == "sweep":
+      sweep_command.run(args, overrides)
+      return
+    if args.command == "inspect":
+      _inspect(args, overrides)
+      return
     config = config_loading.load_config(args.config)
     config_loading.apply_overrides(config, overrides)
-    if args.command == "inspect":
-      text = config_loading.config_to_json(config) if args.json else str(config)
-      print(text.rstrip("\n"))
-    else:
-      _train(config, args.workdir)
+    _train(config, args)
   except errors.UserError as e:
     _fail(args.parser.prog, e, show_traceback)
   except errors.Interrupted as e:

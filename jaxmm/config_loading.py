@@ -26,6 +26,31 @@ class ConfigError(UserError):
   """A config spec, override key or override value that cannot be used."""
 
 
+def split_spec(spec: str) -> tuple[str, str | None]:
+  """'configs/x.py:base' -> ('configs/x.py', 'base'); 'configs/x.py' -> ('configs/x.py', None)."""
+  path, sep, arg = spec.rpartition(":")
+  if not sep or not path.endswith(".py"):
+    return spec, None
+  return path, arg
+
+
+def import_config_file(path: str):
+  """The config file at `path` as a fresh module; a `ConfigError` naming the file and line
+  if it is missing or fails to import."""
+  if not os.path.isfile(path):
+    raise ConfigError(f"config file not found: {path!r}")
+  return _import_file(path)
+
+
+def call_in_file(path: str, function, arg: str | None):
+  """`function(arg)` (no argument when `arg` is None) of a config file's module; an error it
+  raises becomes a `ConfigError` naming the file and the line in it."""
+  try:
+    return function() if arg is None else function(arg)
+  except Exception as e:  # pylint: disable=broad-except
+    raise ConfigError(_where(path, e)) from e
+
+
 def load_config(spec: str) -> ml_collections.ConfigDict:
   """Returns `get_config(ARG)` of the file named by `spec`, 'path.py' or 'path.py:ARG'.
 
@@ -34,12 +59,8 @@ def load_config(spec: str) -> ml_collections.ConfigDict:
   Shared config helpers are imported from the installed package
   (`jaxmm.configs`), so a config file works from any folder.
   """
-  path, sep, arg = spec.rpartition(":")
-  if not sep or not path.endswith(".py"):
-    path, arg = spec, None
-  if not os.path.isfile(path):
-    raise ConfigError(f"config file not found: {path!r}")
-  module = _import_file(path)
+  path, arg = split_spec(spec)
+  module = import_config_file(path)
   if not hasattr(module, "get_config"):
     raise ConfigError(f"config file {path!r} defines no get_config()")
   try:

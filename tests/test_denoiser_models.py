@@ -273,6 +273,25 @@ def test_fourier_noise_embedding():
   assert float(jnp.abs(a - b).max()) > 1e-3 and float(jnp.abs(a - positional).max()) > 1e-3
 
 
+def test_unet_patches_fold_pixels_into_channels_and_back():
+  x = np.random.default_rng(0).normal(size=(2, 8, 6, 3)).astype(np.float32)
+  folded = np.asarray(unet.space_to_depth(jnp.asarray(x), 2))
+  assert folded.shape == (2, 4, 3, 12)
+  for i, j in [(0, 0), (1, 2), (3, 1)]:  # position (i, j) holds patch rows 2i, 2i+1, cols 2j, 2j+1
+    np.testing.assert_array_equal(folded[:, i, j], x[:, 2 * i:2 * i + 2, 2 * j:2 * j + 2].reshape(2, 12))
+  np.testing.assert_array_equal(np.asarray(unet.depth_to_space(jnp.asarray(folded), 2)), x)
+
+
+def test_unet_with_patches_runs_at_the_folded_resolution():
+  # 8x8 images in 2x2 patches: levels at 4x4 and 2x2, so attention at 2 is valid.
+  model = make_model("unet", patch_size=2, attn_resolutions=(2,))
+  x, noise, labels = inputs("unet")
+  params = perturb(init_params(model, x, noise, labels))
+  assert params["conv_in"]["kernel"].shape[2] == 12 and params["conv_out"]["kernel"].shape[3] == 12
+  assert "attn" in params["enc1_block0"]
+  assert model.apply({"params": params}, x, noise, labels).shape == x.shape
+
+
 BAD = [
     ("dit", dict(num_heads=3), "model.num_heads"),
     ("dit", dict(patch_size=3), "model.patch_size"),
@@ -280,6 +299,7 @@ BAD = [
     ("unet", dict(channel_mult=(1, 2, 2, 2, 2)), "model.channel_mult"),
     ("unet", dict(attn_resolutions=(5,)), "model.attn_resolutions"),
     ("unet", dict(num_heads=3), "model.num_heads"),
+    ("unet", dict(patch_size=3), "model.patch_size"),
     ("unet", dict(embedding_type="sinusoidal"), "model.embedding_type"),
     ("dit", dict(embedding_type="fourrier"), "model.embedding_type"),
     ("mlp", dict(num_classes=(3, 0)), "model.num_classes"),

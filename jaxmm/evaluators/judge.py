@@ -80,11 +80,10 @@ class Judge:
     """encode(params, batch) over inputs [N, ...] in padded batches -> [N, E] on the host."""
     pad = -len(inputs) % self.batch_size
     inputs = np.concatenate([inputs, np.zeros((pad,) + inputs.shape[1:], inputs.dtype)])
-    sharding = parallel.batch_sharding(self.mesh)
     outputs = []
     with jax.set_mesh(self.mesh):
       for start in range(0, len(inputs), self.batch_size):
-        batch = jax.device_put(inputs[start:start + self.batch_size], sharding)
+        batch = parallel.shard_whole_batch(inputs[start:start + self.batch_size], self.mesh)
         outputs.append(parallel.to_host(encode(self._params, batch)))
     return np.concatenate(outputs)[:len(inputs) - pad]
 

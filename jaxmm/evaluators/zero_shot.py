@@ -98,7 +98,7 @@ def make_evaluator(*,
   def embed_prompts(params):
     chunks = []
     for start in range(0, len(tokens), text_batch_size):
-      chunk = parallel.global_batch({"t": tokens[start:start + text_batch_size]}, mesh)["t"]
+      chunk = parallel.shard_whole_batch(tokens[start:start + text_batch_size], mesh)
       chunks.append(parallel.to_host(encode_tokens(params, chunk)))
     return np.concatenate(chunks)[:len(prompts)]
 

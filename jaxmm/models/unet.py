@@ -49,6 +49,21 @@ def upsample(x: jax.Array) -> jax.Array:
   return jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
 
 
+def space_to_depth(x: jax.Array, p: int) -> jax.Array:
+  """[B, H, W, C] -> [B, H/p, W/p, p·p·C]: each p×p patch of pixels becomes one position."""
+  b, h, w, c = x.shape
+  x = x.reshape(b, h // p, p, w // p, p, c).transpose(0, 1, 3, 2, 4, 5)
+  return x.reshape(b, h // p, w // p, p * p * c)
+
+
+def depth_to_space(x: jax.Array, p: int) -> jax.Array:
+  """The inverse of `space_to_depth`: [B, H/p, W/p, p·p·C] -> [B, H, W, C]."""
+  b, h, w, pc = x.shape
+  c = pc // (p * p)
+  x = x.reshape(b, h, w, p, p, c).transpose(0, 1, 3, 2, 4, 5)
+  return x.reshape(b, h * p, w * p, c)
+
+
 def group_norm(channels: int, axis_name: Optional[str], name: str) -> nn.GroupNorm:
   """GroupNorm (Wu & He 2018) in float32 with up to 32 groups of at least 4 channels.
 
@@ -151,6 +166,11 @@ class UNet(nn.Module):
   mirrors the encoder with num_blocks + 1 blocks per level, each taking one
   encoder activation as a skip, and an upsampling block between levels.
 
+  With patch_size p > 1 the network works on p×p patches folded into channels
+  (`space_to_depth`, "pixel unshuffle"), so its first level runs at H/p: a
+  p²-times cheaper full-resolution stage, for images whose detail spans more
+  than a pixel.
+
   Attributes:
     channels: base channel count; the conditioning vector has 4·channels.
     channel_mult: channel multiplier per level; len − 1 halvings of the image.
@@ -162,6 +182,7 @@ class UNet(nn.Module):
     dropout: dropout rate before each block's second conv (active with train=True).
     dtype: operand dtype of convolutions and dense layers (float32 accumulation).
     remat: recompute each block in the backward pass.
+    patch_size: side of the pixel patches folded into channels (1: none).
   """
   channels: int = 64
   channel_mult: Sequence[int] = (1, 2, 2)
@@ -173,6 +194,7 @@ class UNet(nn.Module):
   dropout: float = 0.0
   dtype: Any = jnp.float32
   remat: bool = False
+  patch_size: int = 1
 
   def check(self, image_shape: Sequence[int]) -> None:
     """Raises a UserError naming the `model.*` key that cannot work for [B, H, W, C] images."""
@@ -187,6 +209,10 @@ class UNet(nn.Module):
       raise errors.UserError(f"model.dropout={self.dropout!r} must be in [0, 1), e.g. 0.1")
     check_conditioning(self.num_classes, self.embedding_type)
     _, h, w, _ = image_shape
+    p = self.patch_size
+    if h % p or w % p:
+      raise errors.UserError(f"model.patch_size={p} does not divide {h}×{w} images")
+    h, w = h // p, w // p
     levels = len(self.channel_mult)
     if h % 2**(levels - 1) or w % 2**(levels - 1):
       fits = 1
@@ -231,9 +257,10 @@ class UNet(nn.Module):
                               dropout=self.dropout,
                               deterministic=not train,
                               dtype=self.dtype)
-    res = x.shape[1]
+    h = space_to_depth(x.astype(jnp.float32), self.patch_size)
+    res = h.shape[1]
     h = Conv(self.channels * self.channel_mult[0], (None, "embed"), dtype=self.dtype,
-             name="conv_in")(x.astype(jnp.float32))
+             name="conv_in")(h)
     h = nn.with_logical_constraint(h, _ACT)
     skips = [h]
     for level, mult in enumerate(self.channel_mult):
@@ -257,7 +284,8 @@ class UNet(nn.Module):
         h = block(self.channels * mult, attention=attn, name=f"dec{level}_block{i}")(h, c)
 
     h = nn.silu(group_norm(h.shape[-1], "embed", "norm_out")(h))
-    return Conv(x.shape[-1], ("embed", None),
-                dtype=self.dtype,
-                kernel_init=nn.initializers.zeros,
-                name="conv_out")(h)
+    h = Conv(x.shape[-1] * self.patch_size**2, ("embed", None),
+             dtype=self.dtype,
+             kernel_init=nn.initializers.zeros,
+             name="conv_out")(h)
+    return depth_to_space(h, self.patch_size)

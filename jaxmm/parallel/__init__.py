@@ -1,5 +1,6 @@
 """Mesh, logical-axis rules and batch placement."""
-from jaxmm.parallel.batch import batch_sharding, global_batch, replicated, to_host
+from jaxmm.parallel.batch import (batch_sharding, global_batch, replicated, shard_whole_batch,
+                                  to_host)
 from jaxmm.parallel.mesh import (BATCH_AXES, MESH_AXES, batch_shards, check_batch_size, describe,
                                  make_mesh, mesh_shape)
 from jaxmm.parallel.rules import DEFAULT_RULES, shardings_of

@@ -26,6 +26,15 @@ def global_batch(local_batch: dict[str, np.ndarray],
                       local_batch)
 
 
+def shard_whole_batch(batch: Any, mesh: jax.sharding.Mesh) -> Any:
+  """Arrays [B, ...] that every process holds whole -> global arrays split over the batch axes.
+
+  Each process contributes its own shards' rows; unlike `global_batch`, the
+  input is the whole batch, not this process's part of it.
+  """
+  return jax.device_put(jax.tree.map(np.asarray, batch), batch_sharding(mesh))
+
+
 def to_host(tree: Any) -> Any:
   """Numpy copies of (possibly sharded, multi-host) arrays, whole on every process."""
 

@@ -31,7 +31,7 @@ from jaxmm.train.optim import check_optim_config, make_optimizer
 from jaxmm.train.state import (InitVariables, TrainState, abstract_state, init_state,
                                state_shardings)
 from jaxmm.train.step import LossFn, compile_train_step, make_train_step
-from jaxmm.train.stop_signals import StopSignals
+from jaxmm.train.stop_signals import AgreedStop, StopSignals
 
 log = logging.getLogger("jaxmm")
 
@@ -213,7 +213,8 @@ def _train(config, workdir, mesh, init_variables, loss_fn, train_data, evaluator
                   dynamic_ncols=True,
                   disable=jax.process_index() != 0,
                   smoothing=0.1)
-  with StopSignals() as stop:
+  with StopSignals() as signals:
+    stop = AgreedStop(signals)
     try:
       for step in range(start + 1, config.total_steps + 1):
         batch = parallel.global_batch(next(train_data), mesh)
@@ -228,10 +229,11 @@ def _train(config, workdir, mesh, init_variables, loss_fn, train_data, evaluator
           save(step)
         if config.eval_every and (step % config.eval_every == 0 or last):
           evaluate(step)
-        if stop.requested is not None:
+        signum = stop.poll()
+        if signum is not None:
           if manager.latest_step() != step:
             save(step)
-          raise Interrupted(stop.requested, step)
+          raise Interrupted(signum, step)
     finally:
       # Whatever ends the loop, the checkpoint being written is completed (or
       # its error raised) before the process moves on.

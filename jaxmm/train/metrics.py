@@ -1,5 +1,12 @@
-"""Scalars to TensorBoard event files and the console (process 0 only)."""
+"""Scalars to TensorBoard event files, `metrics.jsonl` and the console (process 0 only).
+
+`workdir/metrics.jsonl` holds one JSON object per write, `{"step": S, "<prefix><name>": value,
+...}`, appended across launches, so that runs can be read back without TensorBoard
+(`jaxmm.analysis`, `jaxmm sweep --summarize`).
+"""
 from collections.abc import Mapping
+import json
+import os
 
 import jax
 import numpy as np
@@ -17,12 +24,16 @@ def format_scalars(scalars: Mapping[str, float]) -> str:
   return ", ".join(f"{name}={value:.4g}" for name, value in sorted(scalars.items()))
 
 
+METRICS_FILE = "metrics.jsonl"
+
+
 class MetricWriter:
-  """Writes scalars under `workdir` as TensorBoard events and as console lines."""
+  """Writes scalars under `workdir` as TensorBoard events, JSON lines and console lines."""
 
   def __init__(self, workdir: str):
     self._active = jax.process_index() == 0
     self._events = tensorboardX.SummaryWriter(workdir) if self._active else None
+    self._jsonl_path = os.path.join(workdir, METRICS_FILE)
 
   def write_scalars(self, step: int, scalars: Mapping[str, float], prefix: str = "") -> None:
     if not self._active or not scalars:
@@ -30,6 +41,9 @@ class MetricWriter:
     for name, value in scalars.items():
       self._events.add_scalar(prefix + name, value, step)
     self._events.flush()
+    record = {"step": int(step), **{prefix + name: float(v) for name, v in scalars.items()}}
+    with open(self._jsonl_path, "a", encoding="utf-8") as f:
+      f.write(json.dumps(record) + "\n")
     # tqdm.write keeps an open progress bar intact.
     tqdm.tqdm.write(f"[{step}] {prefix}{format_scalars(scalars)}")
 

@@ -1,0 +1,195 @@
+"""What a sweep runs: a config file's `get_sweep(arg)` points, checked, named and recorded.
+
+`plan(spec, workdir, base_overrides)` loads the config and its sweep, checks
+every point's overrides against the config before anything runs, and names
+each point's run folder `workdir/<name>` after its overrides
+(`lr=0.001_seed=0`). `workdir/sweep.json` records the plan for reruns and
+`jaxmm sweep --summarize`:
+
+  {"config": "configs/siglip_shapes.py", "arg": null, "base_overrides": ["total_steps=100"],
+   "points": {"lr=0.001_seed=0": {"optim.lr": 0.001, "seed": 0}, ...}}
+"""
+import copy
+import dataclasses
+import json
+import os
+import re
+from typing import Any
+
+import ml_collections
+
+from jaxmm import config_loading
+from jaxmm.errors import UserError
+
+SWEEP_FILE = "sweep.json"
+CONFIG_FILE = "config.json"  # written by `jaxmm train` into every run folder
+MAX_NAME_LENGTH = 80  # longer names are cut, after an index prefix that keeps them unique
+
+FINISHED, PARTIAL, NOT_STARTED = "finished", "partial", "not started"
+
+
+@dataclasses.dataclass(frozen=True)
+class Point:
+  """One run of a sweep."""
+  name: str  # the run folder's name under the sweep's workdir
+  overrides: dict[str, Any]  # dotted config key -> value
+  total_steps: int  # of the resolved config: the run is finished once this step is saved
+
+
+@dataclasses.dataclass(frozen=True)
+class Sweep:
+  """The points of a config's get_sweep(), each to run into `workdir/<point.name>`."""
+  spec: str  # FILE.py[:ARG] as given to --config
+  workdir: str
+  base_overrides: list[str]  # 'KEY=VALUE' from the command line, applied before each point's
+  points: list[Point]
+
+  def point_dir(self, point: Point) -> str:
+    return os.path.join(self.workdir, point.name)
+
+  def train_command(self, point: Point, python: str) -> list[str]:
+    """The `jaxmm train` command line of `point`: base overrides first, then the point's."""
+    overrides = self.base_overrides + override_args(point.overrides)
+    return ([
+        python, "-m", "jaxmm.cli", "train", "--config", self.spec, "--workdir",
+        self.point_dir(point)
+    ] + [config_loading.OVERRIDE_PREFIX + o for o in overrides])
+
+
+def plan(spec: str, workdir: str, base_overrides: list[str]) -> Sweep:
+  """The sweep of config `spec` ('FILE.py[:ARG]') into `workdir`, every point checked."""
+  config = config_loading.load_config(spec)
+  config_loading.apply_overrides(config, base_overrides)
+  path, arg = config_loading.split_spec(spec)
+  overrides = _load_points(path, arg)
+  names = point_names(overrides)
+  points = [
+      Point(name, point, _total_steps(config, number, name, point))
+      for number, (name, point) in enumerate(zip(names, overrides), start=1)
+  ]
+  return Sweep(spec, workdir, list(base_overrides), points)
+
+
+def _load_points(path: str, arg: str | None) -> list[dict[str, Any]]:
+  """`get_sweep(arg)` of the config file at `path` (no argument when `arg` is None)."""
+  module = config_loading.import_config_file(path)
+  if not hasattr(module, "get_sweep"):
+    raise UserError(f"config file {path!r} defines no get_sweep(); define get_sweep(arg) "
+                    "returning a list of override dicts, e.g. "
+                    "jaxmm.sweep.product({'optim.lr': [1e-3, 3e-4]}, seed=[0, 1])")
+  points = config_loading.call_in_file(path, module.get_sweep, arg)
+  if (not isinstance(points, list) or not points or
+      not all(isinstance(p, dict) and all(isinstance(k, str) for k in p) for p in points)):
+    raise UserError(f"get_sweep() of {path!r} returned {points!r:.200}; return a non-empty list "
+                    "of dicts of dotted config key -> value (see jaxmm.sweep)")
+  return points
+
+
+def _total_steps(config: ml_collections.ConfigDict, number: int, name: str,
+                 overrides: dict[str, Any]) -> int:
+  """The point's total_steps, after checking its overrides as `jaxmm train` will read them."""
+  point_config = copy.deepcopy(config)  # deepcopy keeps field references (data.max_len)
+  try:
+    config_loading.apply_overrides(point_config, override_args(overrides))
+  except UserError as e:
+    raise UserError(f"sweep point {number} ({name}): {e}") from e
+  return point_config.total_steps
+
+
+def override_args(overrides: dict[str, Any]) -> list[str]:
+  """{'optim.lr': 0.001, 'mesh.shape': (1, 2)} -> ['optim.lr=0.001', 'mesh.shape=(1, 2)'].
+
+  `str` gives text that `config_loading.apply_overrides` reads back as the same value.
+  """
+  return [f"{key}={value}" for key, value in overrides.items()]
+
+
+def point_names(points: list[dict[str, Any]]) -> list[str]:
+  """Short, unique, filesystem-safe names of the points, in order: 'lr=0.001_seed=0'.
+
+  Each key is shortened to its last dotted parts that no other key of the
+  sweep ends in (`optim.lr` -> `lr`; `model.image.width` and
+  `model.text.width` stay `image.width` and `text.width`). When two names
+  would be equal, or one longer than MAX_NAME_LENGTH, every name gets its
+  index as a prefix ('03_lr=0.001_...') and is cut to that length.
+  """
+  keys = list(dict.fromkeys(key for point in points for key in point))
+  short = _short_keys(keys)
+  names = [
+      "_".join(f"{short[key]}={_safe(str(value))}"
+               for key, value in point.items()) or "base"
+      for point in points
+  ]
+  if len(set(names)) == len(names) and max(map(len, names)) <= MAX_NAME_LENGTH:
+    return names
+  width = len(str(len(points) - 1))
+  return [f"{i:0{width}d}_{name}"[:MAX_NAME_LENGTH] for i, name in enumerate(names)]
+
+
+def _short_keys(keys: list[str]) -> dict[str, str]:
+  """Each dotted key -> its shortest tail of dotted parts that no other key ends with."""
+  short = {}
+  for key in keys:
+    parts = key.split(".")
+    for size in range(1, len(parts) + 1):
+      tail = ".".join(parts[-size:])
+      if not any(other != key and (other == tail or other.endswith("." + tail)) for other in keys):
+        break
+    short[key] = tail
+  return short
+
+
+def _safe(text: str) -> str:
+  """`text` with every run of characters other than letters, digits, '.', '+', '-' as '-'."""
+  return re.sub(r"[^A-Za-z0-9.+-]+", "-", text).strip("-") or "-"
+
+
+def point_status(point_dir: str, total_steps: int) -> str:
+  """FINISHED (a checkpoint at total_steps or later), PARTIAL (launched) or NOT_STARTED."""
+  # Imported here so that planning a sweep, and its errors, need no JAX start-up.
+  from jaxmm import analysis  # pylint: disable=import-outside-toplevel
+  try:
+    steps = analysis.checkpoint_steps(point_dir)
+  except FileNotFoundError:
+    steps = []
+  if steps and steps[-1] >= total_steps:
+    return FINISHED
+  if steps or os.path.exists(os.path.join(point_dir, CONFIG_FILE)):
+    return PARTIAL
+  return NOT_STARTED
+
+
+def write_record(sweep: Sweep) -> None:
+  """Writes `workdir/sweep.json`; a rerun may not give a recorded name other overrides."""
+  recorded = read_record(sweep.workdir)["points"] if _has_record(sweep.workdir) else {}
+  for point in sweep.points:
+    before = recorded.get(point.name)
+    if before is not None and before != _as_json(point.overrides):
+      raise UserError(f"{os.path.join(sweep.workdir, SWEEP_FILE)} records point {point.name} "
+                      f"with overrides {before}, now {point.overrides}; use another --workdir "
+                      "for a changed sweep")
+  path, arg = config_loading.split_spec(sweep.spec)
+  record = dict(config=path,
+                arg=arg,
+                base_overrides=sweep.base_overrides,
+                points={point.name: _as_json(point.overrides) for point in sweep.points})
+  os.makedirs(sweep.workdir, exist_ok=True)
+  with open(os.path.join(sweep.workdir, SWEEP_FILE), "w", encoding="utf-8") as f:
+    f.write(json.dumps(record, indent=2) + "\n")
+
+
+def _as_json(overrides: dict[str, Any]) -> dict[str, Any]:
+  """`overrides` as sweep.json holds them: tuples as lists, other types as their text."""
+  return json.loads(json.dumps(overrides, default=str))
+
+
+def _has_record(workdir: str) -> bool:
+  return os.path.isfile(os.path.join(workdir, SWEEP_FILE))
+
+
+def read_record(workdir: str) -> dict[str, Any]:
+  """The contents of `workdir/sweep.json` (see the module docstring)."""
+  if not _has_record(workdir):
+    raise UserError(f"no {SWEEP_FILE} in {workdir!r}: give the --workdir of a `jaxmm sweep`")
+  with open(os.path.join(workdir, SWEEP_FILE), encoding="utf-8") as f:
+    return json.load(f)

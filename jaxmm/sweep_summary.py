@@ -1,0 +1,76 @@
+"""`jaxmm sweep --summarize DIR`: a table of a sweep's points, printed and in DIR/summary.csv.
+
+One row per point of DIR/sweep.json: its name, its overrides (one column per
+key), the last step in its `metrics.jsonl`, its status (finished, partial,
+not started) and the value of `train/loss` and of every `eval/*` metric at the
+last step that logged it.
+"""
+import csv
+import json
+import os
+from typing import Any
+
+from jaxmm import sweep_plan
+
+SUMMARY_FILE = "summary.csv"
+
+
+def summarize(workdir: str) -> None:
+  """Prints the table of the sweep in `workdir` and writes it to `workdir/summary.csv`."""
+  points = sweep_plan.read_record(workdir)["points"]
+  keys = list(dict.fromkeys(key for overrides in points.values() for key in overrides))
+  rows = []
+  for name, overrides in points.items():
+    point_dir = os.path.join(workdir, name)
+    step, metrics = last_metrics(point_dir)
+    rows.append({"point": name, **overrides, "step": step, "status": _status(point_dir), **metrics})
+  eval_names = sorted({name for row in rows for name in row if name.startswith("eval/")})
+  columns = ["point", *keys, "step", "status", "train/loss", *eval_names]
+  table = [[row.get(column) for column in columns] for row in rows]
+  print(format_table(columns, table))
+  path = os.path.join(workdir, SUMMARY_FILE)
+  with open(path, "w", encoding="utf-8", newline="") as f:
+    writer = csv.writer(f)
+    writer.writerow(columns)
+    writer.writerows([["" if value is None else value for value in row] for row in table])
+  print(f"wrote {path}")
+
+
+def last_metrics(point_dir: str) -> tuple[int | None, dict[str, float]]:
+  """(the highest step in the point's metrics.jsonl, {metric: its value at the last step that
+  logged it}); (None, {}) before anything was logged."""
+  # Imported here so that `jaxmm sweep` without --summarize, and its errors, need no JAX start-up.
+  from jaxmm import analysis  # pylint: disable=import-outside-toplevel
+  if not os.path.isdir(point_dir):
+    return None, {}
+  table = analysis.read_metrics(point_dir)
+  if not len(table["step"]):
+    return None, {}
+  latest = analysis.latest_metrics(table)
+  return int(table["step"].max()), {name: value for name, (_, value) in latest.items()}
+
+
+def _status(point_dir: str) -> str:
+  """The point's status, against the total_steps of its latest launch (its config.json)."""
+  config_path = os.path.join(point_dir, sweep_plan.CONFIG_FILE)
+  if not os.path.isfile(config_path):
+    return sweep_plan.NOT_STARTED
+  with open(config_path, encoding="utf-8") as f:
+    total_steps = json.load(f)["total_steps"]
+  return sweep_plan.point_status(point_dir, total_steps)
+
+
+def format_table(columns: list[str], rows: list[list[Any]]) -> str:
+  """Left-aligned columns; floats to 4 significant digits, a missing value as '-'."""
+  cells = [columns] + [[_cell(value) for value in row] for row in rows]
+  widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
+  return "\n".join(
+      "  ".join(text.ljust(width) for text, width in zip(row, widths)).rstrip() for row in cells)
+
+
+def _cell(value: Any) -> str:
+  if value is None:
+    return "-"
+  if isinstance(value, float):
+    return f"{value:.4g}"
+  return str(value)

@@ -1,0 +1,219 @@
+"""Multi-process runs for real: local processes with 4 CPU devices each form one cluster.
+
+Each process is `jaxmm train` with --coordinator_address/--num_processes/
+--process_id on the loopback interface (gloo collectives), exactly as on
+several hosts. Its results must equal a single process with 8 devices.
+"""
+import json
+import os
+import pathlib
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from jaxmm import analysis
+
+from conftest import TINY_OVERRIDES
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+TIMEOUT = 400
+
+# SigLIP with a constant learning rate, so that a run may be continued to a
+# later total_steps and still equal an uninterrupted run.
+SIGLIP = [o for o in TINY_OVERRIDES if not o.startswith("total_steps")] + [
+    "optim.schedule=constant", "optim.warmup_steps=0", "checkpoint_every=2", "log_every=1"
+]
+# The tiny EDM U-Net of test_diffusion_experiment, with its EMA and sample grid.
+EDM = [
+    "batch_size=16", "checkpoint_every=2", "log_every=1", "data.image_size=16",
+    "model.channels=8", "model.channel_mult=(1, 2)", "model.attn_resolutions=(8,)",
+    "model.num_heads=2", "optim.warmup_steps=1", "eval.sample_grid.num_steps=2",
+    "eval.sample_grid.sampler=euler"
+]
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def _env(devices: int) -> dict:
+  return dict(os.environ,
+              PYTHONUNBUFFERED="1",
+              XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+
+
+def _command(config, workdir, data_dir, overrides):
+  return [
+      sys.executable, "-m", "jaxmm.cli", "train", "--config", f"configs/{config}", "--workdir",
+      str(workdir), f"--config.data.data_dir={data_dir}"
+  ] + [f"--config.{o}" for o in overrides]
+
+
+def _start(command, processes: int, devices: int):
+  """`processes` Popen of `command`, joined into one cluster when there are several."""
+  port = _free_port()
+  started = []
+  for i in range(processes):
+    cluster = [] if processes == 1 else [
+        "--coordinator_address", f"127.0.0.1:{port}", "--num_processes",
+        str(processes), "--process_id",
+        str(i), "--distributed_timeout", "120"
+    ]
+    started.append(
+        subprocess.Popen(command + cluster,
+                         cwd=REPO,
+                         env=_env(devices),
+                         stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE,
+                         text=True))
+  return started
+
+
+def _finish(started):
+  """Waits for every process; returns [(returncode, stdout, stderr)]."""
+  results = []
+  for process in started:
+    out, err = process.communicate(timeout=TIMEOUT)
+    results.append((process.returncode, out, err))
+  return results
+
+
+def _train(config, workdir, data_dir, overrides, processes, devices):
+  results = _finish(_start(_command(config, workdir, data_dir, overrides), processes, devices))
+  for code, _, err in results:
+    assert code == 0, err[-3000:]
+  return results
+
+
+def _assert_same_trees(a, b, rtol=1e-5, atol=1e-6):
+  import jax  # pylint: disable=import-outside-toplevel
+  paths_a, paths_b = jax.tree.leaves_with_path(a), jax.tree.leaves_with_path(b)
+  assert [p for p, _ in paths_a] == [p for p, _ in paths_b]
+  for (path, x), (_, y) in zip(paths_a, paths_b):
+    np.testing.assert_allclose(x, y, rtol=rtol, atol=atol, err_msg=jax.tree_util.keystr(path))
+
+
+def _losses(workdir):
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    records = [json.loads(line) for line in f]
+  return {r["step"]: r["train/loss"] for r in records if "train/loss" in r}
+
+
+def test_two_processes_equal_one_siglip_with_zero_shot(tmp_path, shapes_data_dir):
+  overrides = SIGLIP + ["total_steps=4", "eval_every=4"]
+  single, multi = tmp_path / "1x8", tmp_path / "2x4"
+  _train("siglip_shapes.py", single, shapes_data_dir, overrides, 1, 8)
+  results = _train("siglip_shapes.py", multi, shapes_data_dir, overrides, 2, 4)
+  # One progress bar and one set of log lines: process 0's.
+  assert "[4] train/" in results[0][1] and "[4] train/" not in results[1][1]
+  one, two = analysis.load_run(str(single)), analysis.load_run(str(multi))
+  assert two.step == 4 and analysis.checkpoint_steps(str(multi)) == [2, 4]
+  _assert_same_trees(one.params, two.params)
+  _assert_same_trees(one.opt_state, two.opt_state)
+  loss_one, loss_two = _losses(single), _losses(multi)
+  assert sorted(loss_two) == [1, 2, 3, 4]
+  np.testing.assert_allclose([loss_two[s] for s in loss_two], [loss_one[s] for s in loss_two],
+                             rtol=1e-5)
+  with open(single / "zero_shot.json") as f:
+    expected = json.load(f)["4"]
+  with open(multi / "zero_shot.json") as f:
+    got = json.load(f)["4"]
+  assert got.keys() == expected.keys()
+  for name in expected:  # every class decided the same way: accuracies equal exactly
+    assert got[name] == pytest.approx(expected[name], abs=1e-9), name
+
+
+@pytest.mark.slow
+def test_two_processes_equal_one_diffusion_with_ema_and_grid(tmp_path, shapes_data_dir):
+  overrides = EDM + ["total_steps=4", "eval_every=4"]
+  single, multi = tmp_path / "1x8", tmp_path / "2x4"
+  _train("edm_shapes.py", single, shapes_data_dir, overrides, 1, 8)
+  _train("edm_shapes.py", multi, shapes_data_dir, overrides, 2, 4)
+  one, two = analysis.load_run(str(single)), analysis.load_run(str(multi))
+  _assert_same_trees(one.params, two.params)
+  _assert_same_trees(one.ema, two.ema)
+  assert sorted(p.name for p in multi.glob("samples*")) == sorted(
+      p.name for p in single.glob("samples*")) != []
+
+
+@pytest.mark.slow
+def test_elastic_resume_on_one_process_and_another_mesh(tmp_path, shapes_data_dir):
+  """Checkpointed by 2 processes x 4 devices at step 4, continued to step 8 on 1 x 8 devices
+  with mesh (8,1,1) and with mesh (2,2,2): both equal an uninterrupted 1 x 8 run."""
+  reference, first = tmp_path / "reference", tmp_path / "elastic"
+  _train("siglip_shapes.py", reference, shapes_data_dir, SIGLIP + ["total_steps=8"], 1, 8)
+  _train("siglip_shapes.py", first, shapes_data_dir, SIGLIP + ["total_steps=4"], 2, 4)
+  other_mesh = tmp_path / "elastic_222"
+  shutil.copytree(first, other_mesh)
+  _train("siglip_shapes.py", first, shapes_data_dir, SIGLIP + ["total_steps=8"], 1, 8)
+  _train("siglip_shapes.py", other_mesh, shapes_data_dir,
+         SIGLIP + ["total_steps=8", "mesh.data=2", "mesh.fsdp=2", "mesh.tensor=2"], 1, 8)
+  expected = analysis.load_run(str(reference))
+  for workdir in (first, other_mesh):
+    run = analysis.load_run(str(workdir))
+    assert run.step == 8
+    _assert_same_trees(run.params, expected.params, rtol=2e-5, atol=2e-6)
+    losses, reference_losses = _losses(workdir), _losses(reference)
+    np.testing.assert_allclose([losses[s] for s in range(5, 9)],
+                               [reference_losses[s] for s in range(5, 9)],
+                               rtol=2e-5)
+
+
+def test_sigterm_on_one_process_stops_all_at_one_saved_step(tmp_path, shapes_data_dir):
+  workdir = tmp_path / "run"
+  started = _start(
+      _command("siglip_shapes.py", workdir, shapes_data_dir,
+               SIGLIP + ["total_steps=100000", "checkpoint_every=1000"]), 2, 4)
+  deadline = time.time() + TIMEOUT
+  for line in started[0].stdout:  # process 0 logs every step
+    if re.match(r"^\[3\] train/", line):
+      break
+    assert time.time() < deadline
+  started[1].send_signal(signal.SIGTERM)  # process 1 only, as when one VM is preempted
+  results = _finish(started)
+  for code, _, err in results:
+    assert code == 128 + signal.SIGTERM, err[-3000:]
+  steps = analysis.checkpoint_steps(str(workdir))
+  assert len(steps) == 1 and 3 < steps[0] < 1000, steps
+  for _, _, err in results:  # each process names the step that was saved
+    assert f"saving checkpoint {steps[0]};" in err, err[-2000:]
+
+
+@pytest.mark.parametrize("flags, expected", [
+    (["--num_processes", "2", "--process_id", "2", "--coordinator_address", "127.0.0.1:1"],
+     "--process_id=2 is not below --num_processes=2"),
+    (["--num_processes", "2"], "missing --coordinator_address"),
+    (["--num_processes", "2", "--process_id", "0", "--coordinator_address", "localhost"],
+     "expected HOST:PORT"),
+])
+def test_distributed_flags_that_do_not_add_up(tmp_path, shapes_data_dir, flags, expected):
+  command = _command("siglip_shapes.py", tmp_path / "run", shapes_data_dir, SIGLIP) + flags
+  result = subprocess.run(command, cwd=REPO, env=_env(1), capture_output=True, text=True,
+                          timeout=TIMEOUT, check=False)
+  assert result.returncode == 2
+  assert result.stderr.strip().splitlines()[-1].startswith("jaxmm train: error: ")
+  assert expected in result.stderr
+  assert not (tmp_path / "run").exists()
+
+
+def test_unreachable_coordinator_fails_within_the_timeout(tmp_path, shapes_data_dir):
+  command = _command("siglip_shapes.py", tmp_path / "run", shapes_data_dir, SIGLIP) + [
+      "--coordinator_address", f"127.0.0.1:{_free_port()}", "--num_processes", "2",
+      "--process_id", "1", "--distributed_timeout", "3"
+  ]
+  start = time.time()
+  result = subprocess.run(command, cwd=REPO, env=_env(1), capture_output=True, text=True,
+                          timeout=TIMEOUT, check=False)
+  assert result.returncode == 2, result.stderr[-2000:]
+  last = result.stderr.strip().splitlines()[-1]
+  assert last.startswith("jaxmm train: error: could not reach the coordinator"), last
+  assert time.time() - start < 60
