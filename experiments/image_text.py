@@ -8,7 +8,6 @@ import functools
 import logging
 
 import jax
-from jax.sharding import PartitionSpec as P
 import jax.numpy as jnp
 import ml_collections
 
@@ -55,11 +54,7 @@ def make_contrastive_loss(loss_config: ml_collections.ConfigDict, mesh: jax.shar
   else:
     loss = losses.clip_loss
     scalars = ("log_scale",)
-  batch = P(parallel.BATCH_AXES)
-  sharded = jax.shard_map(functools.partial(loss, axis_name=parallel.BATCH_AXES),
-                          mesh=mesh,
-                          in_specs=(batch, batch) + (P(),) * len(scalars),
-                          out_specs=P())
+  sharded = parallel.over_batch_axes(loss, mesh, num_batched=2, num_replicated=len(scalars))
 
   def contrastive_loss(zimg, ztxt, aux):
     missing = [name for name in scalars if name not in aux]
