@@ -284,6 +284,11 @@ def main(argv=None) -> None:
   except errors.Interrupted as e:
     sys.stderr.write(f"{args.parser.prog}: {e}\n")
     sys.exit(128 + e.signum)
+  except BrokenPipeError:
+    # The reader went away (`jaxmm inspect ... | head`): stop quietly, as other tools do,
+    # with stdout pointed at /dev/null so that the interpreter's final flush cannot fail too.
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    sys.exit(1)
 
 
 if __name__ == "__main__":

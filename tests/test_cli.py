@@ -2,6 +2,10 @@
 import json
 import math
 import pathlib
+import os
+import subprocess
+import sys
+
 import pytest
 
 from jaxmm import cli
@@ -139,6 +143,25 @@ def test_inspect_prints_overridden_config(capsys):
 def test_inspect_json(capsys):
   cli.main(["inspect", "--config=configs/clip_shapes.py", "--json", "--config.seed=7"])
   assert json.loads(capsys.readouterr().out)["seed"] == 7
+
+
+def test_output_into_a_closed_pipe_ends_quietly():
+  # As in `jaxmm inspect ... | head -1` once head has left: every write fails with EPIPE.
+  read_end, write_end = os.pipe()
+  os.close(read_end)
+  try:
+    result = subprocess.run(
+        [sys.executable, "-m", "jaxmm.cli", "inspect", "--config", "configs/siglip_shapes.py"],
+        stdout=write_end,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=pathlib.Path(__file__).resolve().parents[1],
+        check=False,
+        timeout=120)
+  finally:
+    os.close(write_end)
+  assert result.returncode == 1
+  assert result.stderr == ""
 
 
 @pytest.fixture
