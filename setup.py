@@ -14,9 +14,11 @@ INSTALL_REQUIRES = [
     "grain>=0.2.18,<0.3",
     "ml_collections>=1.1.0,<1.2",
     "chex>=0.1.92",
+    "etils[epath]>=1.15",
     "einops>=0.8.2",
     "absl-py>=2.1",
     "numpy>=2.0",
+    "scikit-learn>=1.6,<2",  # load_digits: the bundled `digits` dataset ships inside it
     "pillow>=11",
     "tensorboardX>=2.6",
     "tqdm>=4.66",
@@ -45,6 +47,9 @@ setuptools.setup(
         # Only needed to prepare public TFDS datasets with image features.
         "tf": ["tensorflow-cpu>=2.21,<2.22"],
         "sentencepiece": ["sentencepiece>=0.2"],
+        # Workdirs and data dirs in gs:// buckets: gcsfs serves etils.epath; orbax and
+        # tensorboardX use the Cloud Storage client.
+        "gcs": ["gcsfs>=2026.9", "google-cloud-storage>=3.14.1"],
     },
     entry_points={"console_scripts": ["jaxmm=jaxmm.cli:main"]},
 )

@@ -29,7 +29,9 @@ def synthetic_batch(config, seed: int = 0) -> dict[str, np.ndarray]:
 def step_flops(config) -> int:
   """Model FLOPs of one train step: 3x the forward matmuls (jaxmm.models.flops) plus the
   [B, B] logits of the loss."""
-  per_example = models.model_flops_per_example(config.model, image_size=config.data.image_size)
+  per_example = models.model_flops_per_example(config.model,
+                                               image_size=config.data.image_size,
+                                               train=True)
   logits = 2 * config.batch_size * config.model.embed_dim
   return 3 * config.batch_size * (per_example + logits)
 

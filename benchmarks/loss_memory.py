@@ -1,14 +1,17 @@
-"""XLA temp memory of the SigLIP loss's value and gradient, dense vs sharded.
+"""XLA temp memory of the SigLIP and CLIP losses' value and gradient, dense vs sharded.
 
-Compiles (never runs) value_and_grad of `siglip_loss` w.r.t. both embeddings,
-log_scale and bias at a few global batch sizes B:
+Compiles (never runs, so no batch is too large for the host) value_and_grad
+of `siglip_loss` and `clip_loss` w.r.t. both embeddings and the loss's
+scalars (log_scale, and SigLIP's bias) at a few global batch sizes B:
   dense   one device, the whole [B, B] logits;
   gather  shard_map over n simulated CPU devices, [B/n, B] logits rows each;
   ring    the same, one recomputed [B/n, B/n] logits block at a time;
 and prints `compiled.memory_analysis().temp_size_in_bytes` in MiB (per
-device for the sharded variants) with the ratios.
+device for the sharded variants), the ratios, and the ring's memory in
+float32 [b, b] blocks, b = B/n: a constant number of blocks as B grows is
+memory that scales as (B/n)².
 
-  PYTHONPATH=. python benchmarks/loss_memory.py --batch 1024 4096 16384 --dim 64
+  PYTHONPATH=. python benchmarks/loss_memory.py --batch 1024 4096 16384 65536 --dim 64
 """
 import argparse
 import os
@@ -19,7 +22,7 @@ def parse_args():
   parser.add_argument("--batch",
                       type=int,
                       nargs="+",
-                      default=[1024, 4096, 16384],
+                      default=[1024, 4096, 16384, 65536],
                       help="global batch sizes B")
   parser.add_argument("--dim", type=int, default=64, help="embedding dim D")
   parser.add_argument("--devices",
@@ -40,34 +43,38 @@ def main():
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   from jax.sharding import AxisType  # pylint: disable=import-outside-toplevel
   from jax.sharding import PartitionSpec as P  # pylint: disable=import-outside-toplevel
-  from jaxmm.losses import siglip_loss  # pylint: disable=import-outside-toplevel
+  from jaxmm import losses  # pylint: disable=import-outside-toplevel
 
   mesh = jax.make_mesh((args.devices,), ("data",), axis_types=(AxisType.Auto,))
   scalar = jax.ShapeDtypeStruct((), jnp.float32)
+  # Each loss with its number of scalar parameters after the two embeddings.
+  loss_fns = {"SigLIP": (losses.siglip_loss, 2), "CLIP": (losses.clip_loss, 1)}
 
-  def temp_mib(loss, batch):
+  def temp_mib(loss, num_scalars, batch):
     z = jax.ShapeDtypeStruct((batch, args.dim), jnp.float32)
-    compiled = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2, 3))).lower(z, z, scalar,
-                                                                             scalar).compile()
+    grad_fn = jax.value_and_grad(loss, argnums=tuple(range(2 + num_scalars)))
+    compiled = jax.jit(grad_fn).lower(z, z, *(scalar,) * num_scalars).compile()
     return compiled.memory_analysis().temp_size_in_bytes / 2**20
 
-  def sharded(variant):
-    return jax.shard_map(
-        lambda zi, zt, s, b: siglip_loss(zi, zt, s, b, axis_name="data", variant=variant),
-        mesh=mesh,
-        in_specs=(P("data"), P("data"), P(), P()),
-        out_specs=P())
+  def sharded(loss, num_scalars, variant):
+    return jax.shard_map(lambda *a: loss(*a, axis_name="data", variant=variant),
+                         mesh=mesh,
+                         in_specs=(P("data"), P("data")) + (P(),) * num_scalars,
+                         out_specs=P())
 
-  print(f"SigLIP value+grad, XLA temp MiB (D={args.dim}, "
-        f"{args.devices} CPU devices; gather/ring per device)")
-  print(f"{'B':>7} {'dense':>10} {'gather':>10} {'ring':>10} "
-        f"{'gather/ring':>12} {'dense/ring':>11}")
-  for batch in args.batch:
-    dense = temp_mib(siglip_loss, batch)
-    gather = temp_mib(sharded("gather"), batch)
-    ring = temp_mib(sharded("ring"), batch)
-    print(f"{batch:>7} {dense:>10.2f} {gather:>10.2f} {ring:>10.2f} "
-          f"{gather / ring:>12.1f} {dense / ring:>11.1f}")
+  for name, (loss, num_scalars) in loss_fns.items():
+    print(f"{name} value+grad, XLA temp MiB (D={args.dim}, "
+          f"{args.devices} CPU devices; gather/ring per device)")
+    print(f"{'B':>7} {'dense':>10} {'gather':>10} {'ring':>10} "
+          f"{'gather/ring':>12} {'dense/ring':>11} {'ring/[b,b]':>11}")
+    for batch in args.batch:
+      dense = temp_mib(loss, num_scalars, batch)
+      gather = temp_mib(sharded(loss, num_scalars, "gather"), num_scalars, batch)
+      ring = temp_mib(sharded(loss, num_scalars, "ring"), num_scalars, batch)
+      block_mib = (batch // args.devices)**2 * 4 / 2**20
+      print(f"{batch:>7} {dense:>10.2f} {gather:>10.2f} {ring:>10.2f} "
+            f"{gather / ring:>12.1f} {dense / ring:>11.1f} {ring / block_mib:>11.2f}")
+    print()
 
 
 if __name__ == "__main__":

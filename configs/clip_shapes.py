@@ -1,6 +1,7 @@
 """CLIP (Radford et al. 2021) on the shapes dataset, the softmax baseline to SigLIP.
 
   jaxmm train --config configs/clip_shapes.py --workdir /tmp/clip
+  jaxmm train --config configs/clip_shapes.py:base --config.loss.variant=ring --workdir runs/clip
 """
 from jaxmm.configs import image_text_shapes
 from jaxmm import losses

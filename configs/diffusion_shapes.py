@@ -10,7 +10,11 @@ Variants (the `ARG` of `--config configs/NAME.py:ARG`):
   unet: a small DDPM++-style U-Net (the default), sized for a 2-core CPU.
   dit:  a DiT of similar cost (patch 4, adaLN-Zero blocks).
 """
+import dataclasses
+
 import ml_collections
+
+from jaxmm import diffusion
 
 MODELS = {
     "unet":
@@ -65,9 +69,12 @@ def get_config(arg: str, *, schedule: str) -> ml_collections.ConfigDict:
 
   config.model = dict(MODELS[arg], num_classes=(6, 8), dtype="float32", remat=False)
 
-  # The objective (jaxmm.diffusion.get_schedule) and classifier-free guidance's
-  # label dropout (Ho & Salimans 2022 use 0.1-0.2).
-  config.diffusion = dict(schedule=schedule, label_dropout=0.1)
+  # The objective (jaxmm.diffusion.get_schedule) with its hyperparameters, each
+  # overridable (--config.diffusion.schedule_args.P_mean=-0.4), and classifier-free
+  # guidance's label dropout (Ho & Salimans 2022 use 0.1-0.2).
+  config.diffusion = dict(schedule=schedule,
+                          schedule_args=dataclasses.asdict(diffusion.get_schedule(schedule)),
+                          label_dropout=0.1)
 
   config.optim = dict(
       name="adamw",

@@ -80,6 +80,9 @@ def get_config(arg: str, *, loss: str, init_log_scale: float, init_bias, b2: flo
   # Parameter averages (jaxmm.train.ema): e.g. decays=(0.999,) or EDM2's sigma_rels=(0.05,).
   config.ema = dict(decays=(), sigma_rels=())
   config.mesh = dict(v["mesh"])
+  # Parameter subtrees a new run copies from another run (jaxmm.train.init_from), e.g.
+  # workdir="runs/siglip_shapes", subtrees={"image_tower": "image_tower"}.
+  config.init_from = dict(workdir=None, step=None, subtrees={})
 
   config.data = dict(name="shapes",
                      data_dir=None,
@@ -100,7 +103,8 @@ def get_config(arg: str, *, loss: str, init_log_scale: float, init_bias, b2: flo
       dtype=v["dtype"],
       remat=v["remat"],
       attention="xla",  # "cudnn": fused flash attention on NVIDIA GPUs (bf16)
-      image=dict(v["image"], pool="gap", stem="patch"),
+      # patch_dropout: the fraction of patches FLIP drops in training (jaxmm.models.patch_dropout).
+      image=dict(v["image"], pool="gap", stem="patch", patch_dropout=0.0),
       # 256 byte values, 0 (NUL) padding: the 'bytes' tokenizer needs no vocabulary file.
       text=dict(v["text"], vocab_size=256, pad_id=0),
       init_log_scale=init_log_scale,
@@ -108,7 +112,11 @@ def get_config(arg: str, *, loss: str, init_log_scale: float, init_bias, b2: flo
   # One length for tokenizer and position embeddings: overriding either sets both.
   config.model.text.max_len = config.data.get_ref("max_len")
 
-  # 'ring' only matters for SigLIP; CLIP's softmax needs every row's logits.
+  # How a batch sharded over devices is reduced (jaxmm.losses): 'gather'
+  # forms each shard's [b, B] logits rows at once, 'ring' passes [b, b]
+  # blocks around the devices, so memory does not grow with their number.
+  # SigLIP defaults to 'ring' as its paper does; CLIP to 'gather', which
+  # takes fewer collective steps while [b, B] logits fit in memory.
   config.loss = dict(name=loss, variant="ring" if loss == "siglip" else "gather")
 
   config.optim = dict(name="adamw",
@@ -120,8 +128,30 @@ def get_config(arg: str, *, loss: str, init_log_scale: float, init_bias, b2: flo
                       momentum=0.9,  # SGD only
                       warmup_steps=v["warmup_steps"],
                       schedule="cosine",
-                      grad_clip_norm=1.0)
+                      grad_clip_norm=1.0,
+                      # (regex, 'frozen' | 'no_decay' | lr multiplier) pairs, first match wins
+                      # (jaxmm.train.partition).
+                      partition=())
 
   # Evaluators by name (experiments.image_text.EVALUATORS), each with its settings.
-  config.eval = dict(zero_shot=dict(batch_size=v["eval_batch_size"]))
+  # The probe and k-NN learn from the first `train_examples` of the training
+  # split (None: all of it); 5,000 of shapes' 20,000 take a few seconds on a
+  # 2-core CPU. labels=None classifies every class label of the dataset
+  # (shape, colour, size and position of `shapes`; the digit of `digits`).
+  batch_size = v["eval_batch_size"]
+  config.eval = dict(
+      zero_shot=dict(batch_size=batch_size),
+      retrieval=dict(batch_size=batch_size, ks=(1, 5, 10)),
+      linear_probe=dict(batch_size=batch_size,
+                        train_examples=5000,
+                        labels=None,
+                        l2=1e-4,
+                        max_steps=1000),
+      knn=dict(batch_size=batch_size,
+               train_examples=5000,
+               labels=None,
+               k=20,
+               vote="similarity",
+               temperature=0.07),
+  )
   return config

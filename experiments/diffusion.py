@@ -13,6 +13,8 @@ conditional and the unconditional denoiser. Parameter averages
 
 The evaluators a config names under `eval` are in `EVALUATORS`.
 """
+import dataclasses
+import io
 import logging
 import os
 
@@ -27,6 +29,7 @@ from jaxmm import errors
 from jaxmm import evaluators
 from jaxmm import models
 from jaxmm import parallel
+from jaxmm import storage
 from jaxmm.evaluators import sample_grid
 from jaxmm.evaluators import zero_shot
 from jaxmm.train import ema as ema_lib
@@ -37,9 +40,23 @@ JUDGE_FILE = "judge.json"
 TWO_SAMPLE_FILE = "two_sample.json"
 
 
+def make_schedule(config: ml_collections.ConfigDict):
+  """`config.diffusion.schedule` with the hyperparameters in `diffusion.schedule_args` (runs
+  saved without that key use the schedule's defaults)."""
+  name, schedule_args = config.diffusion.schedule, config.diffusion.get("schedule_args") or {}
+  schedule_cls = diffusion.SCHEDULES[errors.one_of("diffusion.schedule", name,
+                                                   diffusion.SCHEDULES)]
+  foreign = sorted(set(schedule_args) - {f.name for f in dataclasses.fields(schedule_cls)})
+  if foreign:
+    raise errors.UserError(f"diffusion.schedule_args has {', '.join(foreign)}, which the {name!r} "
+                           f"schedule does not take; start from configs/{name}_shapes.py rather "
+                           "than overriding diffusion.schedule, or remove those arguments")
+  return diffusion.get_schedule(name, **schedule_args)
+
+
 def check_config(config: ml_collections.ConfigDict) -> None:
   """Raises `UserError` for a diffusion value that cannot work, before anything is built."""
-  diffusion.get_schedule(config.diffusion.schedule)
+  make_schedule(config)
   rate = config.diffusion.label_dropout
   if not 0 <= rate < 1:
     raise errors.UserError(f"diffusion.label_dropout={rate!r} must lie in [0, 1), e.g. 0.1")
@@ -85,7 +102,7 @@ def drop_labels(labels: jax.Array, rng: jax.Array, rate: float) -> jax.Array:
 def make_loss_fn(model, config: ml_collections.ConfigDict):
   """loss_fn(params, model_state, batch, rng) -> (loss, metrics, model_state): the mean of
   λ(σ)·‖D(x0 + σn, σ) − x0‖² over the batch (jaxmm.diffusion.denoising_loss)."""
-  schedule = diffusion.get_schedule(config.diffusion.schedule)
+  schedule = make_schedule(config)
   label_keys, rate = tuple(config.data.label_keys), config.diffusion.label_dropout
 
   def loss_fn(params, model_state, batch, rng):
@@ -126,7 +143,7 @@ def make_sampler(model, config: ml_collections.ConfigDict):
   Jitted once per (num, sampler, num_steps, guidance); σ runs over the
   schedule's sampling range.
   """
-  schedule = diffusion.get_schedule(config.diffusion.schedule)
+  schedule = make_schedule(config)
   shape = example_shape(config.data)
 
   def sample(params, rng, labels, num, *, sampler="heun", num_steps=18, guidance=1.0):
@@ -248,7 +265,9 @@ def write_samples(path: str, images: np.ndarray, labels: np.ndarray | None, conf
   """A grid PNG (one row per class of the first label) or an .npz with 'images' and 'labels'."""
   if path.endswith(".npz"):
     arrays = {"images": images} if labels is None else {"images": images, "labels": labels}
-    np.savez(path, **arrays)
+    npz = io.BytesIO()
+    np.savez(npz, **arrays)
+    storage.write_bytes(storage.absolute(path), npz.getvalue())
     return
   num_classes = tuple(config.model.num_classes)
   sample_grid.write_png(path, images, num_classes[1] if len(num_classes) > 1 else 8)

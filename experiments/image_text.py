@@ -1,8 +1,8 @@
 """Image-text contrastive pretraining: CLIP (softmax) or SigLIP (sigmoid) loss.
 
 Composes jaxmm: a two-tower model, a contrastive loss run under `shard_map`
-over the batch axes, the input pipeline, zero-shot evaluation, and the
-generic loop.
+over the batch axes, the input pipeline, evaluation (zero-shot, retrieval,
+linear probe and k-NN, by name under `config.eval`), and the generic loop.
 """
 import functools
 import logging
@@ -17,19 +17,22 @@ from jaxmm import evaluators
 from jaxmm import losses
 from jaxmm import models
 from jaxmm import parallel
+from jaxmm.models import patch_dropout
 from jaxmm.models import vit
 
 LOSSES = ("siglip", "clip")
+# The values of loss.variant each loss takes: how a sharded batch is reduced.
+VARIANTS = {"siglip": losses.SIGLIP_VARIANTS, "clip": losses.CLIP_VARIANTS}
 
 log = logging.getLogger("jaxmm")
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:
   """Raises `UserError` for an image-text value that cannot work, before anything is built."""
-  if errors.one_of("loss.name", config.loss.name, LOSSES) == "siglip":
-    errors.one_of("loss.variant", config.loss.variant, losses.SIGLIP_VARIANTS)
-    if config.model.init_bias is None:
-      raise errors.UserError("loss.name='siglip' needs a bias: set --config.model.init_bias=-10")
+  loss_name = errors.one_of("loss.name", config.loss.name, LOSSES)
+  errors.one_of("loss.variant", config.loss.variant, VARIANTS[loss_name])
+  if loss_name == "siglip" and config.model.init_bias is None:
+    raise errors.UserError("loss.name='siglip' needs a bias: set --config.model.init_bias=-10")
   image = config.model.image
   errors.one_of("model.image.pool", image.pool, vit.POOLS)
   errors.one_of("model.image.stem", image.stem, vit.STEMS)
@@ -41,9 +44,11 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   if image.patch_size > 0 and config.data.image_size % image.patch_size:
     raise errors.UserError(f"model.image.patch_size={image.patch_size} must divide "
                            f"data.image_size={config.data.image_size}")
+  if image.patch_size > 0:
+    patch_dropout.kept_count((config.data.image_size // image.patch_size)**2, image.patch_dropout)
   for name in config.eval:
     errors.one_of("evaluator name under eval", name, EVALUATORS)
-  errors.integer_at_least("eval.zero_shot.batch_size", config.eval.zero_shot.batch_size, 1)
+    errors.integer_at_least(f"eval.{name}.batch_size", config.eval[name].batch_size, 1)
 
 
 def make_contrastive_loss(loss_config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh):
@@ -52,7 +57,7 @@ def make_contrastive_loss(loss_config: ml_collections.ConfigDict, mesh: jax.shar
     loss = functools.partial(losses.siglip_loss, variant=loss_config.variant)
     scalars = ("log_scale", "bias")
   else:
-    loss = losses.clip_loss
+    loss = functools.partial(losses.clip_loss, variant=loss_config.variant)
     scalars = ("log_scale",)
   sharded = parallel.over_batch_axes(loss, mesh, num_batched=2, num_replicated=len(scalars))
 
@@ -71,8 +76,12 @@ def make_loss_fn(model, loss_config, mesh):
   contrastive_loss = make_contrastive_loss(loss_config, mesh)
 
   def loss_fn(params, model_state, batch, rng):
-    del rng  # the model is deterministic
-    zimg, ztxt, aux = model.apply({"params": params}, batch["image"], batch["tokens"])
+    # The step's rng drives FLIP's patch dropout; evaluators call the model with train=False.
+    zimg, ztxt, aux = model.apply({"params": params},
+                                  batch["image"],
+                                  batch["tokens"],
+                                  train=True,
+                                  rngs={"patch_dropout": rng})
     metrics = {"scale": jnp.exp(aux["log_scale"])}
     if "bias" in aux:
       metrics["bias"] = aux["bias"]
@@ -103,33 +112,126 @@ def check_tokenizer(tokenizer, config):
                            f"--config.model.text.pad_id={tokenizer.pad_id}")
 
 
-def make_zero_shot_evaluator(model, config, mesh, workdir, tokenizer):
-  """evaluator(state, step): zero-shot classification with the trained parameters."""
-  evaluate = evaluators.make_evaluator(
-      tasks=evaluators.zero_shot_tasks(config.data.name),
-      encode_images=lambda p, x: model.apply({"params": p}, x, method=model.encode_image),
-      encode_tokens=lambda p, t: model.apply({"params": p}, t, method=model.encode_text),
-      tokenize=lambda texts: tokenizer.encode_batch(texts, config.data.max_len),
-      eval_batches=lambda: data.eval_batches(config.data,
-                                             split=config.data.eval_split,
-                                             batch_size=config.eval.zero_shot.batch_size,
-                                             process_index=jax.process_index(),
-                                             process_count=jax.process_count()),
-      mesh=mesh,
-      text_batch_size=config.eval.zero_shot.batch_size,
-      workdir=workdir)
+def encode_image(model):
+  """(params, images [b, S, S, 3]) -> unit-norm image embeddings [b, E]."""
+  return lambda p, x: model.apply({"params": p}, x, method=model.encode_image)
+
+
+def encode_text(model):
+  """(params, tokens [b, L]) -> unit-norm caption embeddings [b, E]."""
+  return lambda p, t: model.apply({"params": p}, t, method=model.encode_text)
+
+
+def eval_batches(config, split, batch_size):
+  """A pass over `split` in this process's rows of global batches of `batch_size`."""
+  return data.eval_batches(config.data,
+                           split=split,
+                           batch_size=batch_size,
+                           process_index=jax.process_index(),
+                           process_count=jax.process_count())
+
+
+def make_split_embeddings(model, config, mesh) -> evaluators.SplitEmbeddings:
+  """Image and caption embeddings of the dataset's splits, shared by the evaluators of a step."""
+  return evaluators.SplitEmbeddings(
+      {"image": ("image", encode_image(model)), "text": ("tokens", encode_text(model))},
+      functools.partial(eval_batches, config), mesh)
+
+
+def _of_params(evaluate):
+  """evaluator(params, step) -> evaluator(state, step), evaluating the trained parameters."""
   return lambda state, step: evaluate(state.params, step)
 
 
+def make_zero_shot_evaluator(model, config, mesh, workdir, tokenizer, embeddings=None):
+  """evaluator(state, step): zero-shot classification with the trained parameters."""
+  del embeddings  # it embeds the eval split along with its prompts
+  batch_size = config.eval.zero_shot.batch_size
+  return _of_params(
+      evaluators.make_evaluator(
+          tasks=evaluators.zero_shot_tasks(config.data.name),
+          encode_images=encode_image(model),
+          encode_tokens=encode_text(model),
+          tokenize=lambda texts: tokenizer.encode_batch(texts, config.data.max_len),
+          eval_batches=lambda: eval_batches(config, config.data.eval_split, batch_size),
+          mesh=mesh,
+          text_batch_size=batch_size,
+          workdir=workdir))
+
+
+def make_retrieval_evaluator(model, config, mesh, workdir, tokenizer, embeddings):
+  """evaluator(state, step): image↔text recall@k on the eval split."""
+  del model, mesh, tokenizer  # `embeddings` encodes the eval batches, which carry the tokens
+  settings = config.eval.retrieval
+  return _of_params(
+      evaluators.make_retrieval_evaluator(embeddings,
+                                          split=config.data.eval_split,
+                                          batch_size=settings.batch_size,
+                                          ks=settings.ks,
+                                          workdir=workdir))
+
+
+def _training_examples(config, name) -> tuple[str, int]:
+  """The split a probe or k-NN learns from and its size: the first eval.<name>.train_examples
+  of data.train_split, or all of it when that is None or more than it has."""
+  split, wanted = config.data.train_split, config.eval[name].train_examples
+  size = data.split_reader(config.data, split).num_examples
+  if wanted is None or errors.integer_at_least(f"eval.{name}.train_examples", wanted, 1) >= size:
+    return split, size
+  return f"{split}[:{wanted}]", wanted
+
+
+def _classifier_settings(config, workdir, embeddings, name) -> dict:
+  """The arguments the linear-probe and k-NN evaluators share, from config.eval[name]."""
+  settings = config.eval[name]
+  labels = evaluators.chosen_labels(data.class_labels(config.data), settings.labels,
+                                    config.data.name, f"eval.{name}")
+  return dict(embeddings=embeddings,
+              train_split=_training_examples(config, name)[0],
+              eval_split=config.data.eval_split,
+              batch_size=settings.batch_size,
+              labels=labels,
+              workdir=workdir)
+
+
+def make_linear_probe_evaluator(model, config, mesh, workdir, tokenizer, embeddings):
+  """evaluator(state, step): accuracy of linear probes on the frozen image embeddings."""
+  del model, mesh, tokenizer  # `embeddings` encodes the images
+  settings = config.eval.linear_probe
+  return _of_params(
+      evaluators.make_linear_probe_evaluator(
+          l2=settings.l2,
+          max_steps=settings.max_steps,
+          **_classifier_settings(config, workdir, embeddings, "linear_probe")))
+
+
+def make_knn_evaluator(model, config, mesh, workdir, tokenizer, embeddings):
+  """evaluator(state, step): k-NN accuracy among the training split's image embeddings."""
+  del model, mesh, tokenizer  # `embeddings` encodes the images
+  settings = config.eval.knn
+  return _of_params(
+      evaluators.make_knn_evaluator(num_train=_training_examples(config, "knn")[1],
+                                    k=settings.k,
+                                    vote=settings.vote,
+                                    temperature=settings.temperature,
+                                    **_classifier_settings(config, workdir, embeddings, "knn")))
+
+
 # The evaluators a config may name under `eval` (their settings beside).
-EVALUATORS = {"zero_shot": make_zero_shot_evaluator}
+EVALUATORS = {
+    "zero_shot": make_zero_shot_evaluator,
+    "retrieval": make_retrieval_evaluator,
+    "linear_probe": make_linear_probe_evaluator,
+    "knn": make_knn_evaluator,
+}
 
 
 def build(config: ml_collections.ConfigDict, workdir: str, mesh: jax.sharding.Mesh) -> dict:
   """The experiment's parts for `jaxmm.train.run`: init, loss, data and the evaluators
   named under `config.eval` (none when eval_every=0)."""
   check_config(config)
-  parallel.check_batch_size(config.eval.zero_shot.batch_size, mesh, "eval.zero_shot.batch_size")
+  for name in config.eval:
+    parallel.check_batch_size(config.eval[name].batch_size, mesh, f"eval.{name}.batch_size")
   tokenizer = data.get_tokenizer(config.data.tokenizer)
   check_tokenizer(tokenizer, config)
   model = models.get_model(config.model)
@@ -142,9 +244,13 @@ def build(config: ml_collections.ConfigDict, workdir: str, mesh: jax.sharding.Me
   truncation = data.truncation_warning(config.data)
   if truncation:
     log.warning(truncation)
+  embeddings = make_split_embeddings(model, config, mesh)
   return dict(init_variables=make_init_variables(model, config),
               loss_fn=make_loss_fn(model, config.loss, mesh),
               train_data=train_data,
+              # In the registry's order, whatever the config's: zero-shot first.
               evaluators=[
-                  EVALUATORS[name](model, config, mesh, workdir, tokenizer) for name in config.eval
+                  make(model, config, mesh, workdir, tokenizer, embeddings)
+                  for name, make in EVALUATORS.items()
+                  if name in config.eval
               ] if config.eval_every else [])

@@ -3,6 +3,7 @@
   jaxmm train   --config configs/NAME.py[:ARG] --workdir DIR [--config.KEY=VALUE ...]
   jaxmm inspect --config configs/NAME.py[:ARG] [--json] [--config.KEY=VALUE ...]
   jaxmm inspect --run DIR [--step N] [--json]
+  jaxmm inspect --memory --config FILE.py[:ARG] [--devices N,...] [--batch-sizes B,...] [--json]
   jaxmm sweep   --config configs/NAME.py[:ARG] --workdir DIR [--dry-run] [--launcher ...]
   jaxmm sweep   --summarize DIR
 
@@ -27,6 +28,7 @@ import logging as std_logging
 from jaxmm import config_loading
 from jaxmm import errors
 from jaxmm import host_memory
+from jaxmm import memory_command
 from jaxmm import sweep_command
 
 _OVERRIDES_HELP = """\
@@ -84,8 +86,10 @@ def _parser() -> argparse.ArgumentParser:
                        help="seconds to wait for every process to join (default 300)")
   inspect = add_command(
       "inspect", "Print a config resolved with its overrides, or a trained run's summary: its "
-      "config, checkpoints and latest metrics.",
-      "(--config FILE.py[:ARG] [--config.KEY=VALUE ...] | --run DIR [--step N]) [--json]",
+      "config, checkpoints and latest metrics, or (--memory) the per-device memory of a "
+      "config's train step.",
+      "(--config FILE.py[:ARG] [--config.KEY=VALUE ...] | --run DIR [--step N] | --memory "
+      "--config FILE.py[:ARG] [--devices N,...] [--batch-sizes B,...]) [--json]",
       takes_config=False)
   inspect.epilog = _OVERRIDES_HELP
   inspect.add_argument("--config",
@@ -94,6 +98,7 @@ def _parser() -> argparse.ArgumentParser:
   inspect.add_argument("--run", metavar="DIR", help="a workdir written by `jaxmm train`")
   inspect.add_argument("--step", type=int, help="with --run: checkpoint step (default: the latest)")
   inspect.add_argument("--json", action="store_true", help="print JSON instead of text")
+  memory_command.add_arguments(inspect)
   sample = add_command("sample",
                        "Sample a trained diffusion run into a PNG grid or an .npz of arrays.",
                        "--run DIR [--step N] [--ema NAME] [--num N] [--sampler NAME] [--steps N] "
@@ -190,7 +195,9 @@ def _sample(args) -> None:
 
 
 def _inspect(args, overrides) -> None:
-  """Prints the config of --config with its overrides, or the summary of the run in --run."""
+  """Prints the config of --config with its overrides, the summary of the run in --run, or
+  with --memory the per-device memory of the config's train step."""
+  memory_command.check_flags(args)
   if args.config is not None and args.run is not None:
     raise errors.UserError("give --config FILE.py[:ARG] or --run DIR, not both")
   if args.config is None and args.run is None:
@@ -199,6 +206,9 @@ def _inspect(args, overrides) -> None:
   if args.run is None:
     if args.step is not None:
       raise errors.UserError("--step goes with --run DIR (a checkpoint of that run)")
+    if args.memory:
+      memory_command.run(args, overrides)
+      return
     config = config_loading.load_config(args.config)
     config_loading.apply_overrides(config, overrides)
     text = config_loading.config_to_json(config) if args.json else str(config)

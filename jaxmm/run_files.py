@@ -17,6 +17,7 @@ import numpy as np
 
 from jaxmm import config_loading
 from jaxmm import errors
+from jaxmm import storage
 from jaxmm.train import checkpoints
 from jaxmm.train.metrics import METRICS_FILE
 
@@ -28,18 +29,18 @@ class NoRun(errors.UserError, FileNotFoundError):
 
 def _runs_in(folder: str) -> list[str]:
   """The subfolders of `folder` that hold a run's checkpoints/, sorted."""
-  if not os.path.isdir(folder):
-    return []
-  return sorted(name for name in os.listdir(folder)
-                if os.path.isdir(os.path.join(folder, name, checkpoints.CHECKPOINT_DIR)))
+  return [
+      name for name in storage.list_dir(folder)
+      if storage.is_dir(os.path.join(folder, name, checkpoints.CHECKPOINT_DIR))
+  ]
 
 
 def _no_run(workdir: str) -> NoRun:
   """The error for a `workdir` without a checkpoints/ folder."""
-  path = os.path.abspath(workdir)
-  if os.path.isfile(path):
+  path = storage.absolute(workdir)
+  if storage.is_file(path):
     problem = "it is a file"
-  elif not os.path.exists(path):
+  elif not storage.exists(path):
     problem = "there is no such folder"
   else:
     problem = f"it has no {checkpoints.CHECKPOINT_DIR}/ folder"
@@ -49,11 +50,12 @@ def _no_run(workdir: str) -> NoRun:
 def _what_to_pass(workdir: str) -> str:
   """What to pass instead of `workdir`, which holds no run: the run it lies in, the runs it
   holds, a run with a similar name beside it, or else what a run's workdir is."""
-  path = os.path.abspath(workdir)
+  path = storage.absolute(workdir)
   for folder in (path, os.path.dirname(path)):  # <run>/checkpoints or <run>/checkpoints/<step>
     if os.path.basename(folder) == checkpoints.CHECKPOINT_DIR:
       run_dir = os.path.dirname(folder)
-      run_dir = run_dir if os.path.isabs(workdir) else os.path.relpath(run_dir)
+      keep = os.path.isabs(workdir) or not storage.is_local(workdir)
+      run_dir = run_dir if keep else os.path.relpath(run_dir)
       return f"pass the run's workdir, {run_dir!r}, not a folder inside it"
   inside = [os.path.join(workdir, name) for name in _runs_in(path)]
   if inside:
@@ -85,7 +87,7 @@ def _quiet():
 def read_only_manager(workdir: str):
   """A read-only orbax manager of workdir's checkpoints; library notes are held back while it
   is open. Raises `NoRun` if `workdir` has no checkpoints/ folder."""
-  if not os.path.isdir(os.path.join(workdir, checkpoints.CHECKPOINT_DIR)):
+  if not storage.is_dir(os.path.join(workdir, checkpoints.CHECKPOINT_DIR)):
     raise _no_run(workdir)
   with _quiet():
     manager = checkpoints.make_manager(workdir, read_only=True)
@@ -133,18 +135,17 @@ def read_metrics(workdir: str) -> dict[str, np.ndarray]:
   again after a resume keeps the values written last; a line cut short by a
   killed process is skipped. Without the file, the table has no rows.
   """
-  if not os.path.isdir(workdir):
+  if not storage.is_dir(workdir):
     raise _no_run(workdir)
   rows = {}
   path = os.path.join(workdir, METRICS_FILE)
-  if os.path.isfile(path):
-    with open(path, encoding="utf-8") as f:
-      for line in f:
-        try:
-          record = json.loads(line)
-        except json.JSONDecodeError:
-          continue
-        rows.setdefault(int(record.pop("step")), {}).update(record)
+  lines = storage.read_text(path).splitlines() if storage.is_file(path) else []
+  for line in lines:
+    try:
+      record = json.loads(line)
+    except json.JSONDecodeError:
+      continue
+    rows.setdefault(int(record.pop("step")), {}).update(record)
   steps = sorted(rows)
   names = sorted({name for row in rows.values() for name in row})
   table = {"step": np.asarray(steps, np.int64)}

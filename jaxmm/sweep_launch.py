@@ -13,6 +13,7 @@ import subprocess
 from collections.abc import Callable
 
 from jaxmm import config_loading
+from jaxmm import storage
 from jaxmm import sweep_plan
 from jaxmm.errors import UserError
 
@@ -154,6 +155,10 @@ def submit_slurm(sweep: sweep_plan.Sweep, python: str, task_options: list[str],
   are its `#SBATCH` options (`sbatch_options`). With
   `dry_run` both files are written and the sbatch command is printed.
   """
+  if not storage.is_local(sweep.workdir):
+    raise UserError(f"--launcher slurm with --workdir {sweep.workdir}: the Slurm nodes read the "
+                    "array script from the workdir, so give a folder on the cluster's shared "
+                    "filesystem (or use --launcher local or tpu with a bucket)")
   todo = [point for label, point in _labelled(sweep) if not _finished(sweep, label, point, dry_run)]
   if not todo:
     _note("every point is finished; nothing to submit", dry_run)

@@ -19,6 +19,7 @@ from typing import Any
 import ml_collections
 
 from jaxmm import config_loading
+from jaxmm import storage
 from jaxmm.errors import UserError
 
 SWEEP_FILE = "sweep.json"
@@ -154,7 +155,7 @@ def point_status(point_dir: str, total_steps: int) -> str:
     steps = []
   if steps and steps[-1] >= total_steps:
     return FINISHED
-  if steps or os.path.exists(os.path.join(point_dir, CONFIG_FILE)):
+  if steps or storage.exists(os.path.join(point_dir, CONFIG_FILE)):
     return PARTIAL
   return NOT_STARTED
 
@@ -173,9 +174,7 @@ def write_record(sweep: Sweep) -> None:
                 arg=arg,
                 base_overrides=sweep.base_overrides,
                 points={point.name: _as_json(point.overrides) for point in sweep.points})
-  os.makedirs(sweep.workdir, exist_ok=True)
-  with open(os.path.join(sweep.workdir, SWEEP_FILE), "w", encoding="utf-8") as f:
-    f.write(json.dumps(record, indent=2) + "\n")
+  storage.write_text(os.path.join(sweep.workdir, SWEEP_FILE), json.dumps(record, indent=2) + "\n")
 
 
 def _as_json(overrides: dict[str, Any]) -> dict[str, Any]:
@@ -184,12 +183,11 @@ def _as_json(overrides: dict[str, Any]) -> dict[str, Any]:
 
 
 def _has_record(workdir: str) -> bool:
-  return os.path.isfile(os.path.join(workdir, SWEEP_FILE))
+  return storage.is_file(os.path.join(workdir, SWEEP_FILE))
 
 
 def read_record(workdir: str) -> dict[str, Any]:
   """The contents of `workdir/sweep.json` (see the module docstring)."""
   if not _has_record(workdir):
     raise UserError(f"no {SWEEP_FILE} in {workdir!r}: give the --workdir of a `jaxmm sweep`")
-  with open(os.path.join(workdir, SWEEP_FILE), encoding="utf-8") as f:
-    return json.load(f)
+  return json.loads(storage.read_text(os.path.join(workdir, SWEEP_FILE)))

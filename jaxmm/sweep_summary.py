@@ -6,10 +6,12 @@ not started) and the value of `train/loss` and of every `eval/*` metric at the
 last step that logged it.
 """
 import csv
+import io
 import json
 import os
 from typing import Any
 
+from jaxmm import storage
 from jaxmm import sweep_plan
 
 SUMMARY_FILE = "summary.csv"
@@ -29,10 +31,11 @@ def summarize(workdir: str) -> None:
   table = [[row.get(column) for column in columns] for row in rows]
   print(format_table(columns, table))
   path = os.path.join(workdir, SUMMARY_FILE)
-  with open(path, "w", encoding="utf-8", newline="") as f:
-    writer = csv.writer(f)
-    writer.writerow(columns)
-    writer.writerows([["" if value is None else value for value in row] for row in table])
+  text = io.StringIO()
+  writer = csv.writer(text)
+  writer.writerow(columns)
+  writer.writerows([["" if value is None else value for value in row] for row in table])
+  storage.write_text(path, text.getvalue())
   print(f"wrote {path}")
 
 
@@ -41,7 +44,7 @@ def last_metrics(point_dir: str) -> tuple[int | None, dict[str, float]]:
   logged it}); (None, {}) before anything was logged."""
   # Imported here so that `jaxmm sweep` without --summarize, and its errors, need no JAX start-up.
   from jaxmm import analysis  # pylint: disable=import-outside-toplevel
-  if not os.path.isdir(point_dir):
+  if not storage.is_dir(point_dir):
     return None, {}
   table = analysis.read_metrics(point_dir)
   if not len(table["step"]):
@@ -53,10 +56,9 @@ def last_metrics(point_dir: str) -> tuple[int | None, dict[str, float]]:
 def _status(point_dir: str) -> str:
   """The point's status, against the total_steps of its latest launch (its config.json)."""
   config_path = os.path.join(point_dir, sweep_plan.CONFIG_FILE)
-  if not os.path.isfile(config_path):
+  if not storage.is_file(config_path):
     return sweep_plan.NOT_STARTED
-  with open(config_path, encoding="utf-8") as f:
-    total_steps = json.load(f)["total_steps"]
+  total_steps = json.loads(storage.read_text(config_path))["total_steps"]
   return sweep_plan.point_status(point_dir, total_steps)
 
 

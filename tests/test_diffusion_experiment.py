@@ -16,6 +16,7 @@ from jaxmm import cli
 from jaxmm import config_loading
 from jaxmm import data
 from jaxmm import diffusion
+from jaxmm import errors
 from jaxmm import models
 from jaxmm import parallel
 from jaxmm import train
@@ -208,12 +209,15 @@ def test_mixture_stream_is_a_pure_function_of_the_step():
   resumed = data.MixtureStream(diffusion.mixture_2d(), global_batch_size=8, seed=3)
   resumed.set_state({"next_index": 1})
   np.testing.assert_array_equal(next(resumed)["x"], first[1])
-  host_1 = data.MixtureStream(diffusion.mixture_2d(),
-                              global_batch_size=8,
-                              seed=3,
-                              process_index=1,
-                              process_count=2)
-  assert next(host_1)["x"].shape == (4, 2)
+  # Two hosts' rows make up the one-host batch, so a run may resume on another process count.
+  hosts = [
+      data.MixtureStream(diffusion.mixture_2d(),
+                         global_batch_size=8,
+                         seed=3,
+                         process_index=p,
+                         process_count=2) for p in range(2)
+  ]
+  np.testing.assert_array_equal(np.concatenate([next(host)["x"] for host in hosts]), first[0])
   big = next(data.MixtureStream(diffusion.mixture_2d(), global_batch_size=20000, seed=0))["x"]
   mixture = diffusion.mixture_2d()
   np.testing.assert_allclose(big.mean(0), mixture.weights @ mixture.means, atol=0.02)
@@ -242,3 +246,23 @@ def test_toy_training_approaches_the_mixture(tmp_path):
   after = _toy_run(tmp_path / "trained", "total_steps=600", "eval_every=600",
                    "checkpoint_every=600")
   assert after["600"]["two_sample/mmd2"] < 0.2 * before["1"]["two_sample/mmd2"]
+
+
+def test_schedule_hyperparameters_come_from_the_config(shapes_data_dir):
+  for name in ("edm_shapes.py", "flow_shapes.py", "vp_shapes.py", "ve_shapes.py"):
+    config = _config(shapes_data_dir, name)
+    assert diffusion_experiment.make_schedule(config) == diffusion.get_schedule(
+        config.diffusion.schedule)
+  shifted = _config(shapes_data_dir, "edm_shapes.py", "diffusion.schedule_args.P_mean=-0.4")
+  schedule = diffusion_experiment.make_schedule(shifted)
+  log_sigma = np.log(np.asarray(schedule.sample_sigma(jax.random.key(0), (20000,))))
+  assert abs(log_sigma.mean() - (-0.4)) < 0.05
+  # A run saved before the key existed trains with the schedule's defaults.
+  del shifted.diffusion["schedule_args"]
+  assert diffusion_experiment.make_schedule(shifted) == diffusion.get_schedule("edm")
+
+
+def test_schedule_args_of_another_schedule_say_what_to_do(shapes_data_dir):
+  config = _config(shapes_data_dir, "edm_shapes.py", "diffusion.schedule=ve")
+  with pytest.raises(errors.UserError, match="start from configs/ve_shapes.py"):
+    diffusion_experiment.check_config(config)

@@ -52,10 +52,11 @@ def _env(devices: int) -> dict:
 
 
 def _command(config, workdir, data_dir, overrides):
-  return [
+  command = [
       sys.executable, "-m", "jaxmm.cli", "train", "--config", f"configs/{config}", "--workdir",
-      str(workdir), f"--config.data.data_dir={data_dir}"
+      str(workdir)
   ] + [f"--config.{o}" for o in overrides]
+  return command if data_dir is None else command + [f"--config.data.data_dir={data_dir}"]
 
 
 def _start(command, processes: int, devices: int):
@@ -143,6 +144,42 @@ def test_two_processes_equal_one_diffusion_with_ema_and_grid(tmp_path, shapes_da
   _assert_same_trees(one.ema, two.ema)
   assert sorted(p.name for p in multi.glob("samples*")) == sorted(
       p.name for p in single.glob("samples*")) != []
+
+
+def _results(workdir, name, step):
+  with open(os.path.join(workdir, name)) as f:
+    return json.load(f)[str(step)]
+
+
+@pytest.mark.slow
+def test_two_processes_equal_one_judge_and_two_sample(tmp_path, shapes_data_dir):
+  """The diffusion evaluators, run by 2 x 4 devices, score what 1 x 8 scores: the judge's
+  conditional accuracies (to one sample) and FD, and the toy's MMD."""
+  judge = tmp_path / "judge"
+  _train("siglip_shapes.py", judge, shapes_data_dir, SIGLIP + ["total_steps=2", "data.max_len=48"],
+         1, 8)
+  judged = EDM + [
+      "total_steps=2", "eval_every=2", f"eval.judge.run={judge}", "eval.judge.per_pair=2",
+      "eval.judge.num_steps=2", "eval.judge.sampler=euler"
+  ]
+  toy = [
+      "total_steps=2", "eval_every=2", "checkpoint_every=2", "batch_size=64",
+      "optim.warmup_steps=1", "eval.two_sample.num=256", "eval.two_sample.num_steps=4"
+  ]
+  for config, data_dir, overrides, results_file in [
+      ("edm_shapes.py", shapes_data_dir, judged, "judge.json"),
+      ("edm_toy2d.py", None, toy, "two_sample.json")
+  ]:
+    single, multi = tmp_path / f"{config}_1x8", tmp_path / f"{config}_2x4"
+    _train(config, single, data_dir, overrides, 1, 8)
+    _train(config, multi, data_dir, overrides, 2, 4)
+    expected, got = _results(single, results_file, 2), _results(multi, results_file, 2)
+    assert got.keys() == expected.keys() and expected, results_file
+    for name, value in expected.items():
+      if "accuracy" in name:
+        assert got[name] == pytest.approx(value, abs=1 / 72 + 1e-9), name  # 36 pairs x 2
+      else:
+        assert got[name] == pytest.approx(value, rel=1e-3, abs=1e-6), name
 
 
 @pytest.mark.slow

@@ -195,7 +195,7 @@ def test_setup_copies_head_to_all_workers_and_installs_with_the_constraints():
   remote = _remote_command(install)
   assert remote.startswith("mkdir -p ~/jaxmm && cd ~/jaxmm && set -e; ")
   assert "uv venv --seed --python 3.11 .venv" in remote
-  assert ".venv/bin/pip install --quiet -c constraints.txt 'jax[tpu]' -e ." in remote
+  assert ".venv/bin/pip install --quiet -c constraints.txt 'jax[tpu]' -e '.[gcs]'" in remote
 
 
 def test_setup_unpacks_head_on_a_worker_keeping_its_venv(cloud, worker_home, tmp_path):
@@ -212,7 +212,7 @@ def test_setup_unpacks_head_on_a_worker_keeping_its_venv(cloud, worker_home, tmp
   assert (checkout / "setup.py").is_file() and (checkout / "constraints.txt").is_file()
   assert not (checkout / "stale.py").exists()
   assert json.loads((worker_home / "pip.json").read_text())["argv"] == [
-      "install", "--quiet", "-c", "constraints.txt", "jax[tpu]", "-e", "."
+      "install", "--quiet", "-c", "constraints.txt", "jax[tpu]", "-e", ".[gcs]"
   ]
   assert json.loads((worker_home / "python3.json").read_text())["argv"][:3] == ["-m", "pip", "install"]
 
@@ -363,7 +363,7 @@ def test_xpk_workload_on_a_base_image_layers_head_and_installs():
   assert words[:8] == ["xpk", "workload", "create", "--cluster=c1", "--workload=w", "--tpu-type=v4-8",
                        "--num-slices=1", "--max-restarts=5"]
   assert words[8:10] == ["--base-docker-image=python:3.11", f"--script-dir={script_dir}"]
-  assert words[10] == ("--command=pip install --quiet -c constraints.txt 'jax[tpu]' -e . && "
+  assert words[10] == ("--command=pip install --quiet -c constraints.txt 'jax[tpu]' -e '.[gcs]' && "
                        "jaxmm train --config 'c.py:x y'")
 
 

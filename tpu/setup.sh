@@ -10,7 +10,7 @@ USAGE="usage: tpu/setup.sh --tpu NAME --zone ZONE [--project PROJECT] [--dry-run
 Packs HEAD of this repository (git archive; commit what you want to run),
 copies it to every worker, unpacks it into ~/$REMOTE_CHECKOUT (keeping an existing
 .venv there) and installs it into ~/$REMOTE_CHECKOUT/.venv:
-pip install -c constraints.txt 'jax[tpu]' -e . under Python $PYTHON_VERSION, which uv
+pip install -c constraints.txt 'jax[tpu]' -e '.[gcs]' under Python $PYTHON_VERSION, which uv
 provides (the TPU images ship Python 3.10; jax needs 3.11 or newer).
 Run it again after every commit you want on the workers; it is quick
 once the packages are installed.
@@ -35,7 +35,7 @@ install_steps=(
   "find . -mindepth 1 -maxdepth 1 ! -name .venv -exec rm -rf {} +"
   "tar -xzf ~/$REMOTE_ARCHIVE"
   "test -x .venv/bin/python || ~/.local/bin/uv venv --seed --python $PYTHON_VERSION .venv"
-  ".venv/bin/pip install --quiet -c constraints.txt 'jax[tpu]' -e ."
+  ".venv/bin/pip install --quiet -c constraints.txt 'jax[tpu]' -e '.[gcs]'"
   "echo \"\$(hostname): jaxmm installed\""
 )
 install_command=$(printf '%s; ' "${install_steps[@]}")

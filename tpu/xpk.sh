@@ -23,7 +23,7 @@ container; jax.distributed joins them. With --docker-image, the image's working
 directory must be a checkout of this repository with jaxmm installed. With
 --base-docker-image (Python 3.11 or newer, e.g. python:3.11), xpk layers this
 repository's HEAD into the image and the command first runs
-pip install -c constraints.txt 'jax[tpu]' -e . there.
+pip install -c constraints.txt 'jax[tpu]' -e '.[gcs]' there.
 --max-restarts N restarts the workload up to N times after a failure or a
 preemption; jaxmm resumes from the workdir's latest checkpoint, which is why
 the workdir must be a gs:// path (a container's disk does not survive it).
@@ -69,7 +69,7 @@ xpk_workload_create() {
     archive_checkout "$staging/jaxmm.tar.gz"
     run tar -xzf "$staging/jaxmm.tar.gz" -C "$staging/jaxmm"
     image=("--base-docker-image=$opt_base_docker_image" "--script-dir=$staging/jaxmm")
-    command="pip install --quiet -c constraints.txt 'jax[tpu]' -e . && $command"
+    command="pip install --quiet -c constraints.txt 'jax[tpu]' -e '.[gcs]' && $command"
   else
     die "give one of --docker-image IMAGE (jaxmm installed) or --base-docker-image IMAGE"
   fi

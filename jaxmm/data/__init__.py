@@ -1,6 +1,7 @@
 """Datasets, tokenizers and input pipelines (host numpy; no JAX)."""
 from jaxmm.data.mixture_stream import MixtureStream
 from jaxmm.data.pipeline import check_features
+from jaxmm.data.pipeline import class_labels
 from jaxmm.data.pipeline import count_truncated
 from jaxmm.data.pipeline import eval_batches
 from jaxmm.data.pipeline import split_reader

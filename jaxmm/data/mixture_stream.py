@@ -1,9 +1,11 @@
 """Exact samples of a Gaussian mixture as a training stream, for the 2-D diffusion toy.
 
-Batch `step` of host p is drawn from a generator seeded by (seed, step, p),
-so the stream is a pure function of the step and resumes exactly from its
-position {'next_index': step}, like the TFDS pipeline. Batches are
-{'x': float32 [b, D]}, b = the global batch size // process count.
+Global batch `step` is drawn from a generator seeded by (seed, step), and
+host p keeps its rows [p·b, (p+1)·b). So the stream is a pure function of the
+step, the same global batches whatever the number of processes (a run may
+resume on another count), and resumes exactly from its position
+{'next_index': step}, like the TFDS pipeline. Batches are {'x': float32 [b, D]},
+b = the global batch size // process count.
 """
 import numpy as np
 
@@ -17,18 +19,20 @@ class MixtureStream:
     self._weights = np.asarray(mixture.weights, np.float64)
     self._means = np.asarray(mixture.means, np.float64)
     self._chol = np.linalg.cholesky(np.asarray(mixture.covariances, np.float64))
-    self._local = global_batch_size // process_count
-    self._seed, self._process = seed, process_index
+    self._global = global_batch_size
+    self._rows = slice(process_index * (global_batch_size // process_count),
+                       (process_index + 1) * (global_batch_size // process_count))
+    self._seed = seed
     self._step = 0
 
   def __iter__(self):
     return self
 
   def __next__(self) -> dict:
-    rng = np.random.default_rng([self._seed, self._step, self._process])
+    rng = np.random.default_rng([self._seed, self._step])
     self._step += 1
-    k = rng.choice(len(self._weights), self._local, p=self._weights)
-    z = rng.standard_normal((self._local, self._means.shape[1]))
+    k = rng.choice(len(self._weights), self._global, p=self._weights)[self._rows]
+    z = rng.standard_normal((self._global, self._means.shape[1]))[self._rows]
     x = self._means[k] + np.einsum("nij,nj->ni", self._chol[k], z)
     return {"x": x.astype(np.float32)}
 

@@ -36,6 +36,7 @@ import sys
 
 import grain
 import numpy as np
+import tensorflow_datasets as tfds
 
 from jaxmm.data import preprocess
 from jaxmm.data import sources
@@ -106,6 +107,19 @@ def check_features(data_config, need_text: bool = True) -> None:
       raise UserError(f"data.{key}={value!r} is not a feature of {data_config['name']!r} (its "
                       f"features: {', '.join(map(repr, features))}); set --config.data.{key} to "
                       f"the one that holds its {holds}")
+
+
+def class_labels(data_config) -> dict[str, int]:
+  """The class labels of data.name (its tfds ClassLabel features): name -> number of classes.
+
+  Batches carry each of them as int32 [b] under its name.
+  """
+  builder = sources.get_builder(data_config["name"], _get(data_config, "data_dir"))
+  return {
+      name: feature.num_classes
+      for name, feature in builder.info.features.items()
+      if isinstance(feature, tfds.features.ClassLabel)
+  }
 
 
 @functools.lru_cache(maxsize=4)

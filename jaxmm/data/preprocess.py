@@ -56,7 +56,9 @@ def resize(images, size: int) -> np.ndarray:
     return np.asarray(images, np.float32)
   wy = _linear_weights(height, size).astype(np.float32)
   wx = _linear_weights(width, size).astype(np.float32)
-  return np.einsum("yh,nhwc,xw->nyxc", wy, np.asarray(images, np.float32), wx)
+  # optimize=True contracts one axis at a time (two matrix products); numpy's
+  # default loops over all five indices at once, ~70x slower on 512 images.
+  return np.einsum("yh,nhwc,xw->nyxc", wy, np.asarray(images, np.float32), wx, optimize=True)
 
 
 def random_translate(images, keys, max_shift: int = 2) -> np.ndarray:

@@ -9,7 +9,6 @@ directory that cannot be used, raises `jaxmm.errors.UserError` naming the
 setting to change.
 """
 import difflib
-import glob
 import os
 import re
 import shlex
@@ -18,10 +17,12 @@ import tempfile
 
 import tensorflow_datasets as tfds
 
+from jaxmm.data.digits import digits_dataset_builder
 from jaxmm.data.shapes import shapes_dataset_builder
+from jaxmm import storage
 from jaxmm.errors import UserError
 
-BUNDLED = {"shapes": shapes_dataset_builder.Builder}
+BUNDLED = {"shapes": shapes_dataset_builder.Builder, "digits": digits_dataset_builder.Builder}
 _DEFAULT_DATA_DIR = os.path.join("~", ".cache", "jaxmm", "tensorflow_datasets")
 _VERSION = re.compile(r"\d+\.\d+\.\d+")
 _MAX_LISTED = 5
@@ -49,8 +50,8 @@ def resolve_data_dir(data_dir=None) -> str:
   if data_dir and not isinstance(data_dir, (str, os.PathLike)):
     raise _unusable_data_dir(data_dir, "is not a path")
   path = data_dir or os.environ.get("JAXMM_DATA_DIR") or _DEFAULT_DATA_DIR
-  path = os.path.abspath(os.path.expanduser(path))
-  if os.path.exists(path) and not os.path.isdir(path):
+  path = storage.absolute(path)
+  if storage.is_file(path):
     raise _unusable_data_dir(data_dir, "is a file, not a directory")
   return path
 
@@ -63,7 +64,11 @@ def _build_bundled(builder_cls, data_dir, origin=None):
   exists; the loser discards its copy and uses the winner's (the data are
   identical: generation is deterministic). `origin` is the unresolved data dir
   setting, named in the UserError raised when `data_dir` cannot be written.
+  A bucket `data_dir` gets a copy of a local build instead (`_upload_bundled`).
   """
+  if not storage.is_local(data_dir):
+    _upload_bundled(builder_cls, data_dir)
+    return
   try:
     os.makedirs(data_dir, exist_ok=True)
     scratch = tempfile.mkdtemp(prefix=".building-", dir=data_dir)
@@ -84,24 +89,42 @@ def _build_bundled(builder_cls, data_dir, origin=None):
     shutil.rmtree(scratch, ignore_errors=True)
 
 
+def _upload_bundled(builder_cls, data_dir):
+  """Builds in a local temporary folder and copies the version folder to bucket `data_dir`.
+
+  dataset_info.json is copied last: a dataset counts as prepared once it is
+  there (`_not_prepared`), so a reader never opens a half-copied one.
+  Processes that race write the same bytes.
+  """
+  with tempfile.TemporaryDirectory(prefix="jaxmm-build-") as scratch:
+    builder = builder_cls(data_dir=scratch)
+    builder.download_and_prepare()
+    target = os.path.join(data_dir, os.path.relpath(builder.data_dir, scratch))
+    files = sorted(storage.files_under(builder.data_dir),
+                   key=lambda path: os.path.basename(path) == "dataset_info.json")
+    for path in files:
+      with open(path, "rb") as f:
+        storage.write_bytes(os.path.join(target, os.path.relpath(path, builder.data_dir)),
+                            f.read())
+
+
 def _prepared_versions(data_dir, base_name) -> list:
   """'name:version' or 'name/config:version' for each prepared copy of `base_name`."""
   if not re.fullmatch(r"\w+", base_name):
     return []
-  root = os.path.join(glob.escape(data_dir), base_name)
+  root = os.path.join(data_dir, base_name)
   found = []
-  for pattern in ("*", os.path.join("*", "*")):
-    for info in glob.glob(os.path.join(root, pattern, "dataset_info.json")):
-      config_and_version = os.path.relpath(os.path.dirname(info), os.path.join(data_dir, base_name))
-      config, _, version = config_and_version.rpartition(os.sep)
-      if _VERSION.fullmatch(version):
+  for name in storage.list_dir(root):  # a version, or a config holding versions
+    for config, version in [("", name)] + [(name, v) for v in storage.list_dir(f"{root}/{name}")]:
+      folder = os.path.join(root, config, version)
+      if _VERSION.fullmatch(version) and storage.exists(f"{folder}/dataset_info.json"):
         found.append(f"{base_name}/{config}:{version}" if config else f"{base_name}:{version}")
   return sorted(found)
 
 
 def _prepared_datasets(data_dir) -> dict:
   """{name: its prepared 'name[/config]:version's} for the TFDS datasets in `data_dir`."""
-  names = sorted(os.listdir(data_dir)) if os.path.isdir(data_dir) else []
+  names = storage.list_dir(data_dir)
   found = {name: _prepared_versions(data_dir, name) for name in names}
   return {name: versions for name, versions in found.items() if versions}
 
@@ -138,7 +161,7 @@ def get_builder(name: str, data_dir=None) -> tfds.core.DatasetBuilder:
     builder_cls = BUNDLED[name]
     # Looking before constructing avoids tfds warning about a missing folder.
     info = os.path.join(data_dir, builder_cls.name, str(builder_cls.VERSION), "dataset_info.json")
-    if not os.path.exists(info):
+    if not storage.exists(info):
       _build_bundled(builder_cls, data_dir, origin)
     return builder_cls(data_dir=data_dir)
   # tfds.builder answers a name it cannot find with a list of every dataset it

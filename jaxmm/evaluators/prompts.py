@@ -3,9 +3,13 @@
 For `shapes`, the prompts of a class are every caption the dataset can write
 for it (all sizes, positions and other attributes), combined by 'max': an
 image's class is read off its best-matching full caption.
+
+For `digits`, the prompts of a digit are its captions in every phrasing the
+dataset uses, combined by 'mean': they are rewordings of one another.
 """
 import itertools
 
+from jaxmm.data import digits
 from jaxmm.data import shapes
 from jaxmm.evaluators.zero_shot import ZeroShotTask
 
@@ -42,7 +46,19 @@ def shapes_tasks() -> list[ZeroShotTask]:
   ]
 
 
-TASKS = {"shapes": shapes_tasks}
+def digits_tasks() -> list[ZeroShotTask]:
+  """The digit (10-way) on the test split."""
+  phrasings = range(len(digits.CAPTION_TEMPLATES))
+  return [
+      ZeroShotTask(name="digit",
+                   class_prompts=[[digits.caption(label, i) for i in phrasings]
+                                  for label in range(len(digits.DIGIT_NAMES))],
+                   labels=lambda b: b["label"],
+                   ensemble="mean")
+  ]
+
+
+TASKS = {"shapes": shapes_tasks, "digits": digits_tasks}
 
 
 def zero_shot_tasks(dataset: str) -> list[ZeroShotTask]:

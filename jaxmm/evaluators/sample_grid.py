@@ -1,10 +1,13 @@
 """PNG grids of generated images: one row per class, written under workdir/samples/."""
+import io
 import itertools
 import os
 
 import jax
 import numpy as np
 from PIL import Image
+
+from jaxmm import storage
 
 SAMPLES_DIR = "samples"
 
@@ -46,9 +49,10 @@ def tile(images: np.ndarray, columns: int, gap: int = 1) -> np.ndarray:
 def write_png(path: str, images: np.ndarray, columns: int) -> str:
   """Writes images [N, H, W, C] in [-1, 1] as one grid PNG at `path` (process 0); returns it."""
   if jax.process_index() == 0:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     grid = tile(to_uint8(images), columns)
-    Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid).save(path)
+    png = io.BytesIO()
+    Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid).save(png, format="PNG")
+    storage.write_bytes(storage.absolute(path), png.getvalue())
   return path
 
 

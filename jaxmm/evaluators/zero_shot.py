@@ -21,7 +21,8 @@ import os
 import jax
 import numpy as np
 
-from jaxmm import parallel
+from jaxmm import storage
+from jaxmm.evaluators import features
 
 RESULTS_FILE = "zero_shot.json"
 ENSEMBLES = ("mean", "max")
@@ -93,33 +94,13 @@ def make_evaluator(*,
   prompts = sorted({p for task in tasks for prompts in task.class_prompts for p in prompts})
   prompt_index = {p: i for i, p in enumerate(prompts)}
   tokens = tokenize(prompts)
-  tokens = np.concatenate([tokens, np.repeat(tokens[:1], -len(tokens) % text_batch_size, axis=0)])
-
-  def embed_prompts(params):
-    chunks = []
-    for start in range(0, len(tokens), text_batch_size):
-      chunk = parallel.shard_whole_batch(tokens[start:start + text_batch_size], mesh)
-      chunks.append(parallel.to_host(encode_tokens(params, chunk)))
-    return np.concatenate(chunks)[:len(prompts)]
-
-  def embed_eval_split(params):
-    """Image embeddings [N, E] and the label arrays of the whole eval split."""
-    embeddings, labels = [], []
-    for batch in eval_batches():
-      batch = parallel.global_batch(batch, mesh)
-      embeddings.append(parallel.to_host(encode_images(params, batch.pop("image"))))
-      batch.pop("tokens", None)
-      labels.append(parallel.to_host(batch))
-    return np.concatenate(embeddings), {k: np.concatenate([b[k] for b in labels]) for k in labels[0]}
 
   def evaluate(params, step):
-    with jax.set_mesh(mesh):
-      text = embed_prompts(params)
-      images, examples = embed_eval_split(params)
-    real = examples["mask"].astype(bool)
+    text = features.embed_inputs(encode_tokens, params, tokens, text_batch_size, mesh)
+    images, examples = features.embed_batches(encode_images, params, eval_batches(), mesh)
     results = {}
     for task in tasks:
-      selected = real if task.select is None else real & task.select(examples)
+      selected = np.ones(len(images), bool) if task.select is None else task.select(examples)
       per_class = [text[[prompt_index[p] for p in ps]] for ps in task.class_prompts]
       scores = class_scores(images[selected], per_class, task.ensemble)
       results[f"zero_shot/{task.name}"] = accuracy(scores, task.labels(examples)[selected])
@@ -132,11 +113,6 @@ def make_evaluator(*,
 
 def write_results(path: str, step: int, results: dict[str, float]) -> None:
   """Adds `results` under key str(step) to the JSON object in `path`."""
-  everything = {}
-  if os.path.exists(path):
-    with open(path) as f:
-      everything = json.load(f)
+  everything = json.loads(storage.read_text(path)) if storage.exists(path) else {}
   everything[str(step)] = results
-  with open(path + ".tmp", "w") as f:
-    json.dump(everything, f, indent=2, sort_keys=True)
-  os.replace(path + ".tmp", path)
+  storage.write_text(path, json.dumps(everything, indent=2, sort_keys=True))

@@ -1,5 +1,6 @@
 """Contrastive losses as pure functions of embeddings (see contrastive.py)."""
 from jaxmm.losses.contrastive import CLIP_INIT_LOG_SCALE
+from jaxmm.losses.contrastive import CLIP_VARIANTS
 from jaxmm.losses.contrastive import SIGLIP_INIT_BIAS
 from jaxmm.losses.contrastive import SIGLIP_INIT_LOG_SCALE
 from jaxmm.losses.contrastive import SIGLIP_VARIANTS

@@ -35,8 +35,16 @@ SIGLIP_INIT_LOG_SCALE = math.log(10.0)
 SIGLIP_INIT_BIAS = -10.0
 SUPCON_TEMPERATURE = 0.07
 
+# How a sharded batch is reduced (see clip_loss and siglip_loss).
+CLIP_VARIANTS = ("gather", "ring")
 SIGLIP_VARIANTS = ("gather", "ring")
 SUPCON_CONTRAST_MODES = ("all", "one")
+
+
+def _check_option(name, value, valid):
+  """Raises a one-line ValueError listing `valid` unless `value` is one of them."""
+  if value not in valid:
+    raise ValueError(f"{name} must be one of {valid}, got {value!r}")
 
 
 def _compute_dtype(*arrays):
@@ -48,40 +56,91 @@ def _matching(rows, cols, col_offset):
   return jnp.arange(rows)[:, None] + col_offset == jnp.arange(cols)[None, :]
 
 
-def clip_loss(zimg, ztxt, log_scale, *, axis_name=None):
+@jax.custom_vjp
+def _row_and_column_lse(logits):
+  """[r, c] logits -> ([r] LSE of each row, [c] LSE of each column).
+
+  The gradient is written out so that the backward pass of a ring step forms
+  a single [r, c] cotangent block next to the recomputed logits.
+  """
+  return jax.nn.logsumexp(logits, axis=1), jax.nn.logsumexp(logits, axis=0)
+
+
+def _row_and_column_lse_fwd(logits):
+  row, column = _row_and_column_lse(logits)
+  return (row, column), (logits, row, column)
+
+
+def _row_and_column_lse_bwd(residuals, cotangents):
+  # ∂LSEⱼ sᵢⱼ / ∂sᵢⱼ is the row softmax and ∂LSEᵢ sᵢⱼ / ∂sᵢⱼ the column
+  # softmax; one elementwise expression gives their weighted sum, where
+  # autodiff of two logsumexps would keep both softmaxes as blocks.
+  logits, row, column = residuals
+  d_row, d_column = cotangents
+  return (d_row[:, None] * jnp.exp(logits - row[:, None]) +
+          d_column[None, :] * jnp.exp(logits - column[None, :]),)
+
+
+_row_and_column_lse.defvjp(_row_and_column_lse_fwd, _row_and_column_lse_bwd)
+
+
+def clip_loss(zimg, ztxt, log_scale, *, axis_name=None, variant="gather"):
   """Symmetric InfoNCE of CLIP (Radford et al. 2021, Fig. 3).
 
-  With logits = exp(log_scale) · zimg · ztxtᵀ ([B, B]), the loss is the mean of
-  the image→text and text→image cross-entropies with the diagonal as targets.
+  With logits sᵢⱼ = exp(log_scale) · zimgᵢ · ztxtⱼ ([B, B]), the mean of the
+  image→text and text→image cross-entropies with the diagonal as targets:
 
-  With `axis_name` each shard gathers both towers' embeddings: its image rows
-  against all texts are its rows of the image→text problem, and its text rows
-  against all images are its rows of the text→image problem (the columns of
-  the [B, B] logits that belong to its texts). Per-shard sums are added up and
-  divided by the global 2B.
+    L = ½ · ( meanᵢ [LSEⱼ sᵢⱼ − sᵢᵢ] + meanⱼ [LSEᵢ sᵢⱼ − sⱼⱼ] ),
+
+  LSE the log-sum-exp. Each shard adds up the terms of its b rows (row
+  log-sum-exps of its images) and its b columns (column log-sum-exps of its
+  texts); the per-shard sums are added up and divided by the global 2B.
+
+  `variant` chooses how a sharded batch is reduced (without `axis_name` both
+  compute the same [B, B] logits):
+    "gather": all-gather both towers' embeddings; a shard forms its images'
+      [b, B] logits rows and its texts' [b, B] logits columns at once.
+    "ring": text blocks travel around the ring of shards and a shard forms one
+      [b, b] block sₖₘ = its images against the texts of shard m at a time
+      (see `ring.ring_fold`). Its images' row LSEs are accumulated online on
+      the shard; the block's column LSEs (over this shard's images) travel
+      with the text block, are accumulated by every shard it visits, and are
+      back home after the n-th hop. Each accumulator is a running log-sum-exp
+      merged with `logaddexp` (a running max and its rescaled sum-exp, in log
+      form), so it is as stable as one LSE over the whole row or column. The
+      backward pass recomputes each block: a shard holds about two [b, b]
+      blocks (a block and its cotangent) besides the [b, D] text blocks,
+      never [b, B] logits, and memory does not grow with the number of shards.
 
   Args:
     zimg: [b, D] L2-normalised image embeddings (this shard's rows).
     ztxt: [b, D] L2-normalised text embeddings, row i matching zimg row i.
     log_scale: scalar, log of the logit multiplier.
     axis_name: None, or the mesh axis name(s) the batch is sharded over.
+    variant: "gather" or "ring".
 
   Returns:
     Scalar loss over the global batch.
   """
+  _check_option("variant", variant, CLIP_VARIANTS)
   dtype = _compute_dtype(zimg, ztxt)
   zimg, ztxt = zimg.astype(dtype), ztxt.astype(dtype)
   scale = jnp.exp(jnp.asarray(log_scale, dtype))
-  b = zimg.shape[0]
-  batch = b * ring.num_shards(axis_name)
-  targets = ring.shard_index(axis_name) * b + jnp.arange(b)
+  batch = zimg.shape[0] * ring.num_shards(axis_name)
 
-  def cross_entropy_sum(queries, keys):
-    logits = scale * queries @ ring.gather_rows(keys, axis_name).T  # [b, B]
-    target_logits = jnp.take_along_axis(logits, targets[:, None], axis=1)
-    return jnp.sum(jax.nn.logsumexp(logits, axis=1) - target_logits[:, 0])
+  def block_lse(images, texts, own):
+    del own  # the targets sᵢᵢ are scored apart, from the paired rows
+    return _row_and_column_lse(scale * images @ texts.T)
 
-  local = cross_entropy_sum(zimg, ztxt) + cross_entropy_sum(ztxt, zimg)
+  if variant == "gather":
+    # This shard's columns of the [B, B] logits are its texts against all
+    # images, i.e. the rows of the text→image problem.
+    row_lse = jax.nn.logsumexp(scale * zimg @ ring.gather_rows(ztxt, axis_name).T, axis=1)
+    column_lse = jax.nn.logsumexp(scale * ztxt @ ring.gather_rows(zimg, axis_name).T, axis=1)
+  else:
+    row_lse, column_lse = ring.ring_fold(block_lse, jnp.logaddexp, zimg, ztxt, axis_name)
+  matching = scale * jnp.sum(zimg * ztxt, axis=1)  # sᵢᵢ of this shard's pairs
+  local = jnp.sum(row_lse + column_lse - 2 * matching)
   return ring.sum_shards(local, axis_name) / (2 * batch)
 
 
@@ -111,8 +170,7 @@ def siglip_loss(zimg, ztxt, log_scale, bias, *, axis_name=None, variant="ring"):
   Returns:
     Scalar loss over the global batch.
   """
-  if variant not in SIGLIP_VARIANTS:
-    raise ValueError(f"variant must be one of {SIGLIP_VARIANTS}, got {variant!r}")
+  _check_option("variant", variant, SIGLIP_VARIANTS)
   dtype = _compute_dtype(zimg, ztxt)
   zimg, ztxt = zimg.astype(dtype), ztxt.astype(dtype)
   scale = jnp.exp(jnp.asarray(log_scale, dtype))
@@ -122,7 +180,7 @@ def siglip_loss(zimg, ztxt, log_scale, bias, *, axis_name=None, variant="ring"):
 
   def neg_log_sigmoid_sum(images, texts, matching):
     logits = scale * images @ texts.T + bias
-    signs = 2.0 * matching - 1.0 if matching is not None else -1.0
+    signs = 2.0 * matching - 1.0
     return -jnp.sum(jax.nn.log_sigmoid(signs * logits))
 
   if variant == "gather":
@@ -133,9 +191,8 @@ def siglip_loss(zimg, ztxt, log_scale, bias, *, axis_name=None, variant="ring"):
     # Only a shard's own text block holds its matching pairs; every other
     # block is all negatives (Algorithm 1's loop over neighbours).
     local = ring.ring_sum(
-        lambda images, texts, own: neg_log_sigmoid_sum(images, texts,
-                                                       _matching(b, b, 0)
-                                                       if own else None), zimg, ztxt, axis_name)
+        lambda images, texts, own: neg_log_sigmoid_sum(images, texts, _matching(b, b, 0) & own),
+        zimg, ztxt, axis_name)
   return ring.sum_shards(local, axis_name) / batch
 
 
@@ -174,9 +231,7 @@ def supcon_loss(features,
   Returns:
     Scalar loss over the global batch.
   """
-  if contrast_mode not in SUPCON_CONTRAST_MODES:
-    raise ValueError(f"contrast_mode must be one of {SUPCON_CONTRAST_MODES}, "
-                     f"got {contrast_mode!r}")
+  _check_option("contrast_mode", contrast_mode, SUPCON_CONTRAST_MODES)
   dtype = _compute_dtype(features)
   features = features.astype(dtype)
   b, views, _ = features.shape

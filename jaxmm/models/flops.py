@@ -7,6 +7,8 @@ left out, as in the PaLM appendix B convention. A training step costs about
 """
 from typing import Any, Mapping, Optional, Sequence, Union
 
+from jaxmm.models.patch_dropout import kept_count
+
 
 def encoder_flops(length: int, width: int, depth: int, mlp_dim: int) -> int:
   """One example through `depth` pre-LN blocks of L tokens of width D, MLP width M.
@@ -38,8 +40,14 @@ def vit_flops(image_size: Union[int, Sequence[int]],
               mlp_dim: int,
               pool: str = "gap",
               stem: str = "patch",
+              patch_dropout: float = 0.0,
+              train: bool = False,
               **unused) -> int:
-  """One image [H, W, C] through the ViT tower (stem, encoder, pooling head)."""
+  """One image [H, W, C] through the ViT tower (stem, encoder, pooling head).
+
+  With `train`, the encoder and the pooling head see only the ⌊(1 − patch_dropout)·N⌋
+  patches FLIP keeps (`jaxmm.models.patch_dropout`); the stem embeds all N.
+  """
   del unused  # num_heads does not change the count: heads·kv = width.
   h, w = (image_size, image_size) if isinstance(image_size, int) else image_size
   patches = (h // patch_size) * (w // patch_size)
@@ -47,10 +55,11 @@ def vit_flops(image_size: Union[int, Sequence[int]],
     flops = conv_stem_flops(h, w, channels, patch_size, width)
   else:
     flops = 2 * patches * (patch_size**2 * channels) * width
-  flops += encoder_flops(patches + (pool == "cls"), width, depth, mlp_dim)
+  tokens = kept_count(patches, patch_dropout) if train else patches
+  flops += encoder_flops(tokens + (pool == "cls"), width, depth, mlp_dim)
   if pool == "map":
-    # One query over `patches` keys: q and out projections on 1 token, k and v on all.
-    flops += 4 * width**2 + 4 * patches * width**2 + 4 * patches * width + 4 * width * mlp_dim
+    # One query over `tokens` keys: q and out projections on 1 token, k and v on all.
+    flops += 4 * width**2 + 4 * tokens * width**2 + 4 * tokens * width + 4 * width * mlp_dim
   return flops
 
 
@@ -63,11 +72,13 @@ def text_flops(length: int, width: int, depth: int, mlp_dim: int, **unused) -> i
 def two_tower_flops(config_model: Mapping[str, Any],
                     image_size,
                     text_len: Optional[int] = None,
-                    channels: int = 3) -> int:
-  """Both towers and both projections to embed_dim for one (image, text) pair."""
+                    channels: int = 3,
+                    train: bool = False) -> int:
+  """Both towers and both projections to embed_dim for one (image, text) pair; `train` counts
+  the image tokens a training step keeps after patch dropout."""
   image, text, embed_dim = config_model["image"], config_model["text"], config_model["embed_dim"]
   text_len = text["max_len"] if text_len is None else text_len
-  return (vit_flops(image_size, channels, **image) + text_flops(text_len, **text) + 2 *
+  return (vit_flops(image_size, channels, train=train, **image) + text_flops(text_len, **text) + 2 *
           (image["width"] + text["width"]) * embed_dim)
 
 
@@ -79,6 +90,7 @@ _FLOPS = {
 def model_flops_per_example(config_model: Mapping[str, Any], **inputs) -> int:
   """Forward FLOPs of `config.model` per example; `inputs` are the shape arguments of its counter.
 
-  For 'two_tower': image_size (int or (H, W)), text_len (default max_len), channels (default 3).
+  For 'two_tower': image_size (int or (H, W)), text_len (default max_len), channels (default 3),
+  train (default False: evaluation; True: a training forward, after FLIP's patch dropout).
   """
   return _FLOPS[config_model["name"]](config_model, **inputs)

@@ -62,17 +62,20 @@ class TwoTower(nn.Module):
                     kernel_init=partitioned(nn.initializers.lecun_normal(), ("embed", "joint")),
                     bias_init=partitioned(nn.initializers.zeros, ("joint",)))
 
-  def encode_image(self, images):
-    """images [B, H, W, C] -> unit-norm float32 [B, E]."""
-    return l2_normalize(self.image_proj(self.image_tower(images)))
+  def encode_image(self, images, train: bool = False):
+    """images [B, H, W, C] -> unit-norm float32 [B, E]; `train` turns on patch dropout."""
+    return l2_normalize(self.image_proj(self.image_tower(images, train)))
 
   def encode_text(self, tokens):
     """tokens int [B, L] (0 = pad) -> unit-norm float32 [B, E]."""
     return l2_normalize(self.text_proj(self.text_tower(tokens)))
 
-  def __call__(self, images, tokens):
-    """Returns (zimg [B, E], ztxt [B, E], {'log_scale': [], 'bias': []}); 'bias' only with init_bias."""
+  def __call__(self, images, tokens, train: bool = False):
+    """Returns (zimg [B, E], ztxt [B, E], {'log_scale': [], 'bias': []}); 'bias' only with init_bias.
+
+    With `train` (and image.patch_dropout > 0) the call needs rngs={'patch_dropout': key}.
+    """
     aux = {"log_scale": self.log_scale}
     if self.init_bias is not None:
       aux["bias"] = self.bias
-    return self.encode_image(images), self.encode_text(tokens), aux
+    return self.encode_image(images, train), self.encode_text(tokens), aux

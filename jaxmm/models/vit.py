@@ -4,6 +4,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jaxmm.models.patch_dropout import drop_patches, kept_count
 from jaxmm.models.transformer import (Dense, Encoder, MlpBlock, MultiHeadAttention, layer_norm,
                                       partitioned)
 
@@ -82,6 +83,9 @@ class ViT(nn.Module):
   'map' (multihead attention pooling).
   stem: 'patch' (one linear map per p×p patch, as in the paper) or 'conv' (a
   few stride-2 3×3 convolutions down to the same p×p grid, ConvStem).
+  patch_dropout: the fraction of patch tokens a training call drops (FLIP, Li
+  et al. 2023; `jaxmm.models.patch_dropout`), drawn from the 'patch_dropout'
+  rng; evaluation (train=False) keeps them all.
   """
   patch_size: int
   width: int
@@ -93,9 +97,10 @@ class ViT(nn.Module):
   dtype: Any = jnp.float32
   remat: bool = False
   attention: str = "xla"
+  patch_dropout: float = 0.0
 
   @nn.compact
-  def __call__(self, images):
+  def __call__(self, images, train: bool = False):
     """images [B, H, W, C] (H, W multiples of patch_size) -> [B, width] float32."""
     b, h, w, c = images.shape
     p = self.patch_size
@@ -111,6 +116,10 @@ class ViT(nn.Module):
                      partitioned(nn.initializers.normal(0.02), (None, None, "embed")),
                      (1, x.shape[1], self.width))
     x = x + pos
+    kept_count(x.shape[1], self.patch_dropout)  # a bad ratio fails at init, not first in training
+    if train and self.patch_dropout > 0:
+      # After the position embeddings, so each kept token still knows where it was.
+      x = drop_patches(x, self.make_rng("patch_dropout"), self.patch_dropout)
 
     if self.pool == "cls":
       cls = self.param("cls", partitioned(nn.initializers.zeros, (None, None, "embed")),

@@ -19,6 +19,7 @@ from typing import Any
 
 import orbax.checkpoint as ocp
 
+from jaxmm import storage
 from jaxmm.errors import UserError
 
 CHECKPOINT_DIR = "checkpoints"
@@ -42,8 +43,8 @@ def make_manager(workdir: str,
                                          create=not read_only,
                                          enable_async_checkpointing=async_save,
                                          read_only=read_only)
-  directory = os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR)
-  if os.path.exists(directory) and not os.path.isdir(directory):
+  directory = os.path.join(storage.absolute(workdir), CHECKPOINT_DIR)
+  if storage.is_file(directory):
     raise UserError(f"{directory} is a file, but the run keeps its checkpoints there; move the "
                     "file away or choose another --workdir")
   handlers = {
@@ -137,13 +138,12 @@ def damaged_file(step_dir: str, error: BaseException) -> str:
   paths = re.findall(re.escape(step_dir) + r"[^\s\"',]*", str(error))
   if paths:
     return max(paths, key=len)
-  for folder, _, names in sorted(os.walk(step_dir)):
-    for name in sorted(set(names) & set(_JSON_FILES)):
+  for path in storage.files_under(step_dir):
+    if os.path.basename(path) in _JSON_FILES:
       try:
-        with open(os.path.join(folder, name), encoding="utf-8") as f:
-          json.load(f)
+        json.loads(storage.read_text(path))
       except ValueError:
-        return os.path.join(folder, name)
+        return path
   return step_dir
 
 
@@ -155,11 +155,11 @@ def set_aside(manager: ocp.CheckpointManager, step: int, error: BaseException) -
   step_dir = os.path.join(str(manager.directory), str(step))
   where = damaged_file(step_dir, error)
   target_root = os.path.join(os.path.dirname(str(manager.directory)), DAMAGED_DIR)
-  os.makedirs(target_root, exist_ok=True)
+  storage.make_dirs(target_root)
   target, n = os.path.join(target_root, str(step)), 1
-  while os.path.exists(target):
+  while storage.exists(target):
     target, n = os.path.join(target_root, f"{step}.{n}"), n + 1
-  os.rename(step_dir, target)
+  storage.move(step_dir, target)
   manager.reload()
   message = " ".join(str(error).split())
   log.warning("checkpoint %d is damaged and was moved to %s: cannot read %s (%s: %s)", step, target,

@@ -2,7 +2,8 @@
 
 An experiment supplies what differs (how parameters are initialised, the
 loss, the input iterator, the evaluators); the loop owns the rest: config
-checks, the workdir lock, optimizer, sharded state, resume from the newest
+checks, the workdir lock, optimizer, sharded state (a new run's parameter
+subtrees copied from another run, `init_from`), resume from the newest
 intact checkpoint, the compiled step, metrics, checkpoints, evaluation,
 progress, and what happens on faults: a non-finite step (`nonfinite`), a
 failed save, SIGTERM or Ctrl-C (`stop_signals`).
@@ -24,6 +25,7 @@ from jaxmm import parallel
 from jaxmm.train import checkpoints
 from jaxmm.train import compatibility
 from jaxmm.train import ema as ema_lib
+from jaxmm.train import init_from
 from jaxmm.train import nonfinite
 from jaxmm.train import workdir as workdir_lib
 from jaxmm.train.metrics import MetricWriter, mean_metrics
@@ -167,6 +169,7 @@ def _train(config, workdir, mesh, init_variables, loss_fn, train_data, evaluator
   resumed = _restore_newest_intact(manager, target, config)
   if resumed is None:
     state = init_state(init_variables, tx, config.ema, shardings, init_rng(config.seed))
+    state = init_from.apply(state, config.get("init_from"), shardings)
   else:
     state, position = resumed
     train_data.set_state(position)

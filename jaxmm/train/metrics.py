@@ -13,6 +13,8 @@ import numpy as np
 import tensorboardX
 import tqdm
 
+from jaxmm import storage
+
 
 def mean_metrics(history: list[Mapping[str, np.ndarray]]) -> dict[str, float]:
   """Averages per-step host metric dicts, leaving out the per-step 'finite' flag."""
@@ -42,8 +44,7 @@ class MetricWriter:
       self._events.add_scalar(prefix + name, value, step)
     self._events.flush()
     record = {"step": int(step), **{prefix + name: float(v) for name, v in scalars.items()}}
-    with open(self._jsonl_path, "a", encoding="utf-8") as f:
-      f.write(json.dumps(record) + "\n")
+    storage.append_text(self._jsonl_path, json.dumps(record) + "\n")
     # tqdm.write keeps an open progress bar intact.
     tqdm.tqdm.write(f"[{step}] {prefix}{format_scalars(scalars)}")
 

@@ -2,7 +2,8 @@
 
 Keys: `name` ('adamw' or 'sgd'), `lr` (the peak learning rate), `warmup_steps`,
 `schedule` ('cosine', 'linear' or 'constant'), `grad_clip_norm` (None or 0: no
-clipping), for AdamW `b1`, `b2`, `eps` and `weight_decay`, for SGD `momentum`.
+clipping), for AdamW `b1`, `b2`, `eps` and `weight_decay`, for SGD `momentum`,
+and optionally `partition`, per-parameter rules (`jaxmm.train.partition`).
 A bad value raises `UserError` naming its key and the valid range.
 """
 from typing import Any
@@ -15,6 +16,7 @@ from jaxmm.errors import non_negative
 from jaxmm.errors import one_of
 from jaxmm.errors import positive
 from jaxmm.errors import UserError
+from jaxmm.train import partition
 
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("cosine", "linear", "constant")
@@ -60,6 +62,7 @@ def check_optim_config(optim_config: ml_collections.ConfigDict, total_steps: int
     non_negative("optim.weight_decay", optim_config.weight_decay)
   else:
     _in_unit_interval("optim.momentum", optim_config.momentum)
+  partition.check_rules(optim_config.get("partition", ()))
 
 
 def make_schedule(optim_config: ml_collections.ConfigDict, total_steps: int) -> optax.Schedule:
@@ -88,18 +91,29 @@ def make_optimizer(optim_config: ml_collections.ConfigDict,
   """The optax transformation named by `optim_config.name`, and its schedule.
 
   Gradients are first clipped to global norm `grad_clip_norm` unless it is None or 0.
+  `partition` rules (`jaxmm.train.partition`) freeze parameters, scale their learning
+  rate or turn off their weight decay.
   """
   check_optim_config(optim_config, total_steps)
   schedule = make_schedule(optim_config, total_steps)
-  if optim_config.name == "adamw":
-    tx = optax.adamw(schedule,
-                     b1=optim_config.b1,
-                     b2=optim_config.b2,
-                     eps=optim_config.eps,
-                     weight_decay=optim_config.weight_decay,
-                     mask=_decay_mask)
-  else:
-    tx = optax.sgd(schedule, momentum=optim_config.momentum)
+
+  def make_tx(lr_multiplier: float, weight_decay: bool) -> optax.GradientTransformation:
+    lr = schedule if lr_multiplier == 1 else lambda step: lr_multiplier * schedule(step)
+    if optim_config.name == "adamw":
+      return optax.adamw(lr,
+                         b1=optim_config.b1,
+                         b2=optim_config.b2,
+                         eps=optim_config.eps,
+                         weight_decay=optim_config.weight_decay if weight_decay else 0.0,
+                         mask=_decay_mask)
+    return optax.sgd(lr, momentum=optim_config.momentum)
+
+  rules = optim_config.get("partition", ())
+  tx = partition.partitioned(rules, make_tx) if rules else make_tx(1.0, True)
   if optim_config.grad_clip_norm:
-    tx = optax.chain(optax.clip_by_global_norm(optim_config.grad_clip_norm), tx)
+    clip = optax.clip_by_global_norm(optim_config.grad_clip_norm)
+    if rules:
+      # Frozen gradients are zeroed first, so that they do not shrink the others' clipping.
+      clip = optax.chain(optax.masked(optax.set_to_zero(), partition.frozen_mask(rules)), clip)
+    tx = optax.chain(clip, tx)
   return tx, schedule

@@ -83,15 +83,27 @@ def compile_train_step(train_step,
   the batch is waited for first (`host_memory.wait_for_inputs`). The mesh and
   the logical-axis rules are in scope while the step traces, so the models'
   activation constraints resolve against them.
+
+  The returned step(state, batch) also has `step.lower(state, batch)`, which
+  lowers the same computation for ShapeDtypeStruct arguments without running
+  it (`jaxmm.train.memory` compiles that to read XLA's memory analysis).
   """
   jitted = jax.jit(train_step,
                    in_shardings=(shardings, parallel.batch_sharding(mesh)),
                    out_shardings=(shardings, parallel.replicated(mesh)),
                    donate_argnums=0)
 
-  def step(state, batch):
-    batch = host_memory.wait_for_inputs(batch)
-    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-      return jitted(state, batch)
+  def in_scope(call):
+    def scoped(state, batch):
+      with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+        return call(state, batch)
 
+    return scoped
+
+  run = in_scope(jitted)
+
+  def step(state, batch):
+    return run(state, host_memory.wait_for_inputs(batch))
+
+  step.lower = in_scope(jitted.lower)
   return step

@@ -3,7 +3,8 @@
 `WorkdirLock` holds an exclusive `flock` on `workdir/jaxmm.lock` for as long
 as a run trains there; the file names the holder (host, pid, start time,
 command). The kernel drops the lock when the holder exits, however it exits,
-so a crashed or killed run never leaves the workdir locked.
+so a crashed or killed run never leaves the workdir locked. A bucket has no
+locks: there the lock stands aside, and one run at a time is up to the user.
 
 Every launch writes its resolved config twice: `config.json` (the latest
 launch, what tools read) and `config_history/launch_NNN_from_step_S.json`,
@@ -12,6 +13,7 @@ keeps the record of each.
 """
 import datetime
 import fcntl
+import logging
 import os
 import socket
 import sys
@@ -19,7 +21,10 @@ import sys
 import ml_collections
 
 from jaxmm import config_loading
+from jaxmm import storage
 from jaxmm.errors import UserError
+
+log = logging.getLogger("jaxmm")
 
 LOCK_FILE = "jaxmm.lock"
 CONFIG_FILE = "config.json"
@@ -27,12 +32,13 @@ HISTORY_DIR = "config_history"
 
 
 def make_workdir(workdir: str) -> str:
-  """Creates `workdir` if needed and returns its absolute path; a file there is an error."""
-  path = os.path.abspath(workdir)
-  if os.path.exists(path) and not os.path.isdir(path):
+  """Creates `workdir` if needed and returns its absolute path (a bucket path as given); a file
+  there is an error."""
+  path = storage.absolute(workdir)
+  if storage.is_file(path):
     raise UserError(f"--workdir {workdir} is a file, not a directory; choose another --workdir")
   try:
-    os.makedirs(path, exist_ok=True)
+    storage.make_dirs(path)
   except OSError as e:
     raise UserError(f"cannot create --workdir {workdir}: {e.strerror}") from e
   return path
@@ -46,6 +52,10 @@ class WorkdirLock:
     self._file = None
 
   def __enter__(self):
+    if not storage.is_local(self._path):
+      log.info("workdir %s is in a bucket, which has no locks: start one run at a time there",
+               os.path.dirname(self._path))
+      return self
     self._file = open(self._path, "a+", encoding="utf-8")  # pylint: disable=consider-using-with
     try:
       fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -63,14 +73,10 @@ class WorkdirLock:
     return self
 
   def __exit__(self, *exc):
+    if self._file is None:
+      return
     self._file.truncate(0)
     self._file.close()  # closing releases the flock
-
-
-def _write_atomically(path: str, text: str) -> None:
-  with open(path + ".tmp", "w", encoding="utf-8") as f:
-    f.write(text)
-  os.replace(path + ".tmp", path)
 
 
 def record_launch(workdir: str, config: ml_collections.ConfigDict, start_step: int) -> str:
@@ -80,9 +86,8 @@ def record_launch(workdir: str, config: ml_collections.ConfigDict, start_step: i
   """
   text = config_loading.config_to_json(config)
   history = os.path.join(workdir, HISTORY_DIR)
-  os.makedirs(history, exist_ok=True)
-  launch = 1 + sum(name.startswith("launch_") for name in os.listdir(history))
+  launch = 1 + sum(name.startswith("launch_") for name in storage.list_dir(history))
   path = os.path.join(history, f"launch_{launch:03d}_from_step_{start_step}.json")
-  _write_atomically(path, text)
-  _write_atomically(os.path.join(workdir, CONFIG_FILE), text)
+  storage.write_text(path, text)
+  storage.write_text(os.path.join(workdir, CONFIG_FILE), text)
   return path

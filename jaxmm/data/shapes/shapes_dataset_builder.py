@@ -13,6 +13,8 @@ attributes separately.
 import numpy as np
 import tensorflow_datasets as tfds
 
+from jaxmm.data import bundled_builder
+
 SHAPES = ("circle", "square", "triangle", "diamond", "star", "cross")
 COLOURS = ("red", "green", "blue", "yellow", "cyan", "magenta", "orange", "white")
 SIZES = ("small", "medium", "large")
@@ -178,35 +180,24 @@ def generate_split(split):
               held_out=held_out)
 
 
-class Builder(tfds.core.GeneratorBasedBuilder):
-  """DatasetBuilder for `shapes` (array_record; readable without TensorFlow)."""
+class Builder(bundled_builder.BundledBuilder):
+  """DatasetBuilder for `shapes`."""
 
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "Initial release."}
+  SPLITS = tuple(NUM_EXAMPLES)
+  SUPERVISED_KEYS = ("image", "caption")
 
-  def __init__(self, **kwargs):
-    kwargs.setdefault("file_format", "array_record")
-    super().__init__(**kwargs)
-
-  def _info(self) -> tfds.core.DatasetInfo:
-    return self.dataset_info_from_configs(
-        features=tfds.features.FeaturesDict({
-            "image": tfds.features.Tensor(shape=(IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8),
-            "shape": tfds.features.ClassLabel(names=SHAPES),
-            "colour": tfds.features.ClassLabel(names=COLOURS),
-            "size": tfds.features.ClassLabel(names=SIZES),
-            "position": tfds.features.ClassLabel(names=POSITIONS),
-            "caption": tfds.features.Text(),
-            "held_out": tfds.features.Tensor(shape=(), dtype=np.bool_),
-        }),
-        supervised_keys=("image", "caption"),
-        # Keep record i == generated example i, so the order is meaningful.
-        disable_shuffling=True,
-    )
-
-  def _split_generators(self, dl_manager):
-    del dl_manager  # Nothing to download: the data is generated.
-    return {split: self._generate_examples(split) for split in NUM_EXAMPLES}
+  def _features(self):
+    return {
+        "image": tfds.features.Tensor(shape=(IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8),
+        "shape": tfds.features.ClassLabel(names=SHAPES),
+        "colour": tfds.features.ClassLabel(names=COLOURS),
+        "size": tfds.features.ClassLabel(names=SIZES),
+        "position": tfds.features.ClassLabel(names=POSITIONS),
+        "caption": tfds.features.Text(),
+        "held_out": tfds.features.Tensor(shape=(), dtype=np.bool_),
+    }
 
   def _generate_examples(self, split):
     data = generate_split(split)
