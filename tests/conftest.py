@@ -29,7 +29,8 @@ TINY_OVERRIDES = ("batch_size=16", "total_steps=10", "optim.warmup_steps=1", "op
                   "model.embed_dim=16", "model.image.patch_size=8", "model.image.width=32",
                   "model.image.depth=1", "model.image.num_heads=2", "model.image.mlp_dim=64",
                   "model.text.width=32", "model.text.depth=1", "model.text.num_heads=2",
-                  "model.text.mlp_dim=64", "eval.zero_shot.batch_size=256")
+                  "model.text.mlp_dim=64", "eval.zero_shot.batch_size=256",
+                  "eval.linear_probe.train_examples=512", "eval.knn.train_examples=512")
 
 # A TFDS builder of the kind a user brings: its own module, feature names
 # other than 'image' / 'caption', and not registered with tfds, so that jaxmm

@@ -108,6 +108,7 @@ def test_zero_shot_prompts_are_every_phrasing_of_each_digit():
   np.testing.assert_array_equal(task.labels({"label": np.array([3, 7])}), [3, 7])
 
 
+@pytest.mark.slow
 def test_siglip_config_trains_two_steps_on_digits(digits_data_dir, tmp_path, monkeypatch):
   monkeypatch.chdir(REPO)
   workdir = tmp_path / "run"

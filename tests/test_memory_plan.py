@@ -136,6 +136,7 @@ def test_cli_prints_the_plan(overrides, capsys):
   assert f" {params}  this device's shards of the parameters" in out
 
 
+@pytest.mark.slow
 def test_cli_json_simulates_more_devices_than_present(overrides, capsys):
   # This session's CPU backend has 8 devices; 16 are measured by a child process.
   cli.main(["inspect", "--memory", "--json", "--config", SPEC, "--devices", "16"] +

@@ -15,6 +15,8 @@ import subprocess
 import sys
 import types
 
+import pytest
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 EVALUATORS = ("retrieval", "linear_probe", "knn")
 TIMEOUT = 400
@@ -88,6 +90,7 @@ def _run(processes, devices, data_dir, out_dir, overrides):
   return results
 
 
+@pytest.mark.slow
 def test_two_processes_compute_what_one_does(tmp_path, tiny_overrides):
   from jaxmm import data  # pylint: disable=import-outside-toplevel
   data_dir = str(tmp_path / "tfds")
