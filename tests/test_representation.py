@@ -150,7 +150,7 @@ def test_probe_and_knn_beat_chance(trained):
 @pytest.mark.parametrize("override,expected", [
     ("eval.knn.k=5000", "eval.knn.k=5000 is more than the 512 examples of the training split "
      "'train[:512]'; set --config.eval.knn.k to at most 512"),
-    ("eval.knn.k=5000 eval.knn.train_examples=100000",
+    (("eval.knn.k=5000", "eval.knn.train_examples=100000"),
      "eval.knn.k=5000 is more than the 1442 examples of the training split 'train'; set "
      "--config.eval.knn.k to at most 1442"),
     ("eval.knn.vote=mean", "eval.knn.vote='mean' is not one of 'majority', 'similarity'"),
@@ -165,7 +165,7 @@ def test_bad_setting_is_one_line_naming_the_key(capsys, digits_data_dir, tmp_pat
                                                  override, expected):
   monkeypatch.chdir(REPO)
   args = _train_args(tmp_path / "run", digits_data_dir, TINY_OVERRIDES, "data.name=digits",
-                     *override.split())
+                     *((override,) if isinstance(override, str) else override))
   assert _error_line(capsys, args) == f"jaxmm train: error: {expected}"
   assert not (tmp_path / "run" / "checkpoints").exists()  # nothing trained
 
