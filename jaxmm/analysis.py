@@ -168,13 +168,14 @@ class Run:
 
   def _embed(self, tower: str, inputs: np.ndarray, batch_size: int) -> np.ndarray:
     """`tower`'s embeddings [N, E] of inputs [N, ...], in batches of `batch_size` (rounded up to
-    split over the mesh's batch axes) with the last one padded, so compiled once."""
+    split over the mesh's batch axes) with the last one padded: compiled once, and an input's
+    embedding is the same bits whatever else is embedded with it."""
     errors.integer_at_least("batch_size", batch_size, 1)
     if not len(inputs):
       raise errors.UserError(f"run.embed_{tower}s got no {tower}s (N = 0)")
     shards = 1 if self.mesh is None else parallel.batch_shards(self.mesh)
     num = len(inputs)
-    size = -(-min(batch_size, num) // shards) * shards
+    size = -(-batch_size // shards) * shards
     inputs = np.concatenate([inputs, np.repeat(inputs[:1], -num % size, axis=0)])
     params = self.params if self.mesh is not None else jax.device_put(self.params)
     outputs = []

@@ -126,6 +126,14 @@ def saved_config(manager, step: int) -> ml_collections.ConfigDict:
   return config_loading.config_from_json(json.dumps(checkpoints.restore_config(manager, step)))
 
 
+def run_config(workdir: str, step: int | None = None) -> ml_collections.ConfigDict:
+  """The config saved with `workdir`'s checkpoint `step` (default: the latest), no arrays read.
+
+  Raises `NoRun` as `jaxmm.analysis.load_run` does."""
+  with read_only_manager(workdir) as manager:
+    return saved_config(manager, checkpoint_step(manager, workdir, step))
+
+
 def read_metrics(workdir: str) -> dict[str, np.ndarray]:
   """Every scalar the train loop logged to workdir/metrics.jsonl, as a table of columns.
 

@@ -5,6 +5,7 @@ import types
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.linalg
@@ -15,6 +16,7 @@ from jaxmm import errors
 from jaxmm import evaluators
 from jaxmm import models
 from jaxmm import parallel
+from jaxmm import train
 from jaxmm.data import preprocess
 from jaxmm.data import shapes
 from jaxmm.experiments import image_text
@@ -64,9 +66,15 @@ def test_frechet_distance_rejects_mismatched_widths():
 
 
 def _write_run(workdir, config, params):
-  """A one-checkpoint run of `config` holding `params`, through the real checkpoint code."""
+  """A one-checkpoint run of `config` holding `params`, through the real state and checkpoint
+  code."""
+  init_variables = image_text.make_init_variables(models.get_model(config.model), config)
+  tx, _ = train.make_optimizer(config.optim, config.total_steps)
+  shardings = train.state_shardings(init_variables, tx, config.ema,
+                                    parallel.make_mesh(config.mesh))
+  state = train.init_state(init_variables, tx, config.ema, shardings, jax.random.key(0))
+  state = state.replace(step=jnp.int32(STEP), params=params)
   manager = checkpoints.make_manager(workdir, async_save=False)
-  state = {"step": np.int32(STEP), "params": params, "opt_state": {"count": np.int32(STEP)}}
   checkpoints.save(manager, STEP, state, {"next_index": STEP},
                    json.loads(config_loading.config_to_json(config)))
   checkpoints.finish(manager)

@@ -25,8 +25,8 @@ import numpy as np
 from jaxmm import analysis
 from jaxmm import data
 from jaxmm import errors
-from jaxmm import models
 from jaxmm import parallel
+from jaxmm import run_files
 from jaxmm.data import preprocess
 from jaxmm.data import shapes
 from jaxmm.evaluators import frechet
@@ -42,50 +42,29 @@ _PROMPT_TASKS = {"shape": "shape", "colour": "colour", "pair": "held_out_pairs"}
 class Judge:
   """A trained two-tower's image embeddings and zero-shot (shape, colour, pair) classes.
 
-  The prompts are embedded once, here. Images go through the image tower in
-  fixed batches of `batch_size` (the last one padded), jitted once, with the
-  batch split over the mesh's batch axes and the parameters replicated. With
-  several processes, every process passes the same images and gets every
-  result.
+  The prompts are embedded once, here. Images go through the run's image
+  tower (`Run.embed_images`) `batch_size` at a time, the batch split over the
+  mesh's batch axes. With several processes, every process passes the same
+  images and gets every result.
 
   Attributes:
-    run: the restored run (config, step, host numpy params).
-    mesh: where the towers run.
+    run: the restored run (config, step, params on its mesh).
     batch_size: images (and prompts) per encoder call.
     tasks: 'shape', 'colour', 'pair' -> the ZeroShotTask whose prompts and
       labels define that class.
   """
 
-  def __init__(self, run: analysis.Run, mesh: jax.sharding.Mesh, batch_size: int):
-    self.run, self.mesh, self.batch_size = run, mesh, batch_size
+  def __init__(self, run: analysis.Run, batch_size: int):
+    self.run, self.batch_size = run, batch_size
     by_name = {task.name: task for task in prompts.zero_shot_tasks("shapes")}
     self.tasks = {name: by_name[source] for name, source in _PROMPT_TASKS.items()}
-    model = models.get_model(run.config.model)
-    self._encode_image = jax.jit(
-        lambda p, x: model.apply({"params": p}, x, method=model.encode_image))
-    self._encode_text = jax.jit(
-        lambda p, t: model.apply({"params": p}, t, method=model.encode_text))
-    self._params = jax.device_put(run.params, parallel.replicated(mesh))
-    tokenizer = data.get_tokenizer(run.config.data.tokenizer)
     texts = sorted({p for task in self.tasks.values() for ps in task.class_prompts for p in ps})
     index = {text: i for i, text in enumerate(texts)}
-    embeddings = self._encode(self._encode_text,
-                              tokenizer.encode_batch(texts, run.config.data.max_len))
+    embeddings = run.embed_texts(texts, batch_size=batch_size)
     self._class_prompts = {
         name: [embeddings[[index[p] for p in ps]] for ps in task.class_prompts]
         for name, task in self.tasks.items()
     }
-
-  def _encode(self, encode, inputs: np.ndarray) -> np.ndarray:
-    """encode(params, batch) over inputs [N, ...] in padded batches -> [N, E] on the host."""
-    pad = -len(inputs) % self.batch_size
-    inputs = np.concatenate([inputs, np.zeros((pad,) + inputs.shape[1:], inputs.dtype)])
-    outputs = []
-    with jax.set_mesh(self.mesh):
-      for start in range(0, len(inputs), self.batch_size):
-        batch = parallel.shard_whole_batch(inputs[start:start + self.batch_size], self.mesh)
-        outputs.append(parallel.to_host(encode(self._params, batch)))
-    return np.concatenate(outputs)[:len(inputs) - pad]
 
   def image_features(self, images: np.ndarray) -> np.ndarray:
     """Unit-norm image embeddings float32 [N, E] of images float [N, H, W, 3] in [-1, 1].
@@ -95,7 +74,7 @@ class Judge:
     the one that real images go through.
     """
     images = preprocess.resize(np.asarray(images, np.float32), self.run.config.data.image_size)
-    return self._encode(self._encode_image, images)
+    return self.run.embed_images(images, batch_size=self.batch_size)
 
   def classify_features(self, features: np.ndarray) -> dict[str, np.ndarray]:
     """'shape', 'colour', 'pair' -> int class indices [N] of image embeddings [N, E].
@@ -141,22 +120,23 @@ def make_judge(run_dir: str,
   mesh = parallel.make_mesh({"data": -1}) if mesh is None else mesh
   parallel.check_batch_size(batch_size, mesh, f"{config_key}.batch_size")
   try:
-    run = analysis.load_run(run_dir)
+    config = run_files.run_config(run_dir)
   except FileNotFoundError as e:
     raise errors.UserError(f"{config_key}.run: {e}; train an image-text run with `make train` "
                            "(it writes runs/siglip_shapes) and set "
                            f"--config.{config_key}.run to its workdir") from e
-  if run.config.experiment != "image_text":
+  if config.experiment != "image_text":
     raise errors.UserError(
-        f"{config_key}.run={run_dir!r} is an experiment={run.config.experiment!r} run, but the "
+        f"{config_key}.run={run_dir!r} is an experiment={config.experiment!r} run, but the "
         "judge needs an image-text two-tower (experiment='image_text'); train one with `make "
         f"train` and set --config.{config_key}.run to its workdir")
-  if run.config.data.name != "shapes":
+  if config.data.name != "shapes":
     raise errors.UserError(
-        f"{config_key}.run={run_dir!r} was trained on data.name={run.config.data.name!r}, but "
+        f"{config_key}.run={run_dir!r} was trained on data.name={config.data.name!r}, but "
         "the judge reads `shapes` images; set --config."
         f"{config_key}.run to a run trained on 'shapes' (`make train` writes one)")
-  return Judge(run, mesh, batch_size)
+  run = analysis.load_run(run_dir, mesh=mesh)
+  return Judge(run, batch_size)
 
 
 def real_image_features(judge: Judge,
