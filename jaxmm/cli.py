@@ -6,6 +6,7 @@
   jaxmm inspect --memory --config FILE.py[:ARG] [--devices N,...] [--batch-sizes B,...] [--json]
   jaxmm sweep   --config configs/NAME.py[:ARG] --workdir DIR [--dry-run] [--launcher ...]
   jaxmm sweep   --summarize DIR
+  jaxmm filter  --run DIR --dataset NAME --split S --keep F --out DIR [...]
 
 Overrides are parsed here rather than with absl's config_flags so that an
 unknown key fails before anything runs, with the nearest existing key named.
@@ -27,6 +28,7 @@ import logging as std_logging
 
 from jaxmm import config_loading
 from jaxmm import errors
+from jaxmm import filter_command
 from jaxmm import host_memory
 from jaxmm import memory_command
 from jaxmm import sweep_command
@@ -130,6 +132,13 @@ def _parser() -> argparse.ArgumentParser:
                       takes_config=False)
   sweep.epilog = _OVERRIDES_HELP
   sweep_command.add_arguments(sweep)
+  filter_ = add_command("filter",
+                        "Keep the image-text pairs of a dataset split that a trained two-tower "
+                        "scores highest, as a new dataset (data filtering, Fang et al. 2023).",
+                        filter_command.USAGE,
+                        takes_config=False)
+  filter_.epilog = filter_command.EPILOG
+  filter_command.add_arguments(filter_)
   return parser
 
 
@@ -276,9 +285,15 @@ def main(argv=None) -> None:
   show_traceback = args.traceback or os.environ.get("JAXMM_TRACEBACK", "0") not in ("", "0")
   if args.command == "sample" and overrides:
     parser.error("jaxmm sample takes no --config.KEY overrides: it samples the run's own config")
+  if args.command == "filter" and overrides:
+    parser.error("jaxmm filter takes no --config.KEY overrides: it scores with the run's own "
+                 "config")
   try:
     if args.command == "sample":
       _sample(args)
+      return
+    if args.command == "filter":
+      filter_command.run(args)
       return
     if args.command == "sweep":
       sweep_command.run(args, overrides)

@@ -9,6 +9,7 @@ from jaxmm.data.pipeline import tokenize
 from jaxmm.data.pipeline import train_iterator
 from jaxmm.data.pipeline import truncation_warning
 from jaxmm.data.sources import data_source
+from jaxmm.data.sources import dataset_names
 from jaxmm.data.sources import get_builder
 from jaxmm.data.sources import resolve_data_dir
 from jaxmm.data.tokenizers import get_tokenizer

@@ -6,7 +6,9 @@ Bundled datasets (`BUNDLED`) are generated locally into the data directory
 the first time they are asked for; any other TFDS dataset must already be
 prepared there (jaxmm never downloads). A name that is neither, or a data
 directory that cannot be used, raises `jaxmm.errors.UserError` naming the
-setting to change.
+setting to change. A copy of a dataset that `derived_dataset` writes into
+another data directory (a filtered or a caption-corrupted one) is found there
+under the source's name.
 """
 import difflib
 import os
@@ -163,7 +165,11 @@ def get_builder(name: str, data_dir=None) -> tfds.core.DatasetBuilder:
     info = os.path.join(data_dir, builder_cls.name, str(builder_cls.VERSION), "dataset_info.json")
     if not storage.exists(info):
       _build_bundled(builder_cls, data_dir, origin)
-    return builder_cls(data_dir=data_dir)
+    builder = builder_cls(data_dir=data_dir)
+    # A copy written by `derived_dataset` may add features (a caption-corrupted copy's
+    # `corrupted`) that the code does not define and would not decode: it is read from its files.
+    on_disk = tfds.builder_from_directory(os.path.dirname(info))
+    return on_disk if set(on_disk.info.features) != set(builder.info.features) else builder
   # tfds.builder answers a name it cannot find with a list of every dataset it
   # knows, so it is only asked about datasets that have files here.
   if _prepared_versions(data_dir, re.split(r"[/:]", name)[0]):
@@ -174,6 +180,17 @@ def get_builder(name: str, data_dir=None) -> tfds.core.DatasetBuilder:
     if builder is not None and builder.is_prepared():
       return builder
   raise _not_prepared(name, data_dir)
+
+
+def dataset_names(data_dir=None) -> list[str]:
+  """The names `get_builder` opens in `data_dir`: the bundled datasets and those prepared there."""
+  return sorted(set(BUNDLED) | set(_prepared_datasets(resolve_data_dir(data_dir))))
+
+
+def prepare(builder_cls, data_dir) -> None:
+  """Generates the dataset of `builder_cls` (a `BundledBuilder`) into `data_dir` as the bundled
+  datasets are generated: whole or not at all, or as a copy of a local build in a bucket."""
+  _build_bundled(builder_cls, resolve_data_dir(data_dir), data_dir)
 
 
 def data_source(name: str, split: str, data_dir=None):
