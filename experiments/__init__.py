@@ -6,8 +6,10 @@ evaluators); `jaxmm.train.train` does the rest.
 """
 from jaxmm.experiments import diffusion
 from jaxmm.experiments import image_text
+from jaxmm.experiments import supcon
 
 EXPERIMENTS = {
     "image_text": image_text.build,
     "diffusion": diffusion.build,
+    "supcon": supcon.build,
 }

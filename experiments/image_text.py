@@ -17,6 +17,7 @@ from jaxmm import evaluators
 from jaxmm import losses
 from jaxmm import models
 from jaxmm import parallel
+from jaxmm.evaluators import from_config
 from jaxmm.models import patch_dropout
 from jaxmm.models import vit
 
@@ -171,50 +172,16 @@ def make_retrieval_evaluator(model, config, mesh, workdir, tokenizer, embeddings
                                           workdir=workdir))
 
 
-def _training_examples(config, name) -> tuple[str, int]:
-  """The split a probe or k-NN learns from and its size: the first eval.<name>.train_examples
-  of data.train_split, or all of it when that is None or more than it has."""
-  split, wanted = config.data.train_split, config.eval[name].train_examples
-  size = data.split_reader(config.data, split).num_examples
-  if wanted is None or errors.integer_at_least(f"eval.{name}.train_examples", wanted, 1) >= size:
-    return split, size
-  return f"{split}[:{wanted}]", wanted
-
-
-def _classifier_settings(config, workdir, embeddings, name) -> dict:
-  """The arguments the linear-probe and k-NN evaluators share, from config.eval[name]."""
-  settings = config.eval[name]
-  labels = evaluators.chosen_labels(data.class_labels(config.data), settings.labels,
-                                    config.data.name, f"eval.{name}")
-  return dict(embeddings=embeddings,
-              train_split=_training_examples(config, name)[0],
-              eval_split=config.data.eval_split,
-              batch_size=settings.batch_size,
-              labels=labels,
-              workdir=workdir)
-
-
 def make_linear_probe_evaluator(model, config, mesh, workdir, tokenizer, embeddings):
   """evaluator(state, step): accuracy of linear probes on the frozen image embeddings."""
   del model, mesh, tokenizer  # `embeddings` encodes the images
-  settings = config.eval.linear_probe
-  return _of_params(
-      evaluators.make_linear_probe_evaluator(
-          l2=settings.l2,
-          max_steps=settings.max_steps,
-          **_classifier_settings(config, workdir, embeddings, "linear_probe")))
+  return _of_params(from_config.linear_probe_evaluator(config, embeddings, workdir))
 
 
 def make_knn_evaluator(model, config, mesh, workdir, tokenizer, embeddings):
   """evaluator(state, step): k-NN accuracy among the training split's image embeddings."""
   del model, mesh, tokenizer  # `embeddings` encodes the images
-  settings = config.eval.knn
-  return _of_params(
-      evaluators.make_knn_evaluator(num_train=_training_examples(config, "knn")[1],
-                                    k=settings.k,
-                                    vote=settings.vote,
-                                    temperature=settings.temperature,
-                                    **_classifier_settings(config, workdir, embeddings, "knn")))
+  return _of_params(from_config.knn_evaluator(config, embeddings, workdir))
 
 
 # The evaluators a config may name under `eval` (their settings beside).

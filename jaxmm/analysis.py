@@ -55,8 +55,8 @@ def _experiment(name: str):
   this module.
   """
   # pylint: disable-next=import-outside-toplevel
-  from jaxmm.experiments import diffusion as diffusion_experiment, image_text
-  modules = {"image_text": image_text, "diffusion": diffusion_experiment}
+  from jaxmm.experiments import diffusion as diffusion_experiment, image_text, supcon
+  modules = {"image_text": image_text, "diffusion": diffusion_experiment, "supcon": supcon}
   if name not in modules:
     raise errors.UserError(f"jaxmm.analysis knows the models of {', '.join(modules)} runs, not of "
                            f"experiment={name!r}; load it without a mesh for its arrays")

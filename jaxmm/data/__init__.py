@@ -8,6 +8,7 @@ from jaxmm.data.pipeline import split_reader
 from jaxmm.data.pipeline import tokenize
 from jaxmm.data.pipeline import train_iterator
 from jaxmm.data.pipeline import truncation_warning
+from jaxmm.data.pipeline import view_ops_of
 from jaxmm.data.sources import data_source
 from jaxmm.data.sources import dataset_names
 from jaxmm.data.sources import get_builder

@@ -7,6 +7,9 @@ A batch is a dict of host numpy arrays:
   one int32 [b] (bool for bool features) per scalar label feature, e.g.
   'shape', 'colour', 'size', 'position', 'held_out' for `shapes`;
   eval batches add 'mask' bool [b] (False on padding rows).
+Training batches of a data config with `views` have 'views' float32
+[b, V, S, S, C] (V = data.num_views random views of each image, `view_ops`)
+in place of 'image'.
 b is the host-local batch: the global batch size // process_count.
 
 The training stream is a pure function of (seed, step): global batch `step`
@@ -19,17 +22,18 @@ Whole batches are gathered and preprocessed with vectorised numpy.
 
 Data config keys: name, data_dir, train_split, eval_split, image_size,
 max_len, tokenizer, augment (shuffle_seed is resolved by the caller into
-`seed`), image_key, text_key (the dataset's image and text features) and
-cache (True: splits under 1 GiB are read into memory once per process). Every
-config carries all of them; a data config without data_dir, image_key,
-text_key or cache (e.g. one written in a test) gets None, 'image', 'caption'
-and True.
+`seed`), image_key, text_key (the dataset's image and text features), cache
+(True: splits under 1 GiB are read into memory once per process), views and
+num_views (the ops that make each training image's views, `view_ops`; views
+None: no views). Every config carries the first ones; a data config without
+data_dir, image_key, text_key, cache, views or num_views (e.g. one written in
+a test) gets None, 'image', 'caption', True, None and 2.
 
 Mistakes in these keys raise `jaxmm.errors.UserError` naming the key before any
 batch is made: an image or text key that is not a feature of the dataset
-(`check_features`), and those of `sources.get_builder` and
-`tokenizers.get_tokenizer`. `truncation_warning` reports captions that
-data.max_len cuts short, which the pipeline does silently.
+(`check_features`), and those of `sources.get_builder`,
+`tokenizers.get_tokenizer` and `view_ops.parse`. `truncation_warning` reports
+captions that data.max_len cuts short, which the pipeline does silently.
 """
 import functools
 import sys
@@ -41,13 +45,15 @@ import tensorflow_datasets as tfds
 from jaxmm.data import preprocess
 from jaxmm.data import sources
 from jaxmm.data import tokenizers
+from jaxmm.data import view_ops
 from jaxmm.errors import UserError
 
 _MAX_CACHED_BYTES = 1 << 30
 # The machine this was tuned on has 2 cores: two reader threads keep a couple of
 # batches ahead of the training step without starving it.
 _READ_OPTIONS = grain.ReadOptions(num_threads=2, prefetch_buffer_size=2)
-_DEFAULTS = {"data_dir": None, "image_key": "image", "text_key": "caption", "cache": True}
+_DEFAULTS = {"data_dir": None, "image_key": "image", "text_key": "caption", "cache": True,
+             "views": None, "num_views": 2}
 
 
 def _get(data_config, key):
@@ -171,6 +177,13 @@ def _check_config(data_config, need_text):
   check_features(data_config, need_text)
   if need_text:
     _tokenizer(data_config["tokenizer"])
+  view_ops_of(data_config)
+
+
+def view_ops_of(data_config) -> list | None:
+  """The ops of data.views (`view_ops.parse`), or None when the config asks for no views."""
+  spec = _get(data_config, "views")
+  return None if spec is None else view_ops.parse(spec, _get(data_config, "num_views"))
 
 
 def _to_batch(raw, data_config, keys=None):
@@ -242,12 +255,17 @@ def train_iterator(data_config,
   local = _local_batch_size(global_batch_size, process_count)
   _check_config(data_config, need_text)
   reader = split_reader(data_config, data_config["train_split"])
+  views = view_ops_of(data_config)
 
   def load(step):
     positions = _host_positions(step, global_batch_size, local, process_index)
     index, epoch = _shuffled(positions, seed, reader.num_examples)
-    keys = preprocess.example_keys(seed, index, epoch) if data_config["augment"] else None
-    return _to_batch(reader.read(index), data_config, keys)
+    keys = preprocess.example_keys(seed, index, epoch)
+    batch = _to_batch(reader.read(index), data_config, keys if data_config["augment"] else None)
+    if views is not None:
+      batch["views"] = view_ops.make_views(batch.pop("image"), keys, views,
+                                           _get(data_config, "num_views"))
+    return batch
 
   dataset = grain.MapDataset.range(sys.maxsize).map(load)
   return iter(dataset.to_iter_dataset(_READ_OPTIONS))

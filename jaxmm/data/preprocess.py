@@ -28,7 +28,15 @@ def example_keys(seed: int, index, epoch) -> np.ndarray:
   return _splitmix64(key ^ np.asarray(epoch, np.uint64))
 
 
-def _uniform(keys, stream: int) -> np.ndarray:
+def fold_in(keys, value: int) -> np.ndarray:
+  """uint64 [N] keys of a sub-stream `value` (e.g. a view number) of each of keys [N].
+
+  The salt keeps them apart from the bits that `uniform` draws for small streams.
+  """
+  return _splitmix64(keys ^ _splitmix64(np.uint64(value) ^ np.uint64(0x5EED5EED5EED5EED)))
+
+
+def uniform(keys, stream: int) -> np.ndarray:
   """float64 [N] in [0, 1), an independent draw per key and stream."""
   bits = _splitmix64(keys ^ _splitmix64(np.uint64(stream)))
   return (bits >> np.uint64(11)).astype(np.float64) / float(1 << 53)
@@ -65,8 +73,8 @@ def random_translate(images, keys, max_shift: int = 2) -> np.ndarray:
   """Shifts each image by up to `max_shift` px per axis, repeating edge pixels."""
   _, height, width, _ = images.shape
   span = 2 * max_shift + 1
-  dy = np.floor(_uniform(keys, 0) * span).astype(np.int64)
-  dx = np.floor(_uniform(keys, 1) * span).astype(np.int64)
+  dy = np.floor(uniform(keys, 0) * span).astype(np.int64)
+  dx = np.floor(uniform(keys, 1) * span).astype(np.int64)
   padded = np.pad(images, ((0, 0), (max_shift,) * 2, (max_shift,) * 2, (0, 0)), mode="edge")
   # One slice copy per image is several times faster than a 3-D fancy gather.
   return np.stack([p[y:y + height, x:x + width] for p, y, x in zip(padded, dy, dx)])
@@ -74,7 +82,7 @@ def random_translate(images, keys, max_shift: int = 2) -> np.ndarray:
 
 def random_brightness(images, keys, max_delta: float = 0.05) -> np.ndarray:
   """Adds one offset in [-max_delta, max_delta] per image ([-1, 1] scale), clipped."""
-  delta = (2 * _uniform(keys, 2) - 1) * max_delta
+  delta = (2 * uniform(keys, 2) - 1) * max_delta
   out = images + delta.astype(np.float32)[:, None, None, None]
   return np.clip(out, -1.0, 1.0, out=out)
 

@@ -8,6 +8,7 @@ from jaxmm import errors
 from jaxmm.models.dit import DiT
 from jaxmm.models.flops import model_flops_per_example
 from jaxmm.models.mlp_denoiser import MLPDenoiser
+from jaxmm.models.resnet import ResNet
 from jaxmm.models.transformer import ATTENTION
 from jaxmm.models.two_tower import TwoTower
 from jaxmm.models.unet import UNet
@@ -17,6 +18,7 @@ MODELS = {
     "unet": UNet,
     "dit": DiT,
     "mlp_denoiser": MLPDenoiser,
+    "resnet": ResNet,
 }
 
 
@@ -71,5 +73,6 @@ def get_model(config_model: Mapping[str, Any]) -> nn.Module:
 
 
 __all__ = [
-    "MODELS", "get_model", "model_flops_per_example", "TwoTower", "UNet", "DiT", "MLPDenoiser"
+    "MODELS", "get_model", "model_flops_per_example", "TwoTower", "UNet", "DiT", "MLPDenoiser",
+    "ResNet"
 ]

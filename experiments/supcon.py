@@ -1,0 +1,184 @@
+"""Supervised contrastive learning (SupCon), SimCLR and the cross-entropy baseline.
+
+Khosla et al. (2020), "Supervised contrastive learning": a ResNet encoder
+with BatchNorm and an MLP head is trained on `data.num_views` random views of
+each image (`jaxmm.data.view_ops`, named by `data.views`) with `loss.name`:
+
+  supcon  L_out of eq. 2 on the unit-norm head outputs: the positives of a
+          view are the other views of its image and every view of an image
+          with the same label (`data.label_key`);
+  simclr  the same loss without labels, positives only the other views of
+          the image (NT-Xent, Chen et al. 2020);
+  ce      cross-entropy of the head's logits (model.head[-1] = the number of
+          classes) on every view, the baseline of the paper.
+
+The contrastive losses run under `shard_map` over the batch axes
+(`jaxmm.parallel.over_batch_axes`); the network runs under the train step's
+jit, where BatchNorm's batch statistics are those of the global batch of
+views (`jaxmm.models.resnet`). The BatchNorm running averages live in the
+train state's `model_state` ('batch_stats'). Evaluation (the `linear_probe`
+and `knn` evaluators under `config.eval`) reads the frozen encoder's
+representation h [B, F] with those running averages.
+"""
+import functools
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from jaxmm import data
+from jaxmm import errors
+from jaxmm import evaluators
+from jaxmm import losses
+from jaxmm import models
+from jaxmm import parallel
+from jaxmm.data import view_ops
+from jaxmm.evaluators import from_config
+from jaxmm.models.two_tower import l2_normalize
+
+LOSSES = ("supcon", "simclr", "ce")
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+  """Raises `UserError` for a value that cannot work, before anything is built."""
+  loss_name = errors.one_of("loss.name", config.loss.name, LOSSES)
+  errors.one_of("loss.contrast_mode", config.loss.contrast_mode, losses.SUPCON_CONTRAST_MODES)
+  errors.positive("loss.temperature", config.loss.temperature)
+  errors.positive("loss.base_temperature", config.loss.base_temperature)
+  if config.data.views is None:
+    raise errors.UserError("data.views=None makes no views; name the ops that make them, e.g. "
+                           f"--config.data.views='{view_ops.EXAMPLE}'")
+  data.view_ops_of(config.data)
+  if loss_name == "simclr" and config.data.num_views < 2:
+    raise errors.UserError(f"loss.name='simclr' needs two views of each image (its only "
+                           f"positives), but data.num_views={config.data.num_views}; set "
+                           "--config.data.num_views=2")
+  model = config.model
+  if len(model.stage_sizes) != len(model.widths):
+    raise errors.UserError(f"model.stage_sizes={tuple(model.stage_sizes)} and model.widths="
+                           f"{tuple(model.widths)} need one entry per stage")
+  if not model.head:
+    raise errors.UserError("model.head=() has no layer; give the head's output sizes, e.g. "
+                           "(512, 128) for a projection or (10,) for 10 classes")
+  classes = data.class_labels(config.data)
+  label_key = errors.one_of("data.label_key", config.data.label_key, classes)
+  if loss_name == "ce" and model.head[-1] != classes[label_key]:
+    raise errors.UserError(f"loss.name='ce' needs one logit per class: model.head[-1]="
+                           f"{model.head[-1]}, but data.label_key={label_key!r} has "
+                           f"{classes[label_key]} classes; set --config.model.head="
+                           f"'({classes[label_key]},)'")
+  for name in config.eval:
+    errors.one_of("evaluator name under eval", name, EVALUATORS)
+    errors.integer_at_least(f"eval.{name}.batch_size", config.eval[name].batch_size, 1)
+
+
+def make_objective(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh):
+  """(head outputs [B, V, H], labels int [B]) -> (scalar loss, metrics) of `config.loss`."""
+  settings = config.loss
+  if settings.name == "ce":
+
+    def cross_entropy(logits, labels):
+      labels = jnp.broadcast_to(labels[:, None], logits.shape[:2])
+      loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+      return loss, {"accuracy": jnp.mean(jnp.argmax(logits, axis=-1) == labels)}
+
+    return cross_entropy
+
+  supcon = functools.partial(losses.supcon_loss,
+                             temperature=settings.temperature,
+                             base_temperature=settings.base_temperature,
+                             contrast_mode=settings.contrast_mode)
+  if settings.name == "simclr":
+    sharded = parallel.over_batch_axes(lambda z, axis_name: supcon(z, axis_name=axis_name), mesh,
+                                       num_batched=1)
+    return lambda outputs, labels: (sharded(l2_normalize(outputs)), {})
+  sharded = parallel.over_batch_axes(supcon, mesh, num_batched=2)
+  return lambda outputs, labels: (sharded(l2_normalize(outputs), labels), {})
+
+
+def make_loss_fn(model, config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh):
+  """loss_fn(params, model_state, batch, rng) -> (loss, metrics, model_state) for the train step.
+
+  The B·V views of batch['views'] [B, V, S, S, C] go through the network as
+  one batch, so BatchNorm normalises them together; the returned
+  model_state holds the updated running averages.
+  """
+  objective = make_objective(config, mesh)
+  label_key = config.data.label_key
+
+  def loss_fn(params, model_state, batch, rng):
+    del rng  # the views carry all the randomness
+    views = batch["views"]
+    b, v = views.shape[:2]
+    (_, outputs), model_state = model.apply({"params": params, **model_state},
+                                            views.reshape((b * v,) + views.shape[2:]),
+                                            train=True,
+                                            mutable=list(model_state))
+    loss, metrics = objective(outputs.reshape(b, v, -1), batch[label_key])
+    return loss, metrics, model_state
+
+  return loss_fn
+
+
+def make_init_variables(model, config):
+  """rng -> {'params', 'batch_stats'} with logical axis names, from an image of data.image_size."""
+  images = jnp.zeros((1, config.data.image_size, config.data.image_size, 3), jnp.float32)
+  return lambda rng: model.init(rng, images)
+
+
+def encode(model):
+  """(variables, images [b, S, S, 3]) -> the frozen encoder's representation h [b, F], with
+  BatchNorm's running averages."""
+  return lambda variables, x: model.apply(variables, x, method=model.encode)
+
+
+def make_split_embeddings(model, config, mesh) -> evaluators.SplitEmbeddings:
+  """The encoder's representation of the dataset's splits, shared by the evaluators of a step."""
+
+  def batches(split, batch_size):
+    return data.eval_batches(config.data,
+                             split=split,
+                             batch_size=batch_size,
+                             process_index=jax.process_index(),
+                             process_count=jax.process_count())
+
+  return evaluators.SplitEmbeddings({"image": ("image", encode(model))}, batches, mesh)
+
+
+def _of_variables(evaluate):
+  """evaluator(variables, step) -> evaluator(state, step): the params with the model state."""
+  return lambda state, step: evaluate({"params": state.params, **state.model_state}, step)
+
+
+# The evaluators a config may name under `eval` (their settings beside):
+# (config, embeddings, workdir) -> evaluator(variables, step).
+EVALUATORS = {
+    "linear_probe": from_config.linear_probe_evaluator,
+    "knn": from_config.knn_evaluator,
+}
+
+
+def build(config: ml_collections.ConfigDict, workdir: str, mesh: jax.sharding.Mesh) -> dict:
+  """The experiment's parts for `jaxmm.train.run`: init, loss, data and the evaluators
+  named under `config.eval` (none when eval_every=0)."""
+  check_config(config)
+  for name in config.eval:
+    parallel.check_batch_size(config.eval[name].batch_size, mesh, f"eval.{name}.batch_size")
+  model = models.get_model(config.model)
+  seed = config.seed if config.data.shuffle_seed is None else config.data.shuffle_seed
+  train_data = data.train_iterator(config.data,
+                                   global_batch_size=config.batch_size,
+                                   seed=seed,
+                                   process_index=jax.process_index(),
+                                   process_count=jax.process_count(),
+                                   need_text=False)
+  embeddings = make_split_embeddings(model, config, mesh)
+  return dict(init_variables=make_init_variables(model, config),
+              loss_fn=make_loss_fn(model, config, mesh),
+              train_data=train_data,
+              evaluators=[
+                  _of_variables(make(config, embeddings, workdir))
+                  for name, make in EVALUATORS.items()
+                  if name in config.eval
+              ] if config.eval_every else [])
