@@ -32,6 +32,18 @@ TINY_OVERRIDES = ("batch_size=16", "total_steps=10", "optim.warmup_steps=1", "op
                   "model.text.mlp_dim=64", "eval.zero_shot.batch_size=256",
                   "eval.linear_probe.train_examples=512", "eval.knn.train_examples=512")
 
+def cli_error_line(capsys, args) -> str:
+  """Runs `jaxmm ARGS` in this process; returns its last stderr line after checking exit status 2
+  and that no traceback was printed."""
+  from jaxmm import cli  # pylint: disable=import-outside-toplevel
+  with pytest.raises(SystemExit) as e:
+    cli.main(args)
+  assert e.value.code == 2
+  err = capsys.readouterr().err
+  assert "Traceback" not in err
+  return err.strip().splitlines()[-1]
+
+
 # A TFDS builder of the kind a user brings: its own module, feature names
 # other than 'image' / 'caption', and not registered with tfds, so that jaxmm
 # finds it from its prepared files alone.

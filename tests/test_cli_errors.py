@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from jaxmm import cli
+from conftest import cli_error_line
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -22,16 +22,6 @@ def _train_args(workdir, data_dir, tiny_overrides, *overrides):
       "train", "--config", "configs/siglip_shapes.py", "--workdir",
       str(workdir), f"--config.data.data_dir={data_dir}"
   ] + [f"--config.{o}" for o in tiny_overrides] + [f"--config.{o}" for o in overrides])
-
-
-def _error_line(capsys, args) -> str:
-  """Runs `jaxmm ARGS` in this process; returns its last stderr line after checking exit 2."""
-  with pytest.raises(SystemExit) as e:
-    cli.main(args)
-  assert e.value.code == 2
-  err = capsys.readouterr().err
-  assert "Traceback" not in err
-  return err.strip().splitlines()[-1]
 
 
 @pytest.mark.parametrize("override,expected", [
@@ -66,7 +56,7 @@ def _error_line(capsys, args) -> str:
 ])
 def test_bad_value_is_one_line_naming_the_key(capsys, tmp_path, shapes_data_dir, tiny_overrides,
                                               override, expected):
-  line = _error_line(capsys, _train_args(tmp_path / "run", shapes_data_dir, tiny_overrides,
+  line = cli_error_line(capsys, _train_args(tmp_path / "run", shapes_data_dir, tiny_overrides,
                                          override))
   assert line.startswith("jaxmm train: error: ") and expected in line
   assert not (tmp_path / "run" / "checkpoints").exists()
@@ -75,13 +65,13 @@ def test_bad_value_is_one_line_naming_the_key(capsys, tmp_path, shapes_data_dir,
 def test_paths_that_are_files(capsys, tmp_path, shapes_data_dir, tiny_overrides):
   a_file = tmp_path / "file"
   a_file.write_text("")
-  line = _error_line(capsys, _train_args(a_file, shapes_data_dir, tiny_overrides))
+  line = cli_error_line(capsys, _train_args(a_file, shapes_data_dir, tiny_overrides))
   assert f"--workdir {a_file} is a file" in line
-  line = _error_line(capsys, _train_args(tmp_path / "run", a_file, tiny_overrides))
+  line = cli_error_line(capsys, _train_args(tmp_path / "run", a_file, tiny_overrides))
   assert f"data.data_dir='{a_file}' is a file" in line
   (tmp_path / "run2").mkdir()
   (tmp_path / "run2" / "checkpoints").write_text("")
-  line = _error_line(capsys, _train_args(tmp_path / "run2", shapes_data_dir, tiny_overrides))
+  line = cli_error_line(capsys, _train_args(tmp_path / "run2", shapes_data_dir, tiny_overrides))
   assert "checkpoints is a file" in line and "--workdir" in line
 
 
@@ -89,11 +79,11 @@ def test_config_file_that_fails_to_import_names_file_and_line(capsys, tmp_path):
   path = tmp_path / "broken.py"
   path.write_text("import ml_collections\n\ndef get_config():\n"
                   "  return ml_collections.ConfigDict(\n      dict(lr=1e-3 / zero))\n")
-  line = _error_line(capsys, ["inspect", "--config", str(path)])
+  line = cli_error_line(capsys, ["inspect", "--config", str(path)])
   assert line == (f"jaxmm inspect: error: config file {path}, line 5: NameError: "
                   "name 'zero' is not defined")
   path.write_text("def get_config(:\n")
-  line = _error_line(capsys, ["inspect", "--config", str(path)])
+  line = cli_error_line(capsys, ["inspect", "--config", str(path)])
   assert f"config file {path}, line 1: SyntaxError" in line
 
 

@@ -15,6 +15,7 @@ from jaxmm import models
 from jaxmm import parallel
 from jaxmm import train
 from jaxmm.experiments import supcon
+from conftest import cli_error_line
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CONFIGS = [f"{loss}_{dataset}" for loss in supcon.LOSSES for dataset in ("digits", "shapes")]
@@ -175,15 +176,6 @@ def test_jaxmm_train_runs_each_config(name, digits_data_dir, request, tmp_path, 
   assert analysis.checkpoint_steps(str(workdir)) == [2]
 
 
-def _error_line(capsys, args) -> str:
-  with pytest.raises(SystemExit) as e:
-    cli.main(args)
-  assert e.value.code == 2
-  err = capsys.readouterr().err
-  assert "Traceback" not in err
-  return err.strip().splitlines()[-1]
-
-
 @pytest.mark.parametrize("name,override,expected", [
     ("supcon_digits", "loss.name=supconn",
      "loss.name='supconn' is not one of 'supcon', 'simclr', 'ce'; did you mean 'supcon'?"),
@@ -205,7 +197,7 @@ def _error_line(capsys, args) -> str:
 ])
 def test_bad_input_is_one_line_before_anything_compiles(name, override, expected, digits_data_dir,
                                                         tmp_path, capsys, in_repo):
-  line = _error_line(capsys, ["train", "--config", f"configs/{name}.py", "--workdir",
+  line = cli_error_line(capsys, ["train", "--config", f"configs/{name}.py", "--workdir",
                               str(tmp_path / "run")] +
                      [f"--config.{o}" for o in _overrides(name, digits_data_dir) + [override]])
   assert expected in line, line
