@@ -3,8 +3,9 @@ the EDM objective (Karras et al. 2022) and torch.optim.AdamW, on the CPU.
 
 The network is `diffusers.UNet2DModel` (no pretrained weights, nothing
 downloaded) in the layout of jaxmm's U-Net (jaxmm/models/unet.py) for a
-config's `model.channels`, `channel_mult`, `num_blocks`, `attn_resolutions`
-and `num_heads`: `num_blocks` residual blocks per level and a residual block
+config's `model.channels`, `channel_mult`, `num_blocks`, `attn_resolutions`,
+`num_heads` and `patch_size` (p×p pixel patches folded into channels around
+the network, `PatchedUNet`): `num_blocks` residual blocks per level and a residual block
 that halves the resolution between levels (2×2 average pooling; diffusers'
 `ResnetDownsampleBlock2D`), `num_blocks + 1` decoder blocks per level, each
 taking one encoder activation as a skip, and a residual block that doubles
@@ -46,16 +47,33 @@ from jaxmm.train import ema as ema_lib
 GROUPS = 8
 
 
-def make_model(model_config, image_size: int) -> diffusers.UNet2DModel:
+class PatchedUNet(torch.nn.Module):
+  """A UNet2DModel on p×p pixel patches folded into channels, as jaxmm's U-Net with
+  model.patch_size = p works (p = 1: on the pixels)."""
+
+  def __init__(self, unet: diffusers.UNet2DModel, patch_size: int):
+    super().__init__()
+    self.unet, self.patch_size = unet, patch_size
+
+  def forward(self, x, noise_labels, classes):
+    """x [B, 3, H, W] -> the network output F [B, 3, H, W]."""
+    folded = functional.pixel_unshuffle(x, self.patch_size)
+    return functional.pixel_shuffle(self.unet(folded, noise_labels, classes).sample,
+                                    self.patch_size)
+
+
+def make_model(model_config, image_size: int) -> PatchedUNet:
   """UNet2DModel in the layout of jaxmm's U-Net `model_config` for image_size² RGB images."""
-  resolutions = [image_size >> level for level in range(len(model_config.channel_mult))]
+  patch = model_config.get("patch_size", 1)
+  size = image_size // patch
+  resolutions = [size >> level for level in range(len(model_config.channel_mult))]
   attention = [r in model_config.attn_resolutions for r in resolutions]
   width = model_config.channels * model_config.channel_mult[-1]
   num_classes = int(np.prod(model_config.num_classes))
-  return diffusers.UNet2DModel(
-      sample_size=image_size,
-      in_channels=3,
-      out_channels=3,
+  unet = diffusers.UNet2DModel(
+      sample_size=size,
+      in_channels=3 * patch**2,
+      out_channels=3 * patch**2,
       time_embedding_type="positional",
       flip_sin_to_cos=True,
       freq_shift=0,
@@ -75,6 +93,7 @@ def make_model(model_config, image_size: int) -> diffusers.UNet2DModel:
       norm_eps=1e-6,
       resnet_time_scale_shift="scale_shift",
       num_class_embeds=num_classes + 1)
+  return PatchedUNet(unet, patch)
 
 
 def class_index(labels: torch.Tensor, num_classes) -> torch.Tensor:
@@ -105,13 +124,13 @@ def make_optimizer(model: torch.nn.Module, optim) -> torch.optim.AdamW:
                            foreach=True)
 
 
-def make_loss_fn(model: diffusers.UNet2DModel, config, bf16: bool):
+def make_loss_fn(model: PatchedUNet, config, bf16: bool):
   """loss(images [B, 3, H, W], labels int [B, K]) -> EDM's loss, the mean over the batch.
 
   With `bf16` the network runs under CPU autocast to bfloat16; the
   preconditioning and the loss are float32.
   """
-  edm = schedules.EDM()
+  edm = schedules.EDM(**config.diffusion.schedule_args)
   num_classes = tuple(config.model.num_classes)
   dropped = int(np.prod(num_classes))
   rate = config.diffusion.label_dropout
@@ -127,7 +146,7 @@ def make_loss_fn(model: diffusers.UNet2DModel, config, bf16: bool):
     weight = (sigma**2 + sd2) / (sigma * edm.sigma_data)**2
     classes = torch.where(torch.rand(b) < rate, dropped, class_index(labels, num_classes))
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-      out = model(c_in * noisy, 0.25 * torch.log(sigma.flatten()), classes).sample
+      out = model(c_in * noisy, 0.25 * torch.log(sigma.flatten()), classes)
     denoised = c_skip * noisy + c_out * out.float()
     per_example = functional.mse_loss(denoised, images, reduction="none").mean(dim=(1, 2, 3))
     return (weight.flatten() * per_example).mean()
@@ -135,7 +154,7 @@ def make_loss_fn(model: diffusers.UNet2DModel, config, bf16: bool):
   return loss_fn
 
 
-def make_train_step(model: diffusers.UNet2DModel, config, bf16: bool, compile_loss: bool):
+def make_train_step(model: PatchedUNet, config, bf16: bool, compile_loss: bool):
   """train_step(images, labels) -> loss: EDM loss, backward, clip, AdamW, power EMA.
 
   `compile_loss` compiles the network and the loss with `torch.compile`

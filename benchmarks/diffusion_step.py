@@ -1,8 +1,9 @@
 """Examples/s of the EDM U-Net train step, jaxmm against diffusers (PyTorch), on the CPU.
 
-The network is the U-Net of configs/edm_shapes.py (32×32×3 images, channels
-32, channel_mult (1, 2, 2), one residual block per level, attention at 8×8
-and in the middle, 4 heads, conditioned on the shape and colour labels),
+The network is the U-Net of configs/edm_shapes.py (32×32×3 images folded
+into 16×16×12 by 2×2 patches, channels 32, channel_mult (1, 2, 2), one
+residual block per level, attention at 4×4 and in the middle, 4 heads,
+conditioned on the shape and colour labels),
 trained with EDM's preconditioning, noise distribution and loss weight
 (Karras et al. 2022), classifier-free guidance's label dropout, gradient
 clipping, AdamW and EDM2's power-function EMA, on one random batch (images

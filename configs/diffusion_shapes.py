@@ -7,7 +7,8 @@ in training (jaxmm.data.shapes.HELD_OUT_PAIRS), so samples of them test
 composition.
 
 Variants (the `ARG` of `--config configs/NAME.py:ARG`):
-  unet: a small DDPM++-style U-Net (the default), sized for a 2-core CPU.
+  unet: a small DDPM++-style U-Net (the default) on 2×2 pixel patches, sized
+        for a 2-core CPU: 1600 steps of batch 64 take about 9 minutes there.
   dit:  a DiT of similar cost (patch 4, adaLN-Zero blocks).
 """
 import dataclasses
@@ -17,16 +18,19 @@ import ml_collections
 from jaxmm import diffusion
 
 MODELS = {
+    # Folding 2×2 patches into channels costs 0.6× the step of a channels-16
+    # U-Net on the pixels, with 4× its parameters, and learns the shape
+    # condition in fewer steps (README, Diffusion). Resolutions 16, 8, 4.
     "unet":
         dict(name="unet",
              channels=32,
              channel_mult=(1, 2, 2),
              num_blocks=1,
-             attn_resolutions=(8,),
+             attn_resolutions=(4,),
              num_heads=4,
              embedding_type="positional",
              dropout=0.0,
-             patch_size=1),
+             patch_size=2),
     "dit":
         dict(name="dit",
              patch_size=4,
@@ -37,6 +41,15 @@ MODELS = {
              embedding_type="positional"),
 }
 
+# Adam's learning rate per model: the U-Net at batch 64 learns shape fastest at
+# 4e-3 (87 % at 2400 steps against 85 % at 2e-3); the DiT was tuned at 1e-3.
+LEARNING_RATES = {"unet": 4e-3, "dit": 1e-3}
+
+# Where EDM's training noise sits, ln σ ~ N(P_mean, P_std²): shape is decided at
+# high noise, and Table 1's P_mean = -1.2 (median σ 0.30) leaves it to few
+# examples. +0.4 (median σ 1.5) triples shape accuracy after 1200 steps.
+EDM_P_MEAN = 0.4
+
 
 def get_config(arg: str, *, schedule: str) -> ml_collections.ConfigDict:
   """The config of variant `arg` (a model in MODELS) trained with `schedule`."""
@@ -45,11 +58,11 @@ def get_config(arg: str, *, schedule: str) -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.experiment = "diffusion"
   config.seed = 0
-  config.total_steps = 4000
-  config.batch_size = 128
+  config.total_steps = 1600
+  config.batch_size = 64
   config.log_every = 100
-  config.checkpoint_every = 1000
-  config.eval_every = 2000
+  config.checkpoint_every = 800
+  config.eval_every = 1600
   config.keep_checkpoints = 3
   config.on_nonfinite = "stop"
   config.mesh = dict(data=-1, fsdp=1, tensor=1)
@@ -72,19 +85,20 @@ def get_config(arg: str, *, schedule: str) -> ml_collections.ConfigDict:
   # The objective (jaxmm.diffusion.get_schedule) with its hyperparameters, each
   # overridable (--config.diffusion.schedule_args.P_mean=-0.4), and classifier-free
   # guidance's label dropout (Ho & Salimans 2022 use 0.1-0.2).
-  config.diffusion = dict(schedule=schedule,
-                          schedule_args=dataclasses.asdict(diffusion.get_schedule(schedule)),
-                          label_dropout=0.1)
+  schedule_args = dataclasses.asdict(diffusion.get_schedule(schedule))
+  if schedule == "edm":
+    schedule_args["P_mean"] = EDM_P_MEAN
+  config.diffusion = dict(schedule=schedule, schedule_args=schedule_args, label_dropout=0.1)
 
   config.optim = dict(
       name="adamw",
-      lr=1e-3,
+      lr=LEARNING_RATES[arg],
       weight_decay=0.0,
       b1=0.9,
       b2=0.99,
       eps=1e-8,
       momentum=0.9,  # SGD only
-      warmup_steps=200,
+      warmup_steps=100,
       schedule="cosine",
       grad_clip_norm=1.0)
 
