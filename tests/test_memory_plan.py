@@ -9,7 +9,6 @@ import flax.linen as nn
 import jax
 import pytest
 
-from conftest import TINY_OVERRIDES
 from jaxmm import cli
 from jaxmm import config_loading
 from jaxmm import errors
@@ -18,7 +17,7 @@ from jaxmm import memory_plan
 from jaxmm import models
 from jaxmm import parallel
 from jaxmm.experiments import image_text
-from test_cli_errors import _error_line
+from conftest import TINY_OVERRIDES, cli_error_line
 
 SPEC = "configs/siglip_shapes.py"
 FSDP = ("mesh.data=1", "mesh.fsdp=-1")  # every device shards the parameters
@@ -163,7 +162,7 @@ def test_cli_json_simulates_more_devices_than_present(overrides, capsys):
     (["--config.optim.lr=-1"], "optim.lr=-1.0 must be a number > 0"),
 ])
 def test_bad_memory_plans_fail_in_one_line(capsys, args, expected):
-  line = _error_line(capsys, ["inspect", "--memory", "--config", SPEC] + args)
+  line = cli_error_line(capsys, ["inspect", "--memory", "--config", SPEC] + args)
   assert line.startswith("jaxmm inspect: error: ") and expected in line
 
 
@@ -173,7 +172,7 @@ def test_bad_memory_plans_fail_in_one_line(capsys, args, expected):
     (["--memory", "--run", "runs/x"], "--memory plans a config's train step: give --config"),
 ])
 def test_memory_flags_need_each_other(capsys, args, expected):
-  assert expected in _error_line(capsys, ["inspect"] + args)
+  assert expected in cli_error_line(capsys, ["inspect"] + args)
 
 
 def test_an_accelerator_is_not_simulated():

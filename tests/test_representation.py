@@ -16,8 +16,8 @@ from jaxmm import models
 from jaxmm import parallel
 from jaxmm.experiments import image_text
 
-from conftest import TINY_OVERRIDES
-from test_cli_errors import _error_line, _train_args
+from conftest import TINY_OVERRIDES, cli_error_line
+from test_cli_errors import _train_args
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 STEPS = 100
@@ -166,7 +166,7 @@ def test_bad_setting_is_one_line_naming_the_key(capsys, digits_data_dir, tmp_pat
   monkeypatch.chdir(REPO)
   args = _train_args(tmp_path / "run", digits_data_dir, TINY_OVERRIDES, "data.name=digits",
                      *((override,) if isinstance(override, str) else override))
-  assert _error_line(capsys, args) == f"jaxmm train: error: {expected}"
+  assert cli_error_line(capsys, args) == f"jaxmm train: error: {expected}"
   assert not (tmp_path / "run" / "checkpoints").exists()  # nothing trained
 
 
