@@ -158,9 +158,9 @@ def in_repo(monkeypatch):
   monkeypatch.chdir(REPO)
 
 
-# Two of them in the default suite (supcon_digits trains in `trained`), all six with -m slow.
+# One of them in the default suite (supcon_digits trains in `trained`), all six with -m slow.
 @pytest.mark.parametrize("name", [
-    name if name in ("ce_digits", "simclr_shapes") else pytest.param(name, marks=pytest.mark.slow)
+    name if name == "ce_digits" else pytest.param(name, marks=pytest.mark.slow)
     for name in CONFIGS
 ])
 def test_jaxmm_train_runs_each_config(name, digits_data_dir, request, tmp_path, in_repo):
