@@ -1,5 +1,5 @@
 """The PyTorch reference of the diffusion step benchmark: diffusers' UNet2DModel trained with
-the EDM objective (Karras et al. 2022) and torch.optim.AdamW, on the CPU.
+the EDM objective (Karras et al. 2022) and torch.optim.AdamW, on the CPU or a CUDA GPU.
 
 The network is `diffusers.UNet2DModel` (no pretrained weights, nothing
 downloaded) in the layout of jaxmm's U-Net (jaxmm/models/unet.py) for a
@@ -127,8 +127,8 @@ def make_optimizer(model: torch.nn.Module, optim) -> torch.optim.AdamW:
 def make_loss_fn(model: PatchedUNet, config, bf16: bool):
   """loss(images [B, 3, H, W], labels int [B, K]) -> EDM's loss, the mean over the batch.
 
-  With `bf16` the network runs under CPU autocast to bfloat16; the
-  preconditioning and the loss are float32.
+  With `bf16` the network runs under autocast to bfloat16 on the images'
+  device; the preconditioning and the loss are float32.
   """
   edm = schedules.EDM(**config.diffusion.schedule_args)
   num_classes = tuple(config.model.num_classes)
@@ -136,16 +136,17 @@ def make_loss_fn(model: PatchedUNet, config, bf16: bool):
   rate = config.diffusion.label_dropout
 
   def loss_fn(images, labels):
-    b = images.shape[0]
-    sigma = torch.exp(edm.P_mean + edm.P_std * torch.randn(b)).view(b, 1, 1, 1)
+    b, device = images.shape[0], images.device
+    sigma = torch.exp(edm.P_mean + edm.P_std * torch.randn(b, device=device)).view(b, 1, 1, 1)
     noisy = images + sigma * torch.randn_like(images)
     sd2 = edm.sigma_data**2
     c_skip = sd2 / (sigma**2 + sd2)
     c_out = sigma * edm.sigma_data / torch.sqrt(sigma**2 + sd2)
     c_in = 1 / torch.sqrt(sigma**2 + sd2)
     weight = (sigma**2 + sd2) / (sigma * edm.sigma_data)**2
-    classes = torch.where(torch.rand(b) < rate, dropped, class_index(labels, num_classes))
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+    classes = torch.where(
+        torch.rand(b, device=device) < rate, dropped, class_index(labels, num_classes))
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
       out = model(c_in * noisy, 0.25 * torch.log(sigma.flatten()), classes)
     denoised = c_skip * noisy + c_out * out.float()
     per_example = functional.mse_loss(denoised, images, reduction="none").mean(dim=(1, 2, 3))

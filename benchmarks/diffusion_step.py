@@ -1,4 +1,4 @@
-"""Examples/s of the EDM U-Net train step, jaxmm against diffusers (PyTorch), on the CPU.
+"""Examples/s of the EDM U-Net train step, jaxmm against diffusers (PyTorch), on a CPU or GPU.
 
 The network is the U-Net of configs/edm_shapes.py (32×32×3 images folded
 into 16×16×12 by 2×2 patches, channels 32, channel_mult (1, 2, 2), one
@@ -11,11 +11,12 @@ uniform in [-1, 1], random labels).
 
 jaxmm's step is exactly the one `jaxmm train` runs: the config, then
 `jaxmm.train.build_step` with `experiments.diffusion.make_init_variables` and
-`make_loss_fn`, on a one-CPU mesh. The reference is diffusers' UNet2DModel in
+`make_loss_fn`, on a one-device mesh. The reference is diffusers' UNet2DModel in
 the same layout with the same loss written in torch (diffusers_reference.py
 says what differs), on `TORCH_THREADS` threads, both eager and under
-`torch.compile`. Every side is compiled and warmed up first; then the sides
-run in turn, `--rounds` times `--steps` steps each, so that load from other
+`torch.compile`. Where JAX's default backend is a GPU, both sides run on
+that GPU (torch on 'cuda', its timings synchronised). Every side is
+compiled and warmed up first; then the sides run in turn, `--rounds` times `--steps` steps each, so that load from other
 processes hits all alike. The table gives the median over rounds of the time
 per step, examples/s, and jaxmm's speed over the faster torch mode (the
 ratio of the medians, and in brackets the median of the per-round ratios).
@@ -25,7 +26,7 @@ threads slow down far more than XLA's when other processes take a core
 
 fp32 runs everything in float32; bf16 runs jaxmm with model.dtype=bfloat16
 (float32 parameters, bf16 operands of convolutions and dense layers) and
-torch under torch.autocast('cpu', torch.bfloat16). All sides share the
+torch under torch.autocast to bfloat16. All sides share the
 process and its malloc settings (jaxmm.host_memory, as `jaxmm train` sets
 them). GFLOP/s use the FLOPs that torch's FlopCounterMode counts for one
 eager step (convolutions, matmuls, attention; forward and backward), the
@@ -33,6 +34,7 @@ same count for every side.
 
   .venv-diffusers/bin/python benchmarks/diffusion_step.py
   .venv-diffusers/bin/python benchmarks/diffusion_step.py --dtypes bf16 --rounds 2 --steps 1
+  python benchmarks/diffusion_step.py --batch-size 256 --steps 20 --rounds 5   # on a GPU
 """
 import argparse
 import os
@@ -41,7 +43,10 @@ import statistics
 import sys
 import time
 
-from jaxmm import host_memory
+# On a GPU both frameworks share the device: JAX must not take 75 % of its memory at start.
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+
+from jaxmm import host_memory  # pylint: disable=wrong-import-position
 
 host_memory.keep_freed_memory()  # as `jaxmm train` does; applies to both sides alike
 
@@ -115,13 +120,15 @@ class TorchSide:
     import diffusers_reference as reference  # pylint: disable=import-outside-toplevel
     torch.set_num_threads(TORCH_THREADS)
     torch.manual_seed(config.seed)
-    model = reference.make_model(config.model, config.data.image_size)
+    self.device = torch.device(torch_device())
+    model = reference.make_model(config.model, config.data.image_size).to(self.device)
     self.num_params = sum(p.numel() for p in model.parameters())
     self.step = reference.make_train_step(model,
                                           config,
                                           bf16=config.model.dtype == "bfloat16",
                                           compile_loss=compiled)
-    self.images, self.labels = reference.to_torch_batch(batch, config.data.label_keys)
+    self.images, self.labels = (t.to(self.device)
+                                for t in reference.to_torch_batch(batch, config.data.label_keys))
 
   def count_flops(self) -> int:
     """FLOPs of one (eager) step as torch's FlopCounterMode counts them; runs that step."""
@@ -132,11 +139,19 @@ class TorchSide:
     return counter.get_total_flops()
 
   def run(self, steps: int) -> float:
-    """Seconds for `steps` steps (PyTorch on the CPU returns when the work is done)."""
+    """Seconds for `steps` steps, waiting for the GPU's queue (if any) to drain."""
+    import torch  # pylint: disable=import-outside-toplevel
     start = time.perf_counter()
     for _ in range(steps):
       self.step(self.images, self.labels)
+    if self.device.type == "cuda":
+      torch.cuda.synchronize(self.device)
     return time.perf_counter() - start
+
+
+def torch_device() -> str:
+  """'cuda' where JAX runs on a GPU (both sides then share it), else 'cpu'."""
+  return "cuda" if jax.default_backend() == "gpu" else "cpu"
 
 
 def benchmark(dtype: str, args) -> dict:
@@ -213,8 +228,9 @@ def main(argv=None):
   import diffusers  # pylint: disable=import-outside-toplevel
   import torch  # pylint: disable=import-outside-toplevel
   print("command:", shlex.join([os.path.relpath(sys.executable), *sys.argv]))
-  print(f"jax {jax.__version__} on {jax.devices()[0].platform} ({len(jax.devices())} device), "
-        f"torch {torch.__version__} ({TORCH_THREADS} threads), diffusers {diffusers.__version__}, "
+  print(f"jax {jax.__version__} on {jax.devices()[0].device_kind} ({len(jax.devices())} device), "
+        f"torch {torch.__version__} on {torch_device()} ({TORCH_THREADS} threads), "
+        f"diffusers {diffusers.__version__}, "
         f"{os.cpu_count()} CPU cores; load average before: {step_throughput.load_average()}")
   print(f"CPU: {step_throughput.cpu_description()}", flush=True)
   results = [benchmark(dtype, args) for dtype in args.dtypes]

@@ -30,6 +30,7 @@ VARIANTS = {
             warmup_steps=100,
             lr=2e-3,
             dtype="float32",
+            activation_dtype="float32",
             remat=False,
             augment=False,
             mesh=dict(data=-1, fsdp=1, tensor=1),
@@ -50,6 +51,8 @@ VARIANTS = {
             warmup_steps=2_000,
             lr=1e-3,
             dtype="bfloat16",
+            # bfloat16 residual stream: 28.1 -> 31.2 % MFU on an H100 (README, MFU).
+            activation_dtype="bfloat16",
             remat=True,
             augment=True,
             mesh=dict(data=1, fsdp=-1, tensor=1),
@@ -101,6 +104,8 @@ def get_config(arg: str, *, loss: str, init_log_scale: float, init_bias, b2: flo
       name="two_tower",
       embed_dim=v["embed_dim"],
       dtype=v["dtype"],
+      # The residual stream and the activations between products (jaxmm.models.transformer).
+      activation_dtype=v["activation_dtype"],
       remat=v["remat"],
       attention="xla",  # "cudnn": fused flash attention on NVIDIA GPUs (bf16)
       # patch_dropout: the fraction of patches FLIP drops in training (jaxmm.models.patch_dropout).

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from jaxmm.models import get_model, matmul, model_flops_per_example
-from jaxmm.models.transformer import dot_product_attention
+from jaxmm.models.transformer import EncoderBlock, dot_product_attention
 
 PARAM_AXES = {"embed", "mlp", "heads", "kv", "vocab", "joint", None}
 RULES = [("batch", ("data", "fsdp")), ("embed", "fsdp"), ("mlp", "tensor"), ("heads", "tensor"),
@@ -161,6 +161,48 @@ def test_bfloat16_compute_keeps_float32_params_and_is_close(f32):
   for z, ref in ((zimg, ref_img), (ztxt, ref_txt)):
     cosine = np.sum(np.float64(z) * np.float64(ref), axis=-1)
     assert cosine.min() > 0.98, cosine
+
+
+def _residual_streams(model, variables, images, tokens):
+  """{(tower, block name): output} of every EncoderBlock of both towers."""
+  _, state = model.apply(variables,
+                         images,
+                         tokens,
+                         capture_intermediates=lambda m, _: isinstance(m, EncoderBlock),
+                         mutable=["intermediates"])
+  streams = {}
+  for tower in ("image_tower", "text_tower"):
+    for name, block in state["intermediates"][tower]["encoder"].items():
+      streams[tower, name] = block["__call__"][0]
+  return streams
+
+
+def test_bfloat16_activations_make_a_bfloat16_residual_stream_and_stay_close(f32):
+  model, variables = f32
+  images, tokens = batch()
+  bf16 = get_model(tiny_config(dtype="bfloat16", activation_dtype="bfloat16"))
+  shapes = jax.eval_shape(bf16.init, jax.random.key(0), images, tokens)
+  assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(shapes))
+  streams = _residual_streams(bf16, variables, images, tokens)
+  assert len(streams) == 4 and all(x.dtype == jnp.bfloat16 for x in streams.values())
+  # The default keeps them float32, whatever the operand dtype.
+  default = get_model(tiny_config(dtype="bfloat16"))
+  assert all(x.dtype == jnp.float32
+             for x in _residual_streams(default, variables, images, tokens).values())
+  zimg, ztxt, _ = jax.jit(bf16.apply)(variables, images, tokens)
+  assert zimg.dtype == ztxt.dtype == jnp.float32
+  ref_img, ref_txt, _ = jax.jit(model.apply)(variables, images, tokens)
+  for z, ref in ((zimg, ref_img), (ztxt, ref_txt)):
+    cosine = np.sum(np.float64(z) * np.float64(ref), axis=-1)
+    assert cosine.min() > 0.98, cosine
+  grads = jax.jit(jax.grad(lambda v: _loss(bf16, v, images, tokens)))(variables)
+  assert all(g.dtype == jnp.float32 and bool(jnp.all(jnp.isfinite(g)))
+             for g in jax.tree.leaves(grads))
+
+
+def test_get_model_rejects_unknown_activation_dtype():
+  with pytest.raises(ValueError, match="model.activation_dtype.*bfloat16"):
+    get_model(tiny_config(activation_dtype="int8"))
 
 
 def test_text_embedding_ignores_padding(f32):

@@ -64,8 +64,9 @@ def get_model(config_model: Mapping[str, Any]) -> nn.Module:
   """
   kwargs = _plain(config_model)
   name = errors.one_of("model.name", kwargs.pop("name"), MODELS)
-  if "dtype" in kwargs:
-    errors.one_of("model.dtype", kwargs["dtype"], DTYPES)
+  for key in ("dtype", "activation_dtype"):
+    if key in kwargs:
+      errors.one_of(f"model.{key}", kwargs[key], DTYPES)
   if "attention" in kwargs:
     _check_attention(kwargs["attention"], kwargs.get("dtype", "float32"))
   _check_integers(kwargs, "model.")

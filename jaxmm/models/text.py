@@ -19,6 +19,7 @@ class TextTransformer(nn.Module):
   dtype: Any = jnp.float32
   remat: bool = False
   attention: str = "xla"
+  activation_dtype: Any = jnp.float32  # the encoder's residual stream; the output is float32
 
   @nn.compact
   def __call__(self, tokens):
@@ -47,6 +48,7 @@ class TextTransformer(nn.Module):
                 self.dtype,
                 self.remat,
                 self.attention,
+                self.activation_dtype,
                 name="encoder")(x, padding_mask=is_token)
     x = layer_norm("ln_final")(x)
 

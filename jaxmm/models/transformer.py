@@ -6,12 +6,16 @@ table of rules in `jaxmm.parallel` decides data, FSDP and tensor parallelism.
 
 Precision: parameters are float32 and `dtype` is the dtype of the operands of
 every matrix product, which accumulates in float32 (`jaxmm.models.matmul`).
-The activations between products (residual stream, LayerNorm, GELU, softmax,
-biases) stay float32, as torch.autocast keeps LayerNorm and softmax in
-float32. On XLA:CPU this is also the fast choice: it has no bfloat16
+`activation_dtype` is the dtype of the activations between products
+(residual stream, LayerNorm outputs, GELU, biases, attention outputs);
+LayerNorm statistics and softmax are computed in float32 either way.
+
+The default float32 activations suit XLA:CPU, which has no bfloat16
 arithmetic and converts around every elementwise op; measured on the
 benchmark step (`benchmarks/step_throughput.py`, bf16), 0.31 s/step with
-bfloat16 activations against 0.23 s/step with float32 ones.
+bfloat16 activations against 0.23 s/step with float32 ones. On GPUs and
+TPUs the elementwise ops are memory-bound, and bfloat16 activations halve
+their traffic and the activation memory kept for the backward pass.
 """
 from typing import Any, Callable, Optional, Tuple
 
@@ -35,7 +39,13 @@ def partitioned(init_fn, names):
   return nn.with_logical_partitioning(init_fn, names)
 
 
-def dot_product_attention(q, k, v, mask=None, dtype=jnp.float32, implementation="xla"):
+def dot_product_attention(q,
+                          k,
+                          v,
+                          mask=None,
+                          dtype=jnp.float32,
+                          implementation="xla",
+                          out_dtype=jnp.float32):
   """softmax(q kᵀ / √d) v (Vaswani et al. 2017, eq. 1), softmax in float32.
 
   `implementation` "cudnn" hands the whole product to cuDNN's fused attention
@@ -55,22 +65,24 @@ def dot_product_attention(q, k, v, mask=None, dtype=jnp.float32, implementation=
     mask: optional bool, broadcastable to [B, H, L, S]; False drops a key.
     dtype: operand dtype of the two products.
     implementation: one of ATTENTION.
+    out_dtype: dtype of the result.
 
   Returns:
-    [B, L, H, K] float32.
+    [B, L, H, K] in `out_dtype`.
   """
   q, k, v = (t.astype(dtype) for t in (q, k, v))
   if implementation == "cudnn":
     if mask is not None:  # cuDNN takes a mask with the full [L, S] extent only
       mask = jnp.broadcast_to(mask, mask.shape[:2] + (q.shape[1], k.shape[1]))
     return jax.nn.dot_product_attention(q, k, v, mask=mask,
-                                        implementation="cudnn").astype(jnp.float32)
+                                        implementation="cudnn").astype(out_dtype)
   logits = jnp.einsum("blhk,bshk->bhls", q, k, preferred_element_type=jnp.float32)
   logits = logits / jnp.sqrt(jnp.float32(q.shape[-1]))
   if mask is not None:
     logits = jnp.where(mask, logits, _MASKED_LOGIT)
   weights = jax.nn.softmax(logits, axis=-1).astype(dtype)
-  return jnp.einsum("bhls,bshk->blhk", weights, v, preferred_element_type=jnp.float32)
+  return jnp.einsum("bhls,bshk->blhk", weights, v,
+                    preferred_element_type=jnp.float32).astype(out_dtype)
 
 
 class Dense(nn.Module):
@@ -83,7 +95,7 @@ class Dense(nn.Module):
   a rank-2 value and fails; this one does not); the MLP uses [embed, mlp] and
   [mlp, embed], the patch embedding [p, p, C, embed]. The product takes
   operands in `dtype` and accumulates in float32 (`jaxmm.models.matmul`); the
-  result and the bias are float32.
+  result, with the bias added, is in `activation_dtype`.
   """
   kernel_shape: Tuple[int, ...]
   kernel_axes: Tuple[Optional[str], ...]
@@ -92,6 +104,7 @@ class Dense(nn.Module):
   use_bias: bool = True
   kernel_init: Optional[Callable] = None  # None: Glorot uniform over the in and out axes.
   bias_init: Callable = nn.initializers.zeros
+  activation_dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x):
@@ -100,12 +113,12 @@ class Dense(nn.Module):
         in_axis=tuple(range(self.num_in)),
         out_axis=tuple(range(self.num_in, len(self.kernel_shape))))
     kernel = self.param("kernel", partitioned(kernel_init, self.kernel_axes), self.kernel_shape)
-    y = matmul.tensordot(x, kernel, self.num_in, self.dtype, out_dtype=jnp.float32)
+    y = matmul.tensordot(x, kernel, self.num_in, self.dtype, out_dtype=self.activation_dtype)
     if not self.use_bias:
       return y
     bias = self.param("bias", partitioned(self.bias_init, self.kernel_axes[self.num_in:]),
                       self.kernel_shape[self.num_in:])
-    return y + bias
+    return y + bias.astype(y.dtype)
 
 
 class MultiHeadAttention(nn.Module):
@@ -118,6 +131,7 @@ class MultiHeadAttention(nn.Module):
   dtype: Any = jnp.float32
   out_kernel_init: Optional[Callable] = None
   attention: str = "xla"
+  activation_dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x_q, x_kv, mask=None):
@@ -132,6 +146,7 @@ class MultiHeadAttention(nn.Module):
                     1,
                     self.dtype,
                     use_bias=use_bias,
+                    activation_dtype=self.activation_dtype,
                     name=name)
       return nn.with_logical_constraint(dense(x), ("batch", "length", "act_heads", None))
 
@@ -140,18 +155,23 @@ class MultiHeadAttention(nn.Module):
     # rounding noise into updates of full step size.
     keys = project("key", x_kv, use_bias=False)
     y = dot_product_attention(project("query", x_q), keys, project("value", x_kv), mask,
-                              self.dtype, self.attention)
+                              self.dtype, self.attention, self.activation_dtype)
     y = nn.with_logical_constraint(y, ("batch", "length", "act_heads", None))
     return Dense(heads_shape + (width,), ("heads", "kv", "embed"),
                  2,
                  self.dtype,
                  kernel_init=self.out_kernel_init,
+                 activation_dtype=self.activation_dtype,
                  name="out")(y)
 
 
-def layer_norm(name=None, affine=True):
-  """LayerNorm in float32 with its scale and bias named along 'embed'; none if not `affine`."""
-  return nn.LayerNorm(dtype=jnp.float32,
+def layer_norm(name=None, affine=True, dtype=jnp.float32):
+  """LayerNorm with its scale and bias named along 'embed'; none if not `affine`.
+
+  Its statistics are float32 whatever `dtype` (flax computes them in at least
+  float32); `dtype` is the dtype of its output.
+  """
+  return nn.LayerNorm(dtype=dtype,
                       name=name,
                       use_scale=affine,
                       use_bias=affine,
@@ -163,6 +183,7 @@ class MlpBlock(nn.Module):
   """Dense(mlp_dim) -> GELU -> Dense(width)."""
   mlp_dim: int
   dtype: Any = jnp.float32
+  activation_dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x):
@@ -172,12 +193,14 @@ class MlpBlock(nn.Module):
               1,
               self.dtype,
               bias_init=nn.initializers.normal(1e-6),
+              activation_dtype=self.activation_dtype,
               name="fc1")(x)
     h = nn.with_logical_constraint(nn.gelu(h), ("batch", "length", "act_mlp"))
     return Dense((self.mlp_dim, width), ("mlp", "embed"),
                  1,
                  self.dtype,
                  bias_init=nn.initializers.normal(1e-6),
+                 activation_dtype=self.activation_dtype,
                  name="fc2")(h)
 
 
@@ -187,17 +210,21 @@ class EncoderBlock(nn.Module):
   mlp_dim: int
   dtype: Any = jnp.float32
   attention: str = "xla"
+  activation_dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, mask=None):
     """x [B, L, D], mask bool [B, 1, 1, L] or None -> [B, L, D]."""
     act = ("batch", "length", "act_embed")
-    y = layer_norm("ln_attn")(x)
-    y = MultiHeadAttention(self.num_heads, self.dtype, attention=self.attention,
+    y = layer_norm("ln_attn", dtype=self.activation_dtype)(x)
+    y = MultiHeadAttention(self.num_heads,
+                           self.dtype,
+                           attention=self.attention,
+                           activation_dtype=self.activation_dtype,
                            name="attn")(y, y, mask)
     x = nn.with_logical_constraint(x + y, act)
-    y = layer_norm("ln_mlp")(x)
-    y = MlpBlock(self.mlp_dim, self.dtype, name="mlp")(y)
+    y = layer_norm("ln_mlp", dtype=self.activation_dtype)(x)
+    y = MlpBlock(self.mlp_dim, self.dtype, self.activation_dtype, name="mlp")(y)
     return nn.with_logical_constraint(x + y, act)
 
 
@@ -209,17 +236,25 @@ class Encoder(nn.Module):
   dtype: Any = jnp.float32
   remat: bool = False
   attention: str = "xla"
+  activation_dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, padding_mask: Optional[jax.Array] = None):
-    """x [B, L, D], padding_mask bool [B, L] (True = real token) or None -> [B, L, D] float32.
+    """x [B, L, D], padding_mask bool [B, L] (True = real token) or None -> [B, L, D].
+
+    The residual stream, and so the result, is in `activation_dtype`.
 
     Padded tokens are dropped as keys; their own outputs are computed but meaningless.
     """
     block = nn.remat(EncoderBlock) if self.remat else EncoderBlock
     mask = None if padding_mask is None else padding_mask[:, None, None, :]
-    x = nn.with_logical_constraint(x.astype(jnp.float32), ("batch", "length", "act_embed"))
+    x = nn.with_logical_constraint(x.astype(self.activation_dtype),
+                                   ("batch", "length", "act_embed"))
     for i in range(self.depth):
-      x = block(self.num_heads, self.mlp_dim, self.dtype, self.attention, name=f"block_{i}")(x,
-                                                                                         mask)
+      x = block(self.num_heads,
+                self.mlp_dim,
+                self.dtype,
+                self.attention,
+                self.activation_dtype,
+                name=f"block_{i}")(x, mask)
     return x

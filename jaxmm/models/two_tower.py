@@ -24,8 +24,10 @@ class TwoTower(nn.Module):
     image: ViT keyword arguments (patch_size, width, depth, num_heads, mlp_dim, pool).
     text: TextTransformer keyword arguments (vocab_size, width, depth, num_heads, mlp_dim, max_len).
     embed_dim: joint embedding dimension E.
-    dtype: operand dtype of the towers' matrix products; parameters, activations and
-      embeddings are float32 (see jaxmm.models.transformer).
+    dtype: operand dtype of the towers' matrix products; parameters and embeddings
+      are float32 (see jaxmm.models.transformer).
+    activation_dtype: dtype of the towers' residual streams and the activations between
+      products: float32 (the default; the fast choice on CPUs) or bfloat16 (on GPUs and TPUs).
     remat: recompute each transformer block in the backward pass.
     attention: how the towers compute attention, one of transformer.ATTENTION ("cudnn":
       fused flash attention on NVIDIA GPUs).
@@ -38,12 +40,16 @@ class TwoTower(nn.Module):
   dtype: Any = jnp.float32
   remat: bool = False
   attention: str = "xla"
+  activation_dtype: Any = jnp.float32
   init_log_scale: float = math.log(10.0)
   init_bias: Optional[float] = -10.0
 
   def setup(self):
     dtype = jnp.dtype(self.dtype)
-    shared = dict(dtype=dtype, remat=self.remat, attention=self.attention)
+    shared = dict(dtype=dtype,
+                  remat=self.remat,
+                  attention=self.attention,
+                  activation_dtype=jnp.dtype(self.activation_dtype))
     self.image_tower = ViT(**self.image, **shared)
     self.text_tower = TextTransformer(**self.text, **shared)
     # The heads run in float32: they are cheap and the embeddings feed the loss.

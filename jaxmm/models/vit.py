@@ -86,6 +86,8 @@ class ViT(nn.Module):
   patch_dropout: the fraction of patch tokens a training call drops (FLIP, Li
   et al. 2023; `jaxmm.models.patch_dropout`), drawn from the 'patch_dropout'
   rng; evaluation (train=False) keeps them all.
+  activation_dtype: the encoder's residual stream (`jaxmm.models.transformer`);
+  the final LayerNorm and the pooled vector are float32.
   """
   patch_size: int
   width: int
@@ -98,6 +100,7 @@ class ViT(nn.Module):
   remat: bool = False
   attention: str = "xla"
   patch_dropout: float = 0.0
+  activation_dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, images, train: bool = False):
@@ -133,6 +136,7 @@ class ViT(nn.Module):
                 self.dtype,
                 self.remat,
                 self.attention,
+                self.activation_dtype,
                 name="encoder")(x)
     x = layer_norm("ln_final")(x)
 
