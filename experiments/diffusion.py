@@ -32,6 +32,7 @@ from jaxmm import parallel
 from jaxmm import storage
 from jaxmm.evaluators import sample_grid
 from jaxmm.evaluators import zero_shot
+from jaxmm.experiments import inputs
 from jaxmm.train import ema as ema_lib
 
 log = logging.getLogger("jaxmm")
@@ -354,20 +355,14 @@ def build(config: ml_collections.ConfigDict, workdir: str, mesh: jax.sharding.Me
   named under `config.eval` (none when eval_every=0)."""
   check_config(config)
   model = models.get_model(config.model)
-  seed = config.seed if config.data.shuffle_seed is None else config.data.shuffle_seed
   if config.data.name == MIXTURE_2D:
     train_data = data.MixtureStream(diffusion.mixture_2d(),
                                     global_batch_size=config.batch_size,
-                                    seed=seed,
+                                    seed=inputs.shuffle_seed(config),
                                     process_index=jax.process_index(),
                                     process_count=jax.process_count())
   else:
-    train_data = data.train_iterator(config.data,
-                                     global_batch_size=config.batch_size,
-                                     seed=seed,
-                                     process_index=jax.process_index(),
-                                     process_count=jax.process_count(),
-                                     need_text=False)
+    train_data = inputs.train_data(config, need_text=False)
   return dict(init_variables=make_init_variables(model, config),
               loss_fn=make_loss_fn(model, config),
               train_data=train_data,

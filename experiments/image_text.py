@@ -18,6 +18,7 @@ from jaxmm import losses
 from jaxmm import models
 from jaxmm import parallel
 from jaxmm.evaluators import from_config
+from jaxmm.experiments import inputs
 from jaxmm.models import patch_dropout
 from jaxmm.models import vit
 
@@ -123,20 +124,11 @@ def encode_text(model):
   return lambda p, t: model.apply({"params": p}, t, method=model.encode_text)
 
 
-def eval_batches(config, split, batch_size):
-  """A pass over `split` in this process's rows of global batches of `batch_size`."""
-  return data.eval_batches(config.data,
-                           split=split,
-                           batch_size=batch_size,
-                           process_index=jax.process_index(),
-                           process_count=jax.process_count())
-
-
 def make_split_embeddings(model, config, mesh) -> evaluators.SplitEmbeddings:
   """Image and caption embeddings of the dataset's splits, shared by the evaluators of a step."""
   return evaluators.SplitEmbeddings(
       {"image": ("image", encode_image(model)), "text": ("tokens", encode_text(model))},
-      functools.partial(eval_batches, config), mesh)
+      functools.partial(inputs.eval_batches, config), mesh)
 
 
 def _of_params(evaluate):
@@ -154,7 +146,7 @@ def make_zero_shot_evaluator(model, config, mesh, workdir, tokenizer, embeddings
           encode_images=encode_image(model),
           encode_tokens=encode_text(model),
           tokenize=lambda texts: tokenizer.encode_batch(texts, config.data.max_len),
-          eval_batches=lambda: eval_batches(config, config.data.eval_split, batch_size),
+          eval_batches=lambda: inputs.eval_batches(config, config.data.eval_split, batch_size),
           mesh=mesh,
           text_batch_size=batch_size,
           workdir=workdir))
@@ -202,12 +194,7 @@ def build(config: ml_collections.ConfigDict, workdir: str, mesh: jax.sharding.Me
   tokenizer = data.get_tokenizer(config.data.tokenizer)
   check_tokenizer(tokenizer, config)
   model = models.get_model(config.model)
-  seed = config.seed if config.data.shuffle_seed is None else config.data.shuffle_seed
-  train_data = data.train_iterator(config.data,
-                                   global_batch_size=config.batch_size,
-                                   seed=seed,
-                                   process_index=jax.process_index(),
-                                   process_count=jax.process_count())
+  train_data = inputs.train_data(config)
   truncation = data.truncation_warning(config.data)
   if truncation:
     log.warning(truncation)

@@ -35,6 +35,7 @@ from jaxmm import models
 from jaxmm import parallel
 from jaxmm.data import view_ops
 from jaxmm.evaluators import from_config
+from jaxmm.experiments import inputs
 from jaxmm.models.two_tower import l2_normalize
 
 LOSSES = ("supcon", "simclr", "ce")
@@ -136,14 +137,8 @@ def encode(model):
 def make_split_embeddings(model, config, mesh) -> evaluators.SplitEmbeddings:
   """The encoder's representation of the dataset's splits, shared by the evaluators of a step."""
 
-  def batches(split, batch_size):
-    return data.eval_batches(config.data,
-                             split=split,
-                             batch_size=batch_size,
-                             process_index=jax.process_index(),
-                             process_count=jax.process_count())
-
-  return evaluators.SplitEmbeddings({"image": ("image", encode(model))}, batches, mesh)
+  return evaluators.SplitEmbeddings({"image": ("image", encode(model))},
+                                    functools.partial(inputs.eval_batches, config), mesh)
 
 
 def _of_variables(evaluate):
@@ -166,13 +161,7 @@ def build(config: ml_collections.ConfigDict, workdir: str, mesh: jax.sharding.Me
   for name in config.eval:
     parallel.check_batch_size(config.eval[name].batch_size, mesh, f"eval.{name}.batch_size")
   model = models.get_model(config.model)
-  seed = config.seed if config.data.shuffle_seed is None else config.data.shuffle_seed
-  train_data = data.train_iterator(config.data,
-                                   global_batch_size=config.batch_size,
-                                   seed=seed,
-                                   process_index=jax.process_index(),
-                                   process_count=jax.process_count(),
-                                   need_text=False)
+  train_data = inputs.train_data(config, need_text=False)
   embeddings = make_split_embeddings(model, config, mesh)
   return dict(init_variables=make_init_variables(model, config),
               loss_fn=make_loss_fn(model, config, mesh),

@@ -16,6 +16,7 @@ import json
 import os
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import tensorflow_datasets as tfds
@@ -25,6 +26,7 @@ from jaxmm import evaluators
 from jaxmm import storage
 from jaxmm.data import derived_dataset
 from jaxmm.experiments import image_text
+from jaxmm.experiments import inputs
 
 SCORES_FILE = "scores.npz"
 SUMMARY_FILE = "filter.json"
@@ -34,28 +36,28 @@ def pair_scores(model, params, config: ml_collections.ConfigDict, split: str, ba
                 mesh: jax.sharding.Mesh) -> np.ndarray:
   """float32 [N]: the cosine score of each pair of `split` of config.data, in record order.
 
-  The images and captions are read, preprocessed and embedded as the evaluators
-  embed an eval split (`image_text.eval_batches`, `evaluators.embed_batches`):
-  global batches of `batch_size` split over the mesh's batch axes, with a
-  progress bar per tower.
+  The images and captions are read and preprocessed once, as the evaluators
+  read an eval split (`inputs.eval_batches`, `evaluators.embed_batches`):
+  global batches of `batch_size` split over the mesh's batch axes, each
+  scored on the devices by both towers in one call, with a progress bar.
   """
-  towers = (("image", image_text.encode_image(model), "image embeddings"),
-            ("tokens", image_text.encode_text(model), "caption embeddings"))
-  embeddings = []
-  for key, encode, description in towers:
-    batches = image_text.eval_batches(config, split, batch_size)
-    batches = tqdm.tqdm(batches,
-                        desc=description,
-                        total=len(batches),
-                        unit="batch",
-                        dynamic_ncols=True,
-                        disable=jax.process_index() != 0)
-    embedded, _ = evaluators.embed_batches(jax.jit(encode), params, batches, mesh, key)
-    embeddings.append(embedded.astype(np.float64))
-  image, text = embeddings
-  norms = np.linalg.norm(image, axis=-1) * np.linalg.norm(text, axis=-1)
-  cosine = np.sum(image * text, axis=-1) / norms
-  return cosine.astype(np.float32)
+  encode_image, encode_text = image_text.encode_image(model), image_text.encode_text(model)
+
+  def score(p, images, tokens):
+    """[b] cosines of the pairs' image and caption embeddings."""
+    zimg, ztxt = encode_image(p, images), encode_text(p, tokens)
+    norms = jnp.linalg.norm(zimg, axis=-1) * jnp.linalg.norm(ztxt, axis=-1)
+    return jnp.sum(zimg * ztxt, axis=-1) / norms
+
+  batches = inputs.eval_batches(config, split, batch_size)
+  batches = tqdm.tqdm(batches,
+                      desc="pairs scored",
+                      total=len(batches),
+                      unit="batch",
+                      dynamic_ncols=True,
+                      disable=jax.process_index() != 0)
+  scores, _ = evaluators.embed_batches(jax.jit(score), params, batches, mesh, ("image", "tokens"))
+  return scores.astype(np.float32)
 
 
 def top_fraction(scores: np.ndarray, keep: float) -> np.ndarray:

@@ -1,7 +1,7 @@
 """The `jaxmm filter` command: keep the image-text pairs that a trained two-tower scores highest.
 
   jaxmm filter --run DIR --dataset NAME --split S --keep F --out DIR
-               [--step N] [--data_dir DIR] [--batch_size B]
+               [--step N] [--data-dir DIR] [--batch-size B]
 
 Scores every pair of NAME's split S by the cosine similarity of its image and
 caption embeddings under the run (`jaxmm.data_filter`, Fang et al. 2023) and
@@ -16,8 +16,8 @@ import re
 from jaxmm import errors
 from jaxmm import storage
 
-USAGE = ("--run DIR --dataset NAME --split S --keep F --out DIR [--step N] [--data_dir DIR] "
-         "[--batch_size B]")
+USAGE = ("--run DIR --dataset NAME --split S --keep F --out DIR [--step N] [--data-dir DIR] "
+         "[--batch-size B]")
 DEFAULT_BATCH_SIZE = 512
 EPILOG = """\
 written into --out:
@@ -43,8 +43,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--dataset",
                       required=True,
                       metavar="NAME",
-                      help="the dataset to filter: bundled, or prepared in --data_dir")
-  parser.add_argument("--data_dir",
+                      help="the dataset to filter: bundled, or prepared in --data-dir")
+  parser.add_argument("--data-dir",
+                      "--data_dir",
+                      dest="data_dir",
                       metavar="DIR",
                       help="where --dataset is prepared (default: the run's data.data_dir, else "
                       "$JAXMM_DATA_DIR, else ~/.cache/jaxmm/tensorflow_datasets)")
@@ -58,7 +60,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       required=True,
                       metavar="DIR",
                       help="a new or empty folder: the filtered dataset's data dir")
-  parser.add_argument("--batch_size",
+  parser.add_argument("--batch-size",
+                      "--batch_size",
+                      dest="batch_size",
                       type=int,
                       default=DEFAULT_BATCH_SIZE,
                       metavar="B",
@@ -109,7 +113,7 @@ def _source(name: str, data_dir):
     errors.one_of("--dataset", re.split(r"[/:]", name)[0], names)
   except errors.UserError as e:
     raise errors.UserError(f"{e} (the bundled datasets and those prepared in "
-                           f"{data.resolve_data_dir(data_dir)}; --data_dir names another "
+                           f"{data.resolve_data_dir(data_dir)}; --data-dir names another "
                            "folder)") from None
   return data.get_builder(name, data_dir)
 
@@ -126,7 +130,7 @@ def _check_features(config, source, args) -> None:
 
 def _checked(args: argparse.Namespace):
   """(keep, step, config, source, mesh) once every argument is checked: the run's config with
-  its data pointed at --dataset in --data_dir, the dataset's builder, the run's mesh."""
+  its data pointed at --dataset in --data-dir, the dataset's builder, the run's mesh."""
   keep = _check_keep(args.keep)
   _check_out(args.out)
   # Imported here so that the other commands need no JAX start-up.
@@ -140,9 +144,9 @@ def _checked(args: argparse.Namespace):
   errors.one_of("--split", args.split, list(source.info.splits))
   _check_features(config, source, args)
   config.data.name, config.data.data_dir = args.dataset, data_dir
-  errors.integer_at_least("--batch_size", args.batch_size, 1)
+  errors.integer_at_least("--batch-size", args.batch_size, 1)
   mesh = parallel.make_mesh(config.mesh)
-  parallel.check_batch_size(args.batch_size, mesh, "--batch_size")
+  parallel.check_batch_size(args.batch_size, mesh, "--batch-size")
   return keep, step, config, source, mesh
 
 

@@ -50,7 +50,7 @@ def filtered(scoring_run, noisy_dir, tmp_path_factory):
   """The --out of `jaxmm filter` keeping 30 % of the noisy digits' train split."""
   out = str(tmp_path_factory.mktemp("filter") / "filtered")
   cli.main([
-      "filter", "--run", scoring_run, "--dataset", "digits", "--data_dir", noisy_dir, "--split",
+      "filter", "--run", scoring_run, "--dataset", "digits", "--data-dir", noisy_dir, "--split",
       "train", "--keep",
       str(KEEP), "--out", out
   ])

@@ -134,3 +134,11 @@ def test_config_overrides_are_refused(capsys, tmp_path, image_text_run):
     cli.main(["filter"] + _args(image_text_run, tmp_path / "out") + ["--config.seed=1"])
   assert e.value.code == 2
   assert "jaxmm filter takes no --config.KEY overrides" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag", ["--batch-size", "--batch_size"])
+def test_batch_size_below_one(capsys, tmp_path, image_text_run, shapes_data_dir, compiles, flag):
+  args = _args(image_text_run, tmp_path / "out", dataset="shapes", data_dir=shapes_data_dir)
+  line = _error_line(capsys, args + [flag, "0"])
+  assert "--batch-size=0 must be an integer >= 1" in line
+  assert not (tmp_path / "out").exists() and compiles == [0]

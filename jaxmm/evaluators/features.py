@@ -16,8 +16,8 @@ import numpy as np
 
 from jaxmm import parallel
 
-# (params, global batch array [b, ...]) -> embeddings [b, E]
-Encoder = Callable[[Any, jax.Array], jax.Array]
+# (params, global batch array [b, ...], ...) -> embeddings [b, E] (or [b], a score per row)
+Encoder = Callable[..., jax.Array]
 
 
 def embed_inputs(encode: Encoder, params: Any, inputs: np.ndarray, batch_size: int,
@@ -41,24 +41,27 @@ def embed_batches(encode: Encoder,
                   params: Any,
                   batches: Iterable[dict],
                   mesh: jax.sharding.Mesh,
-                  key: str = "image",
+                  key: str | Sequence[str] = "image",
                   extra: Sequence[str] = ()) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-  """Embeddings [N, E] of batch[key] over host-local batches, and the batches' labels.
+  """Embeddings [N, ...] of batch[key] over host-local batches, and the batches' labels.
 
   `batches` are the process's rows of each global batch with a bool 'mask'
-  (False on padding rows), as `data.eval_batches` makes them. Returns, on
-  every process, the embeddings of the N real rows in global batch order and
+  (False on padding rows), as `data.eval_batches` makes them. `key` may name
+  several batch keys: `encode(params, batch[k1], batch[k2], ...)` then sees
+  them all (a pair's score from its image and caption). Returns, on every
+  process, the embeddings of the N real rows in global batch order and
   their columns [N, ...]: every one-dimensional column but 'mask' (the labels)
   and those named in `extra` (e.g. 'tokens', even when it is `key`); other
   inputs are not gathered.
   """
+  keys = (key,) if isinstance(key, str) else tuple(key)
   embeddings, columns = [], []
   with jax.set_mesh(mesh):
     for batch in batches:
-      wanted = {k: v for k, v in batch.items() if k == key or k in extra or np.ndim(v) == 1}
+      wanted = {k: v for k, v in batch.items() if k in keys or k in extra or np.ndim(v) == 1}
       wanted = parallel.global_batch(wanted, mesh)
-      inputs = wanted[key] if key in extra else wanted.pop(key)
-      embeddings.append(parallel.to_host(encode(params, inputs)))
+      inputs = [wanted[k] if k in extra else wanted.pop(k) for k in keys]
+      embeddings.append(parallel.to_host(encode(params, *inputs)))
       columns.append(parallel.to_host(wanted))
   real = np.concatenate([c.pop("mask") for c in columns]).astype(bool)
   columns = {k: np.concatenate([c[k] for c in columns])[real] for k in columns[0]}
