@@ -253,9 +253,10 @@ def test_schedule_hyperparameters_come_from_the_config(shapes_data_dir):
     config = _config(shapes_data_dir, name)
     assert diffusion_experiment.make_schedule(config) == diffusion.get_schedule(
         config.diffusion.schedule)
-  # The EDM config moves the training noise up (ln σ ~ N(0.4, 1.2²)), the rest is Table 1's.
+  # The EDM config moves the training noise up and narrows it (ln σ ~ N(0.4, 0.8²)), the rest
+  # is Table 1's.
   assert diffusion_experiment.make_schedule(_config(shapes_data_dir)) == diffusion.get_schedule(
-      "edm", P_mean=0.4)
+      "edm", P_mean=0.4, P_std=0.8)
   shifted = _config(shapes_data_dir, "edm_shapes.py", "diffusion.schedule_args.P_mean=-0.4")
   schedule = diffusion_experiment.make_schedule(shifted)
   log_sigma = np.log(np.asarray(schedule.sample_sigma(jax.random.key(0), (20000,))))
