@@ -17,9 +17,10 @@ says what differs), on `TORCH_THREADS` threads, both eager and under
 `torch.compile`. Where JAX's default backend is a GPU, both sides run on
 that GPU (torch on 'cuda', its timings synchronised). Every side is
 compiled and warmed up first; then the sides run in turn, `--rounds` times
-`--steps` steps each, so that load from other processes hits all alike. The table gives the median over rounds of the time
-per step, examples/s, and jaxmm's speed over the faster torch mode (the
-ratio of the medians, and in brackets the median of the per-round ratios).
+`--steps` steps each, so that load from other processes hits all alike.
+The table gives the median over rounds of the time per step, examples/s,
+and jaxmm's speed over the faster torch mode (the ratio of the medians, and
+in brackets the median of the per-round ratios).
 Alternation does not make the ratio independent of load: torch's two
 threads slow down far more than XLA's when other processes take a core
 (each round prints the load average), so compare runs on a quiet machine.
