@@ -63,6 +63,7 @@ def test_copied_tower_stays_frozen_while_the_rest_trains(tiny_config, shapes_dat
       first.params[LOCKED]))
 
 
+@pytest.mark.slow  # two more runs
 def test_resume_does_not_copy_again(tiny_config, shapes_data_dir, source, run_image_text,
                                     tmp_path):
   moved = str(tmp_path / "source")

@@ -205,6 +205,7 @@ def test_elastic_resume_on_one_process_and_another_mesh(tmp_path, shapes_data_di
                                rtol=2e-5)
 
 
+@pytest.mark.slow  # test_train_loop's SIGTERM test covers one process in the default suite
 def test_sigterm_on_one_process_stops_all_at_one_saved_step(tmp_path, shapes_data_dir):
   workdir = tmp_path / "run"
   started = _start(
