@@ -109,8 +109,14 @@ def get_config(arg: str, *, schedule: str) -> ml_collections.ConfigDict:
 
   # A grid of every (shape, colour) pair, and a judge: a trained image-text
   # run (`make train` writes runs/siglip_shapes) that scores samples of every
-  # pair for conditional accuracy and FD. None: no judge.
+  # pair for conditional accuracy and FD. None: no judge. from_sigmas: noise
+  # levels from which test images are also denoised and judged, e.g. (0.3, 1.0).
   config.eval = dict(
       sample_grid=dict(rows=6, per_row=8, sampler="heun", num_steps=18, guidance=2.0),
-      judge=dict(run=None, per_pair=10, sampler="heun", num_steps=18, guidance=2.0))
+      judge=dict(run=None,
+                 per_pair=10,
+                 sampler="heun",
+                 num_steps=18,
+                 guidance=2.0,
+                 from_sigmas=()))
   return config

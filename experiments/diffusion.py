@@ -139,24 +139,38 @@ def guided_denoiser(model, schedule, params, labels: jax.Array | None, guidance:
 
 
 def make_sampler(model, config: ml_collections.ConfigDict):
-  """sample(params, rng, labels [N, K] or None, num, *, sampler, num_steps, guidance) -> [N, ...].
+  """sample(params, rng, labels [N, K] or None, num, *, sampler, num_steps, guidance,
+  start=None, sigma_max=None) -> [N, ...].
 
-  Jitted once per (num, sampler, num_steps, guidance); σ runs over the
-  schedule's sampling range.
+  σ runs from sigma_max (default: the schedule's) down to the schedule's
+  sigma_min; with `start` [N, ...] the samples are those examples noised to
+  sigma_max and denoised (SDEdit, `jaxmm.diffusion.sample`). Jitted once per
+  (num, sampler, num_steps, guidance, sigma_max, whether there is a start).
   """
   schedule = make_schedule(config)
   shape = example_shape(config.data)
 
-  def sample(params, rng, labels, num, *, sampler="heun", num_steps=18, guidance=1.0):
+  def sample(params,
+             rng,
+             labels,
+             num,
+             *,
+             sampler="heun",
+             num_steps=18,
+             guidance=1.0,
+             start=None,
+             sigma_max=None):
     denoise = guided_denoiser(model, schedule, params, labels, guidance)
     return diffusion.sample(denoise,
                             rng, (num,) + shape,
                             sampler=sampler,
                             num_steps=num_steps,
                             sigma_min=schedule.sigma_min,
-                            sigma_max=schedule.sigma_max)
+                            sigma_max=schedule.sigma_max if sigma_max is None else sigma_max,
+                            start=start)
 
-  return jax.jit(sample, static_argnames=("num", "sampler", "num_steps", "guidance"))
+  return jax.jit(sample,
+                 static_argnames=("num", "sampler", "num_steps", "guidance", "sigma_max"))
 
 
 def eval_params(state, config: ml_collections.ConfigDict):
@@ -278,8 +292,21 @@ def make_judge_evaluator(model, config, mesh, workdir):
   """evaluator(state, step): samples of every (shape, colour) pair judged by a trained
   image-text run (`eval.judge.run`): conditional accuracy overall and on the held-out
   pairs, and the FD to the real test images in the judge's image features. Results go
-  to TensorBoard and workdir/judge.json."""
+  to TensorBoard and workdir/judge.json.
+
+  With `eval.judge.from_sigmas` (e.g. (0.3, 1.0, 4.0)), the same number of test
+  images are also noised to each σ and denoised with their own labels, and judged
+  (`judge/from_sigma_<σ>/conditional_accuracy/*`). Accuracy already low from a
+  small σ means the model loses the labels in drawing the image, at low noise;
+  accuracy that falls only from larger σ, in deciding them, at high noise.
+  """
   settings = config.eval.judge
+  from_sigmas = tuple(settings.get("from_sigmas", ()))
+  sigma_min = make_schedule(config).sigma_min
+  if any(
+      isinstance(s, bool) or not isinstance(s, (int, float)) or s < sigma_min for s in from_sigmas):
+    raise errors.UserError(f"eval.judge.from_sigmas={from_sigmas!r} must hold noise levels σ of "
+                           f"at least the schedule's sigma_min={sigma_min:g}, e.g. (0.3, 1.0, 4.0)")
   if settings.run is None:
     log.warning("eval.judge.run is None: no judge; set --config.eval.judge.run to a "
                 "trained image-text run, e.g. runs/siglip_shapes from `make train`")
@@ -290,6 +317,10 @@ def make_judge_evaluator(model, config, mesh, workdir):
                     for c in range(config.model.num_classes[1])], np.int32)
   labels = np.repeat(pairs, settings.per_pair, axis=0)
   sample = make_sampler(model, config)
+  if from_sigmas:  # the first len(labels) test images
+    batch = next(iter(data.eval_batches(config.data, batch_size=len(labels))))
+    real_images = batch["image"][batch["mask"]]
+    real_labels = np.asarray(labels_of(batch, config.data.label_keys))[batch["mask"]]
 
   def evaluate(state, step):
     images = parallel.to_host(
@@ -302,6 +333,19 @@ def make_judge_evaluator(model, config, mesh, workdir):
                guidance=settings.guidance))
     results = evaluators.judge_samples(judge, images, labels[:, 0], labels[:, 1], reference)
     results.update(evaluators.judge_held_out(judge, images, labels[:, 0], labels[:, 1]))
+    for sigma in from_sigmas:
+      denoised = parallel.to_host(
+          sample(eval_params(state, config),
+                 jax.random.key(config.seed + 1),
+                 jnp.asarray(real_labels),
+                 len(real_labels),
+                 sampler=settings.sampler,
+                 num_steps=settings.num_steps,
+                 guidance=settings.guidance,
+                 start=jnp.asarray(real_images),
+                 sigma_max=float(sigma)))
+      scores = evaluators.judge_samples(judge, denoised, real_labels[:, 0], real_labels[:, 1])
+      results.update({f"from_sigma_{sigma:g}/{k}": v for k, v in scores.items()})
     results = {f"judge/{k}": float(v) for k, v in results.items()}
     if workdir is not None and jax.process_index() == 0:
       zero_shot.write_results(os.path.join(workdir, JUDGE_FILE), step, results)

@@ -17,6 +17,7 @@ from jaxmm import config_loading
 from jaxmm import data
 from jaxmm import diffusion
 from jaxmm import errors
+from jaxmm import evaluators
 from jaxmm import models
 from jaxmm import parallel
 from jaxmm import train
@@ -171,15 +172,39 @@ def contrastive_run(shapes_data_dir, tmp_path_factory, tiny_config, run_image_te
 def test_judge_evaluator_scores_samples_of_every_pair(trained, contrastive_run, tmp_path):
   state, _, config = trained
   config = config.copy_and_resolve_references()
-  config.eval.judge.update(run=contrastive_run, per_pair=1, sampler="euler", num_steps=1)
+  config.eval.judge.update(run=contrastive_run,
+                           per_pair=1,
+                           sampler="euler",
+                           num_steps=1,
+                           from_sigmas=(0.002, 80.0))
   mesh = parallel.make_mesh(config.mesh)
   evaluate = diffusion_experiment.make_judge_evaluator(models.get_model(config.model), config,
                                                        mesh, str(tmp_path))
   results = evaluate(state, 4)
-  expected = {"fd", "conditional_accuracy/shape", "conditional_accuracy/colour",
-              "conditional_accuracy/pair", "conditional_accuracy/held_out_shape",
-              "conditional_accuracy/held_out_colour", "conditional_accuracy/held_out_pair"}
+  accuracies = {"conditional_accuracy/shape", "conditional_accuracy/colour",
+                "conditional_accuracy/pair"}
+  expected = accuracies | {"fd", "conditional_accuracy/held_out_shape",
+                           "conditional_accuracy/held_out_colour",
+                           "conditional_accuracy/held_out_pair"}
+  expected |= {f"from_sigma_{s}/{k}" for s in ("0.002", "80") for k in accuracies}
   assert set(results) == {f"judge/{k}" for k in expected}
+  # Denoised from σ = 0.002, the first 48 test images come back as they were (c_skip ≈ 1,
+  # c_out ≈ 0.002): judged alike. From σ = 80 they are new samples.
+  judge = evaluators.make_judge(contrastive_run, mesh=mesh)
+  batch = next(iter(data.eval_batches(config.data, batch_size=48)))
+  real = evaluators.judge_samples(judge, batch["image"], batch["shape"], batch["colour"])
+  for k in accuracies:
+    assert results[f"judge/from_sigma_0.002/{k}"] == pytest.approx(real[k], abs=1 / 48 + 1e-9)
+  sample = diffusion_experiment.make_sampler(models.get_model(config.model), config)
+  labels = jnp.stack([batch["shape"], batch["colour"]], axis=-1)
+  kept = sample(diffusion_experiment.eval_params(state, config), jax.random.key(0), labels, 48,
+                sampler="euler", num_steps=1, guidance=2.0, start=jnp.asarray(batch["image"]),
+                sigma_max=0.002)
+  np.testing.assert_allclose(kept, batch["image"], atol=0.05)
+  far = sample(diffusion_experiment.eval_params(state, config), jax.random.key(0), labels, 48,
+               sampler="euler", num_steps=1, guidance=2.0, start=jnp.asarray(batch["image"]),
+               sigma_max=80.0)
+  assert np.abs(far - batch["image"]).mean() > 0.3
   assert results["judge/fd"] > 0
   assert all(0 <= v <= 1 for k, v in results.items() if "accuracy" in k)
   with open(tmp_path / diffusion_experiment.JUDGE_FILE) as f:
@@ -270,3 +295,11 @@ def test_schedule_args_of_another_schedule_say_what_to_do(shapes_data_dir):
   config = _config(shapes_data_dir, "edm_shapes.py", "diffusion.schedule=ve")
   with pytest.raises(errors.UserError, match="start from configs/ve_shapes.py"):
     diffusion_experiment.check_config(config)
+
+
+def test_judge_noise_levels_below_the_schedules_range_fail_before_anything_runs(shapes_data_dir):
+  config = _config(shapes_data_dir, "edm_shapes.py", "eval.judge.from_sigmas=(0.001, 1.0)")
+  with pytest.raises(errors.UserError,
+                     match=r"eval.judge.from_sigmas=\(0.001, 1.0\) must hold noise levels σ of "
+                     r"at least the schedule's sigma_min=0.002"):
+    diffusion_experiment.make_judge_evaluator(None, config, None, None)

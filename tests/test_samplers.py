@@ -231,6 +231,27 @@ def _denoiser(x, sigma):
   return _ideal_denoiser(jnp, x, sigma)[0]
 
 
+def test_start_keeps_what_low_noise_leaves_and_loses_it_at_high_noise():
+  # SDEdit: 300 points at each component's mean, noised to sigma_max and denoised.
+  start = jnp.asarray(np.repeat(MIXTURE.means, 300, axis=0), jnp.float32)
+  component = np.repeat(np.arange(3), 300)
+  rng = jax.random.key(0)
+
+  def kept(sigma_max):
+    x = diffusion.sample(MIXTURE.denoiser, rng, start.shape, num_steps=16, sigma_max=sigma_max,
+                         start=start)
+    nearest = np.argmin(np.linalg.norm(np.asarray(x)[:, None] - MIXTURE.means, axis=-1), axis=1)
+    return np.mean(nearest == component)
+
+  assert kept(0.2) > 0.95  # σ well below the components' distance of about a unit
+  assert kept(80.0) < 0.5  # components drawn by their weights: 1/3 expected
+  np.testing.assert_array_equal(
+      diffusion.sample(MIXTURE.denoiser, rng, start.shape, start=jnp.zeros_like(start)),
+      diffusion.sample(MIXTURE.denoiser, rng, start.shape))
+  with pytest.raises(ValueError, match=r"start has shape \(900, 2\), the samples \(4, 2\)"):
+    diffusion.sample(MIXTURE.denoiser, rng, (4, 2), start=start)
+
+
 def test_ddim_without_noise_is_euler():
   sigmas = diffusion.karras_sigmas(12, 0.002, 80.0)
   x = 80.0 * jax.random.normal(jax.random.key(0), (256, 2))

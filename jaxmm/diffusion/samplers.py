@@ -350,10 +350,13 @@ def sample(denoiser,
            sigma_min=0.002,
            sigma_max=80.0,
            rho=7.0,
+           start=None,
            **sampler_kw):
   """Samples [shape] from denoiser D(x, sigma) -> x0_hat with `sampler` ∈ SAMPLERS.
 
-  x starts as sigma_max·N(0, I) and follows the grid of Karras et al. (2022),
+  x starts as sigma_max·N(0, I), or with `start` [shape] as start +
+  sigma_max·N(0, I) (SDEdit, Meng et al. 2022: data noised to sigma_max and
+  denoised, the same noise as without it), and follows the grid of Karras et al. (2022),
   eq. 5 (`sigmas.karras_sigmas`, rho = inf for log-linear). sampler_kw are the
   sampler's own arguments (e.g. S_churn for "heun", eta for "ddim"). The
   result depends only on rng, which may be a new-style `jax.random.key` or a
@@ -365,6 +368,10 @@ def sample(denoiser,
   grid = sigma_grids.karras_sigmas(num_steps, sigma_min, sigma_max, rho)
   noise_rng, rng = jax.random.split(rng)
   x = sigma_max * jax.random.normal(noise_rng, shape)
+  if start is not None:
+    if tuple(start.shape) != tuple(shape):
+      raise ValueError(f"start has shape {tuple(start.shape)}, the samples {tuple(shape)}")
+    x = x + start
   return fn(denoiser, x, grid, rng, **sampler_kw)
 
 
