@@ -322,28 +322,28 @@ def make_judge_evaluator(model, config, mesh, workdir):
     real_images = batch["image"][batch["mask"]]
     real_labels = np.asarray(labels_of(batch, config.data.label_keys))[batch["mask"]]
 
-  def evaluate(state, step):
-    images = parallel.to_host(
+  def judged_samples(state, labels, **start_kw):
+    """Samples [N, ...] of labels [N, K] with the judge's sampler settings, on the host;
+    start_kw: `start` and `sigma_max` to denoise given images from that σ."""
+    return parallel.to_host(
         sample(eval_params(state, config),
                jax.random.key(config.seed + 1),
                jnp.asarray(labels),
                len(labels),
                sampler=settings.sampler,
                num_steps=settings.num_steps,
-               guidance=settings.guidance))
+               guidance=settings.guidance,
+               **start_kw))
+
+  def evaluate(state, step):
+    images = judged_samples(state, labels)
     results = evaluators.judge_samples(judge, images, labels[:, 0], labels[:, 1], reference)
     results.update(evaluators.judge_held_out(judge, images, labels[:, 0], labels[:, 1]))
     for sigma in from_sigmas:
-      denoised = parallel.to_host(
-          sample(eval_params(state, config),
-                 jax.random.key(config.seed + 1),
-                 jnp.asarray(real_labels),
-                 len(real_labels),
-                 sampler=settings.sampler,
-                 num_steps=settings.num_steps,
-                 guidance=settings.guidance,
-                 start=jnp.asarray(real_images),
-                 sigma_max=float(sigma)))
+      denoised = judged_samples(state,
+                                real_labels,
+                                start=jnp.asarray(real_images),
+                                sigma_max=float(sigma))
       scores = evaluators.judge_samples(judge, denoised, real_labels[:, 0], real_labels[:, 1])
       results.update({f"from_sigma_{sigma:g}/{k}": v for k, v in scores.items()})
     results = {f"judge/{k}": float(v) for k, v in results.items()}
