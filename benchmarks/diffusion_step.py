@@ -48,8 +48,10 @@ import time
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
 from jaxmm import host_memory  # pylint: disable=wrong-import-position
+from jaxmm import xla_cpu  # pylint: disable=wrong-import-position
 
 host_memory.keep_freed_memory()  # as `jaxmm train` does; applies to both sides alike
+xla_cpu.use_eigen_convolutions()  # as `jaxmm train` does
 
 import jax  # pylint: disable=wrong-import-position
 import numpy as np

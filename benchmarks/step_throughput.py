@@ -30,8 +30,10 @@ import sys
 import time
 
 from jaxmm import host_memory
+from jaxmm import xla_cpu
 
 host_memory.keep_freed_memory()  # as `jaxmm train` does; applies to both sides alike
+xla_cpu.use_eigen_convolutions()  # as `jaxmm train` does
 
 import jax  # pylint: disable=wrong-import-position
 import numpy as np

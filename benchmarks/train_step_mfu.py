@@ -22,8 +22,10 @@ import shlex
 import sys
 
 from jaxmm import host_memory
+from jaxmm import xla_cpu
 
 host_memory.keep_freed_memory()  # as `jaxmm train` does (on an accelerator: host heap only)
+xla_cpu.use_eigen_convolutions()  # as `jaxmm train` does
 
 import jax  # pylint: disable=wrong-import-position
 

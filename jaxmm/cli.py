@@ -32,6 +32,7 @@ from jaxmm import filter_command
 from jaxmm import host_memory
 from jaxmm import memory_command
 from jaxmm import sweep_command
+from jaxmm import xla_cpu
 
 _OVERRIDES_HELP = """\
 config overrides:
@@ -282,6 +283,7 @@ def main(argv=None) -> None:
   except config_loading.ConfigError as e:
     parser.error(str(e))
   args = parser.parse_args(rest)
+  xla_cpu.use_eigen_convolutions()
   show_traceback = args.traceback or os.environ.get("JAXMM_TRACEBACK", "0") not in ("", "0")
   if args.command == "sample" and overrides:
     parser.error("jaxmm sample takes no --config.KEY overrides: it samples the run's own config")

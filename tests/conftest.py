@@ -8,8 +8,10 @@ os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 from jaxmm import host_memory  # noqa: E402  pylint: disable=wrong-import-position
+from jaxmm import xla_cpu  # noqa: E402  pylint: disable=wrong-import-position
 
 host_memory.keep_freed_memory()  # as `jaxmm train` does
+xla_cpu.use_eigen_convolutions()  # as every `jaxmm` command does
 
 import jax  # noqa: E402  pylint: disable=wrong-import-position
 
