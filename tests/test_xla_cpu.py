@@ -3,6 +3,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from jaxmm import xla_cpu
 
 # Compiles one 3×3 convolution as large as the U-Net's (batch 64, 16×16, 32
@@ -32,9 +34,11 @@ def _compiled_convolution(mode: str) -> str:
 
 
 def test_the_flag_moves_a_large_convolution_off_ynnpack():
-  # Without the flag XLA:CPU picks YNNPACK for this convolution, so the check
-  # below can fail; with it, XLA compiles its own convolution.
-  assert _compiled_convolution("default") == "ynn"
+  # Without the flag XLA:CPU picks YNNPACK for this convolution (on the AMD
+  # EPYC the defaults were measured on), so the check below can fail; with it,
+  # XLA compiles its own convolution.
+  if _compiled_convolution("default") != "ynn":
+    pytest.skip("XLA:CPU does not put this convolution on YNNPACK on this CPU")
   assert _compiled_convolution("set") == "eigen"
 
 
