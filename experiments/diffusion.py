@@ -319,7 +319,7 @@ def make_judge_evaluator(model, config, mesh, workdir):
   sample = make_sampler(model, config)
   if from_sigmas:  # the first len(labels) test images
     batch = next(iter(data.eval_batches(config.data, batch_size=len(labels))))
-    real_images = batch["image"][batch["mask"]]
+    real_images = jnp.asarray(batch["image"][batch["mask"]])
     real_labels = np.asarray(labels_of(batch, config.data.label_keys))[batch["mask"]]
 
   def judged_samples(state, labels, **start_kw):
@@ -342,7 +342,7 @@ def make_judge_evaluator(model, config, mesh, workdir):
     for sigma in from_sigmas:
       denoised = judged_samples(state,
                                 real_labels,
-                                start=jnp.asarray(real_images),
+                                start=real_images,
                                 sigma_max=float(sigma))
       scores = evaluators.judge_samples(judge, denoised, real_labels[:, 0], real_labels[:, 1])
       results.update({f"from_sigma_{sigma:g}/{k}": v for k, v in scores.items()})
