@@ -91,9 +91,12 @@ def parse_args(argv=None):
 
 
 def jaxmm_config(batch_size: int | None, dtype: str):
-  """configs/edm_shapes.py (U-Net) with the benchmark's batch and compute dtype, on one device."""
+  """configs/edm_shapes.py (U-Net) with the benchmark's batch and compute dtype, on one device,
+  and AdamW (the config trains with Muon) to match torch's optimizer."""
   config = config_loading.load_config(CONFIG)
-  overrides = [f"model.dtype={dtype}", "mesh.data=1", "mesh.fsdp=1", "mesh.tensor=1"]
+  overrides = [
+      f"model.dtype={dtype}", "mesh.data=1", "mesh.fsdp=1", "mesh.tensor=1", "optim.name=adamw"
+  ]
   if batch_size is not None:
     overrides.append(f"batch_size={batch_size}")
   return config_loading.apply_overrides(config, overrides)

@@ -8,7 +8,7 @@ composition.
 
 Variants (the `ARG` of `--config configs/NAME.py:ARG`):
   unet: a small DDPM++-style U-Net (the default) on 2×2 pixel patches, sized
-        for a 2-core CPU: 2100 steps of batch 64 take under 10 minutes there.
+        for a 2-core CPU: 1900 Muon steps of batch 64 take under 10 minutes there.
   dit:  a DiT of similar cost (patch 4, adaLN-Zero blocks).
 """
 import dataclasses
@@ -41,9 +41,10 @@ MODELS = {
              embedding_type="positional"),
 }
 
-# Adam's learning rate per model: the U-Net at batch 64 learns shape fastest at
-# 8e-3 (README, Diffusion); the DiT was tuned at 1e-3.
-LEARNING_RATES = {"unet": 8e-3, "dit": 1e-3}
+# The optimizer and its learning rate per model. The U-Net learns shape fastest
+# with Muon at AdamW's 8e-3 (README, Diffusion): 1900 Muon steps beat 2100 AdamW
+# steps in the same time. The DiT was tuned with AdamW at 1e-3.
+OPTIMIZERS = {"unet": ("muon", 8e-3), "dit": ("adamw", 1e-3)}
 
 # Where EDM's training noise sits, ln σ ~ N(P_mean, P_std²): shape is decided at
 # high noise, and Table 1's P_mean = -1.2 (median σ 0.30) leaves it to few
@@ -59,11 +60,11 @@ def get_config(arg: str, *, schedule: str) -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.experiment = "diffusion"
   config.seed = 0
-  config.total_steps = 2100
+  config.total_steps = 1900
   config.batch_size = 64
   config.log_every = 100
   config.checkpoint_every = 700
-  config.eval_every = 2100
+  config.eval_every = 1900
   config.keep_checkpoints = 3
   config.on_nonfinite = "stop"
   config.mesh = dict(data=-1, fsdp=1, tensor=1)
@@ -91,14 +92,15 @@ def get_config(arg: str, *, schedule: str) -> ml_collections.ConfigDict:
     schedule_args.update(EDM_NOISE)
   config.diffusion = dict(schedule=schedule, schedule_args=schedule_args, label_dropout=0.1)
 
+  optimizer, lr = OPTIMIZERS[arg]
   config.optim = dict(
-      name="adamw",
-      lr=LEARNING_RATES[arg],
+      name=optimizer,
+      lr=lr,
       weight_decay=0.0,
       b1=0.9,
       b2=0.99,
       eps=1e-8,
-      momentum=0.9,  # SGD only
+      momentum=0.95,  # Muon (and SGD)
       warmup_steps=100,
       schedule="cosine",
       grad_clip_norm=1.0)

@@ -38,7 +38,7 @@ def get_config():
                       b1=0.9,
                       b2=0.99,
                       eps=1e-8,
-                      momentum=0.9,  # SGD only
+                      momentum=0.9,  # SGD and Muon
                       warmup_steps=100,
                       schedule="cosine",
                       grad_clip_norm=1.0)

@@ -130,7 +130,7 @@ def get_config(arg: str, *, loss: str, init_log_scale: float, init_bias, b2: flo
                       b1=0.9,
                       b2=b2,
                       eps=eps,
-                      momentum=0.9,  # SGD only
+                      momentum=0.9,  # SGD and Muon
                       warmup_steps=v["warmup_steps"],
                       schedule="cosine",
                       grad_clip_norm=1.0,

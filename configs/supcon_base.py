@@ -126,7 +126,7 @@ def get_config(arg: str, *, loss: str, dataset: str) -> ml_collections.ConfigDic
                       b1=0.9,
                       b2=0.999,
                       eps=1e-8,
-                      momentum=0.9,  # SGD only
+                      momentum=0.9,  # SGD and Muon
                       warmup_steps=v["warmup_steps"],
                       schedule="cosine",
                       grad_clip_norm=1.0,

@@ -39,6 +39,14 @@ def shardings_of(boxed_tree: Any,
                  rules: LogicalRules = DEFAULT_RULES) -> Any:
   """NamedShardings for a (possibly abstract) pytree whose leaves may carry logical names.
 
-  Leaves without names (step counters, optimizer counts) are replicated.
+  Leaves without names (step counters, optimizer counts) are replicated. Empty
+  nodes stay empty, boxed or not: a partitioned optimizer (Muon's) keeps no
+  state for some parameters, an optax MaskedNode, which flax would otherwise
+  read as a spec (it is a tuple) or name as its box says.
   """
-  return nn.logical_to_mesh_sharding(nn.get_partition_spec(boxed_tree), mesh, rules)
+  is_box = lambda x: isinstance(x, nn.meta.AxisMetadata)
+  unbox_empty = lambda x: x.unbox() if is_box(x) and not jax.tree.leaves(x.unbox()) else x
+  specs = nn.get_partition_spec(jax.tree.map(unbox_empty, boxed_tree, is_leaf=is_box))
+  return jax.tree.map(lambda spec: nn.logical_to_mesh_sharding(spec, mesh, rules),
+                      specs,
+                      is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec))

@@ -1,9 +1,11 @@
 """Optimizer and learning-rate schedule from `config.optim`.
 
-Keys: `name` ('adamw' or 'sgd'), `lr` (the peak learning rate), `warmup_steps`,
-`schedule` ('cosine', 'linear' or 'constant'), `grad_clip_norm` (None or 0: no
-clipping), for AdamW `b1`, `b2`, `eps` and `weight_decay`, for SGD `momentum`,
-and optionally `partition`, per-parameter rules (`jaxmm.train.partition`).
+Keys: `name` ('adamw', 'sgd' or 'muon'), `lr` (the peak learning rate),
+`warmup_steps`, `schedule` ('cosine', 'linear' or 'constant'), `grad_clip_norm`
+(None or 0: no clipping), for AdamW `b1`, `b2`, `eps` and `weight_decay`, for SGD
+`momentum`, for Muon all of these (`jaxmm.train.muon`: Nesterov `momentum` on the
+weight matrices, Adam on the rest), and optionally `partition`, per-parameter
+rules (`jaxmm.train.partition`).
 A bad value raises `UserError` naming its key and the valid range.
 """
 from typing import Any
@@ -16,9 +18,10 @@ from jaxmm.errors import non_negative
 from jaxmm.errors import one_of
 from jaxmm.errors import positive
 from jaxmm.errors import UserError
+from jaxmm.train import muon
 from jaxmm.train import partition
 
-OPTIMIZERS = ("adamw", "sgd")
+OPTIMIZERS = ("adamw", "sgd", "muon")
 SCHEDULES = ("cosine", "linear", "constant")
 
 
@@ -55,12 +58,13 @@ def check_optim_config(optim_config: ml_collections.ConfigDict, total_steps: int
   clip = optim_config.grad_clip_norm
   if clip is not None and not (_is_number(clip) and clip >= 0):
     raise UserError(f"optim.grad_clip_norm={clip!r} must be a number >= 0 (0 or None: no clipping)")
-  if one_of("optim.name", optim_config.name, OPTIMIZERS) == "adamw":
+  name = one_of("optim.name", optim_config.name, OPTIMIZERS)
+  if name in ("adamw", "muon"):
     _in_unit_interval("optim.b1", optim_config.b1)
     _in_unit_interval("optim.b2", optim_config.b2)
     non_negative("optim.eps", optim_config.eps)
     non_negative("optim.weight_decay", optim_config.weight_decay)
-  else:
+  if name in ("sgd", "muon"):
     _in_unit_interval("optim.momentum", optim_config.momentum)
   partition.check_rules(optim_config.get("partition", ()))
 
@@ -99,6 +103,13 @@ def make_optimizer(optim_config: ml_collections.ConfigDict,
 
   def make_tx(lr_multiplier: float, weight_decay: bool) -> optax.GradientTransformation:
     lr = schedule if lr_multiplier == 1 else lambda step: lr_multiplier * schedule(step)
+    if optim_config.name == "muon":
+      return muon.muon(lr,
+                       momentum=optim_config.momentum,
+                       b1=optim_config.b1,
+                       b2=optim_config.b2,
+                       eps=optim_config.eps,
+                       weight_decay=optim_config.weight_decay if weight_decay else 0.0)
     if optim_config.name == "adamw":
       return optax.adamw(lr,
                          b1=optim_config.b1,
