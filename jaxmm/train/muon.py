@@ -30,12 +30,11 @@ import jax
 from optax import contrib
 from optax.transforms import _masking
 
-# Layers that keep AdamW: a model's input and output layers (U-Net conv_in and
+# Layers that keep Adam: a model's input and output layers (U-Net conv_in and
 # conv_out, DiT and ViT patch embeddings and DiT's final layer, classifier
 # heads) and embedding tables.
 ADAM_LAYERS = re.compile(r"(^|/)(conv_in|conv_out|patch_embed|final|head\d*|embedding|labels)(/|$)")
 
-_ATTENTION_IN = re.compile(r"(^|/)(query|key|value)/kernel$")
 _ATTENTION_OUT = re.compile(r"(^|/)attn/out/kernel$")
 
 
