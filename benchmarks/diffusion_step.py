@@ -67,8 +67,9 @@ TORCH_THREADS = 2
 TORCH_MODES = ("eager", "compiled")
 
 
-def parse_args(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parse_args(argv=None, description: str = __doc__):
+  """The command line shared with conv_floor.py: rounds, steps, warmup, batch size, dtypes."""
+  parser = argparse.ArgumentParser(description=description.splitlines()[0])
   parser.add_argument("--rounds", type=int, default=3, help="alternating timed rounds")
   parser.add_argument("--steps", type=int, default=2, help="timed steps per side per round")
   parser.add_argument("--warmup",
@@ -177,14 +178,7 @@ def benchmark(dtype: str, args) -> dict:
   flops = sides["torch eager"].count_flops()
   for side in sides.values():
     side.run(args.warmup)
-  times = {name: [] for name in sides}
-  for i in range(args.rounds):
-    for name, side in sides.items():
-      times[name].append(side.run(args.steps) / args.steps)
-    print(f"{dtype} round {i + 1}: " +
-          ", ".join(f"{name} {t[-1]:.3f} s/step" for name, t in times.items()) +
-          f"; load {step_throughput.load_average()}",
-          flush=True)
+  times = step_throughput.alternate(sides, args.rounds, args.steps, dtype)
   median = {name: statistics.median(t) for name, t in times.items()}
   torch_best = min((f"torch {mode}" for mode in TORCH_MODES), key=median.get)
   return {

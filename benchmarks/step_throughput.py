@@ -125,13 +125,7 @@ def benchmark(dtype: str, args) -> dict:
     sides["torch"] = TorchSide(config, batch)
   for side in sides.values():
     side.run(args.warmup)
-  times = {name: [] for name in sides}
-  for i in range(args.rounds):
-    for name, side in sides.items():
-      times[name].append(side.run(args.steps) / args.steps)
-    print(f"{dtype} round {i + 1}: " +
-          ", ".join(f"{name} {t[-1]:.3f} s/step" for name, t in times.items()) +
-          f"; load {load_average()}")
+  times = alternate(sides, args.rounds, args.steps, dtype)
   result = {
       "dtype": dtype,
       "flops": jaxmm_step.step_flops(config),
@@ -182,6 +176,20 @@ def matmul_rate(dtype: str, n: int = 2048, repeats: int = 10) -> float:
     product(x).block_until_ready()
     best = min(best, time.perf_counter() - start)
   return 2 * n**3 / best / 1e9
+
+
+def alternate(sides: dict, rounds: int, steps: int, label: str) -> dict[str, list[float]]:
+  """Seconds per step of each side (an object with `run(steps) -> seconds`) in `rounds`
+  rounds that run the sides in turn, `steps` steps each; prints every round with the load."""
+  times = {name: [] for name in sides}
+  for i in range(rounds):
+    for name, side in sides.items():
+      times[name].append(side.run(steps) / steps)
+    print(f"{label} round {i + 1}: " +
+          ", ".join(f"{name} {t[-1]:.3f} s/step" for name, t in times.items()) +
+          f"; load {load_average()}",
+          flush=True)
+  return times
 
 
 def load_average() -> str:

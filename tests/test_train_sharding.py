@@ -40,14 +40,19 @@ def run_steps(config, mesh_shape, devices):
   return np.array(losses), jax.device_get(state.params), state
 
 
-# SigLIP on every kind of mesh; CLIP, whose loss shards alike, on the mixed one.
-@pytest.mark.parametrize("loss,meshes", [("siglip", [(8, 1, 1), (2, 2, 2), (1, 8, 1)]),
-                                         ("clip", [(2, 2, 2)])],
-                         ids=["siglip", "clip"])
-def test_meshes_match_one_device(loss, meshes, tiny_config):
+# SigLIP on every kind of mesh; CLIP, whose loss shards alike, on the mixed one; Muon,
+# whose Newton–Schulz iterations multiply whole kernels, with kernels split over fsdp
+# and tensor.
+@pytest.mark.parametrize("loss,optim,meshes", [
+    pytest.param("siglip", (), [(8, 1, 1), (2, 2, 2), (1, 8, 1)], id="siglip"),
+    pytest.param("clip", (), [(2, 2, 2)], id="clip"),
+    pytest.param("siglip", ("optim.name=muon", "optim.momentum=0.95"), [(2, 2, 2), (1, 8, 1)],
+                 id="siglip-muon"),
+])
+def test_meshes_match_one_device(loss, optim, meshes, tiny_config):
   # Adam divides by sqrt(v) + eps: with a tiny eps a gradient that is zero up
   # to rounding would get an update of size lr and random sign.
-  config = tiny_config(loss, "optim.eps=1e-4")
+  config = tiny_config(loss, "optim.eps=1e-4", *optim)
   ref_losses, ref_params, _ = run_steps(config, (1, 1, 1), jax.devices()[:1])
   assert ref_losses[-1] < ref_losses[0], ref_losses  # it trains: the numbers mean something
   for shape in meshes:
