@@ -147,12 +147,24 @@ def test_grayscale_is_the_luma_on_every_channel():
     ("random_resized_crop(scale=(0.5, 2))", 2, "must satisfy 0 < low <= high <= 1"),
     ("flip|", 2, "cannot read ''"),
     ("", 2, "data.num_views=2 views of data.views='' would all be the same image"),
+    ("flip(p=0.0)|grayscale(p=1.0)", 2, "views of data.views='flip(p=0.0)|grayscale(p=1.0)' "
+     "would all be the same image"),
+    ("colour_jitter(p=0.0)|random_resized_crop(scale=(1.0, 1.0), ratio=(1.0, 1.0))", 3,
+     "would all be the same image"),
     ("flip", 0, "data.num_views=0 must be an integer >= 1"),
 ])
 def test_bad_spec_is_a_user_error(spec, num_views, expected):
   with pytest.raises(errors.UserError) as e:
     view_ops.parse(spec, num_views)
   assert expected in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("spec", [
+    "flip(p=0.01)", "grayscale(p=0.99)", "colour_jitter(hue=0.01)",
+    "random_resized_crop(scale=(0.98, 1.0))"
+])
+def test_rarely_random_ops_are_random(spec):
+  assert len(view_ops.parse(spec, 2)) == 1
 
 
 def test_one_view_needs_no_op():
