@@ -13,6 +13,7 @@ from jaxmm import models
 from jaxmm import train
 from jaxmm.experiments import diffusion as diffusion_experiment
 from jaxmm.train import muon
+from jaxmm.train import partition
 
 from test_optim import optim_config
 
@@ -124,10 +125,10 @@ def test_every_unet_kernel_is_a_matrix_but_the_first_and_last():
                         is_leaf=lambda x: hasattr(x, "value"))
   numbers = muon.dimension_numbers(params)
   flat = jax.tree_util.tree_flatten_with_path(params)[0]
-  dims = dict(zip((muon.path_name(p) for p, _ in flat),
+  dims = dict(zip((partition.param_path(p) for p, _ in flat),
                   jax.tree.leaves(numbers, is_leaf=lambda x: x is None or hasattr(x, "reduction_axis"))))
   matrices = {n for n, d in dims.items() if d is not None}
-  kernels = {muon.path_name(p) for p, leaf in flat if p[-1].key == "kernel" and leaf.ndim >= 2}
+  kernels = {partition.param_path(p) for p, leaf in flat if p[-1].key == "kernel" and leaf.ndim >= 2}
   assert matrices == kernels - {"conv_in/kernel", "conv_out/kernel"}
   assert dims["enc0_block0/conv0/kernel"].reduction_axis == (0, 1, 2)
 

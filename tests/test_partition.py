@@ -1,5 +1,6 @@
 """Optimizer partition rules: frozen parameters keep their values and no state, learning-rate
 multipliers and no-decay groups, clipping that ignores frozen gradients, and rule errors."""
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -8,6 +9,7 @@ import pytest
 
 from jaxmm import train
 from jaxmm.errors import UserError
+from jaxmm.train import partition
 from test_optim import optim_config
 
 
@@ -89,3 +91,18 @@ def test_bad_rules_fail_with_one_line(rules, message):
   with pytest.raises(UserError, match=message) as error:
     steps(rules)
   assert "\n" not in str(error.value)
+
+
+def test_param_path_names_keys_attributes_and_indices_but_not_a_box():
+  tree = {
+      "attn": {
+          "value": {"kernel": nn.Partitioned(jnp.ones((2, 2)), ("embed", "mlp"))},
+          "bias": jnp.ones(2)
+      },
+      "mu": (jnp.ones(1),)
+  }
+  paths = [partition.param_path(p) for p, _ in jax.tree_util.tree_flatten_with_path(tree)[0]]
+  assert paths == ["attn/bias", "attn/value/kernel", "mu/0"]
+  value = {"value": jnp.ones(1)}  # a parameter named 'value' keeps its name
+  [(path, _)] = jax.tree_util.tree_flatten_with_path(value)[0]
+  assert partition.param_path(path) == "value"

@@ -12,6 +12,7 @@ from typing import Any
 import jax
 
 from jaxmm.errors import UserError
+from jaxmm.train import partition
 
 log = logging.getLogger("jaxmm")
 
@@ -39,20 +40,10 @@ def config_changes(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list
   return changes
 
 
-def _path_name(path) -> str:
-  parts = []
-  for key in path:
-    for attr in ("key", "name", "idx"):
-      if hasattr(key, attr):
-        parts.append(str(getattr(key, attr)))
-        break
-  return "/".join(parts)
-
-
 def _shapes(tree: Any) -> dict[str, tuple[int, ...]]:
   """{'params/img/.../kernel': shape} over the leaves of a state or its checkpoint metadata."""
   leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
-  return {_path_name(path): tuple(leaf.shape) for path, leaf in leaves}
+  return {partition.param_path(path): tuple(leaf.shape) for path, leaf in leaves}
 
 
 def check_resumable(saved_state: Any, target_state: Any, changes: list[str], step: int) -> None:

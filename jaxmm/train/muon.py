@@ -30,18 +30,14 @@ import jax
 from optax import contrib
 from optax.transforms import _masking
 
+from jaxmm.train import partition
+
 # Layers that keep Adam: a model's input and output layers (U-Net conv_in and
 # conv_out, DiT and ViT patch embeddings and DiT's final layer, classifier
 # heads) and embedding tables.
 ADAM_LAYERS = re.compile(r"(^|/)(conv_in|conv_out|patch_embed|final|head\d*|embedding|labels)(/|$)")
 
 _ATTENTION_OUT = re.compile(r"(^|/)attn/out/kernel$")
-
-
-def path_name(path) -> str:
-  """'enc0_block0/conv0/kernel' for a key path (a flax Partitioned box's '/value' dropped)."""
-  keys = [str(getattr(k, "key", getattr(k, "name", k))) for k in path]
-  return "/".join(keys).removesuffix("/value")
 
 
 def input_axes(name: str, ndim: int) -> int | None:
@@ -64,7 +60,7 @@ def dimension_numbers(params: Any) -> Any:
   def one(path, leaf):
     if isinstance(leaf, _masking.MaskedNode):
       return None
-    num_in = input_axes(path_name(path), leaf.ndim)
+    num_in = input_axes(partition.param_path(path), leaf.ndim)
     if num_in is None:
       return None
     return contrib.MuonDimensionNumbers(reduction_axis=tuple(range(num_in)),

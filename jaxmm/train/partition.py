@@ -22,8 +22,11 @@ FROZEN, NO_DECAY, DEFAULT = "frozen", "no_decay", "default"
 
 
 def param_path(path) -> str:
-  """A key path of a params tree -> 'a/b/c'."""
-  return "/".join(str(k.key) for k in path)
+  """A key path of a params or train-state tree -> 'a/b/c': dict keys, attribute names and
+  sequence indices, without the trailing 'value' attribute of a flax Partitioned box."""
+  if path and getattr(path[-1], "name", None) == "value":
+    path = path[:-1]
+  return "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
 
 
 def _is_param(node) -> bool:
