@@ -46,7 +46,7 @@ def run_steps(config, mesh_shape, devices):
 @pytest.mark.parametrize("loss,optim,meshes", [
     pytest.param("siglip", (), [(8, 1, 1), (2, 2, 2), (1, 8, 1)], id="siglip"),
     pytest.param("clip", (), [(2, 2, 2)], id="clip"),
-    pytest.param("siglip", ("optim.name=muon", "optim.momentum=0.95"), [(2, 2, 2), (1, 8, 1)],
+    pytest.param("siglip", ("optim.name=muon", "optim.momentum=0.95"), [(2, 2, 2)],
                  id="siglip-muon"),
 ])
 def test_meshes_match_one_device(loss, optim, meshes, tiny_config):
