@@ -43,8 +43,9 @@ MODELS = {
 
 # The optimizer and its learning rate per model. The U-Net learns shape fastest
 # with Muon at AdamW's 8e-3 (README, Diffusion): 1900 Muon steps beat 2100 AdamW
-# steps in the same time. The DiT was tuned with AdamW at 1e-3.
-OPTIMIZERS = {"unet": ("muon", 8e-3), "dit": ("adamw", 1e-3)}
+# steps in the same time. The DiT, tuned with AdamW at 1e-3, scores better on
+# every judge metric with Muon at that lr over the same 1900 steps.
+OPTIMIZERS = {"unet": ("muon", 8e-3), "dit": ("muon", 1e-3)}
 
 # Where EDM's training noise sits, ln σ ~ N(P_mean, P_std²): shape is decided at
 # high noise, and Table 1's P_mean = -1.2 (median σ 0.30) leaves it to few
