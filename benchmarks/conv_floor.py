@@ -25,6 +25,7 @@ settings are those of `jaxmm train` (jaxmm.xla_cpu, jaxmm.host_memory).
 
   .venv-diffusers/bin/python benchmarks/conv_floor.py     # --rounds --steps --batch-size --dtypes
 """
+import functools
 import statistics
 import sys
 import time
@@ -50,9 +51,8 @@ def step_convolutions(config) -> list[dict]:
   'lhs' [B, H, W, Cin] and 'rhs' [k, k, Cin, Cout] shapes, operand 'dtype' and jax.lax
   parameters."""
   model = models.get_model(config.model)
-  _, loss_fn = diffusion_step.diffusion_parts(model, config, None)
-  init = diffusion_step.diffusion.make_init_variables(model, config)
-  params = jax.eval_shape(init, jax.random.key(0))["params"]
+  init_variables, loss_fn = diffusion_step.diffusion_parts(model, config, None)
+  params = jax.eval_shape(init_variables, jax.random.key(0))["params"]
   batch = diffusion_step.random_batch(config)
   jaxpr = jax.make_jaxpr(loss_fn)(params, {}, batch, jax.random.key(0))
   convs = []
@@ -74,6 +74,11 @@ def step_convolutions(config) -> list[dict]:
   return convs
 
 
+def convolve(x, w, params: dict):
+  """x convolved with w as a `conv_general_dilated` equation with these parameters does."""
+  return jax.lax.conv_general_dilated_p.bind(x, w, **params)
+
+
 def conv_flops(conv: dict) -> int:
   """Forward FLOPs (2 per multiply-add) of a stride-1 'SAME' convolution."""
   b, h, w, _ = conv["lhs"]
@@ -90,15 +95,14 @@ class JaxConvs:
     for conv in convs:
       x = rng.standard_normal(conv["lhs"], np.float32).astype(conv["dtype"])
       w = rng.standard_normal(conv["rhs"], np.float32).astype(conv["dtype"])
-      y = jax.eval_shape(
-          lambda x, w, p=conv["params"]: jax.lax.conv_general_dilated_p.bind(x, w, **p), x, w)
+      y = jax.eval_shape(functools.partial(convolve, params=conv["params"]), x, w)
       self.args.append((x, w, rng.standard_normal(y.shape, np.float32)))
     params = [conv["params"] for conv in convs]
 
     def all_convs(args):
       out = []
       for (x, w, g), p in zip(args, params):
-        y, vjp = jax.vjp(lambda x, w, p=p: jax.lax.conv_general_dilated_p.bind(x, w, **p), x, w)
+        y, vjp = jax.vjp(functools.partial(convolve, params=p), x, w)
         out.append((y,) + vjp(g))
       return out
 

@@ -41,7 +41,7 @@ _ATTENTION_OUT = re.compile(r"(^|/)attn/out/kernel$")
 
 
 def input_axes(name: str, ndim: int) -> int | None:
-  """How many leading axes of kernel `name` (with `ndim` axes) are its inputs; None: AdamW."""
+  """How many leading axes of kernel `name` (with `ndim` axes) are its inputs; None: Adam."""
   if ndim < 2 or not name.endswith("kernel") or ADAM_LAYERS.search(name):
     return None
   if ndim == 4:
