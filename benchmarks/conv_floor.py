@@ -23,9 +23,10 @@ the convolutions of `model.dtype=bfloat16` (bf16 operands, float32
 results) against torch.autocast to bfloat16. XLA_FLAGS and the malloc
 settings are those of `jaxmm train` (jaxmm.xla_cpu, jaxmm.host_memory).
 
-  .venv-diffusers/bin/python benchmarks/conv_floor.py     # --rounds --steps --batch-size --dtypes
+  .venv-peers/bin/python benchmarks/conv_floor.py     # --rounds --steps --batch-size --dtypes
 """
 import functools
+import json
 import statistics
 import sys
 import time
@@ -43,6 +44,7 @@ import numpy as np
 from jaxmm import models
 import diffusion_step
 import jaxmm_step
+import machine
 import step_throughput
 
 
@@ -184,7 +186,7 @@ def benchmark(dtype: str, args) -> dict:
 
 def print_table(results, args):
   print(f"\n{' '.join(sys.argv)}")
-  print(f"{step_throughput.cpu_description()}; medians over {args.rounds} rounds of "
+  print(f"{machine.describe()}; medians over {args.rounds} rounds of "
         f"{args.steps}, seconds")
   print("| dtype | jaxmm step | jaxmm convs | torch convs | torch step (eager) | "
         "torch step / 1.3 | torch step / jaxmm convs |")
@@ -199,8 +201,12 @@ def print_table(results, args):
 
 def main(argv=None):
   args = diffusion_step.parse_args(argv, __doc__)
-  print(step_throughput.cpu_description(), flush=True)
-  print_table([benchmark(dtype, args) for dtype in args.dtypes], args)
+  print(machine.describe(), flush=True)
+  results = [benchmark(dtype, args) for dtype in args.dtypes]
+  print_table(results, args)
+  if args.json:
+    with open(args.json, "w", encoding="utf-8") as f:
+      json.dump({"args": vars(args), "results": results}, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -33,11 +33,12 @@ them). GFLOP/s use the FLOPs that torch's FlopCounterMode counts for one
 eager step (convolutions, matmuls, attention; forward and backward), the
 same count for every side.
 
-  .venv-diffusers/bin/python benchmarks/diffusion_step.py
-  .venv-diffusers/bin/python benchmarks/diffusion_step.py --dtypes bf16 --rounds 2 --steps 1
+  .venv-peers/bin/python benchmarks/diffusion_step.py
+  .venv-peers/bin/python benchmarks/diffusion_step.py --dtypes bf16 --rounds 2 --steps 1
   python benchmarks/diffusion_step.py --batch-size 256 --steps 20 --rounds 5   # on a GPU
 """
 import argparse
+import json
 import os
 import shlex
 import statistics
@@ -59,6 +60,7 @@ import numpy as np
 from jaxmm import config_loading
 from jaxmm.experiments import diffusion
 import jaxmm_step
+import machine
 import step_throughput
 
 CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs", "edm_shapes.py")
@@ -68,7 +70,8 @@ TORCH_MODES = ("eager", "compiled")
 
 
 def parse_args(argv=None, description: str = __doc__):
-  """The command line shared with conv_floor.py: rounds, steps, warmup, batch size, dtypes."""
+  """The command line shared with conv_floor.py: rounds, steps, warmup, batch size, dtypes and
+  the JSON output."""
   parser = argparse.ArgumentParser(description=description.splitlines()[0])
   parser.add_argument("--rounds", type=int, default=3, help="alternating timed rounds")
   parser.add_argument("--steps", type=int, default=2, help="timed steps per side per round")
@@ -83,6 +86,7 @@ def parse_args(argv=None, description: str = __doc__):
   parser.add_argument("--dtypes",
                       default="fp32,bf16",
                       help="comma-separated, from: " + ", ".join(DTYPES))
+  parser.add_argument("--json", metavar="FILE", help="also write the results to FILE, as JSON")
   args = parser.parse_args(argv)
   args.dtypes = args.dtypes.split(",")
   for dtype in args.dtypes:
@@ -232,10 +236,13 @@ def main(argv=None):
         f"torch {torch.__version__} on {torch_device()} ({TORCH_THREADS} threads), "
         f"diffusers {diffusers.__version__}, "
         f"{os.cpu_count()} CPU cores; load average before: {step_throughput.load_average()}")
-  print(f"CPU: {step_throughput.cpu_description()}", flush=True)
+  print(f"CPU: {machine.describe()}", flush=True)
   results = [benchmark(dtype, args) for dtype in args.dtypes]
   print_table(results, args)
   print(f"load average after: {step_throughput.load_average()}")
+  if args.json:
+    with open(args.json, "w", encoding="utf-8") as f:
+      json.dump({"args": vars(args), "results": results}, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -12,13 +12,14 @@ printed under the table are indistinguishable. A row's NFE is an upper bound:
 each sampler gets the most steps whose NFE fits (Heun-type samplers make
 2N − 1 calls), and k-diffusion's calls are counted.
 
-  .venv-kdiff/bin/python benchmarks/sampler_nfe.py            # with k-diffusion
+  .venv-peers/bin/python benchmarks/sampler_nfe.py            # with k-diffusion
   .venv/bin/python benchmarks/sampler_nfe.py --no-kdiffusion  # jaxmm only
 
-The k-diffusion venv: benchmarks/requirements-kdiffusion.txt.
+The venv with k-diffusion: `make peers` (benchmarks/requirements-peers.txt).
 """
 import argparse
 import importlib.util
+import json
 import math
 import sys
 import time
@@ -30,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxmm import diffusion
+import machine
 
 SIGMA_MIN, SIGMA_MAX, RHO = 0.002, 80.0, 7.0
 LANGEVIN_STEPS = 5
@@ -73,15 +75,8 @@ def parse_args():
   parser.add_argument("--nfe", type=int, nargs="+", default=[8, 10, 12, 16, 24, 32, 50, 100])
   parser.add_argument("--samples", type=int, default=10_000, help="generated and exact samples")
   parser.add_argument("--no-kdiffusion", action="store_true", help="only jaxmm's samplers")
+  parser.add_argument("--json", metavar="FILE", help="also write the results to FILE, as JSON")
   return parser.parse_args()
-
-
-def cpu_model():
-  with open("/proc/cpuinfo", encoding="utf-8") as f:
-    for line in f:
-      if line.startswith("model name"):
-        return line.split(":", 1)[1].strip()
-  return "unknown"
 
 
 def import_kdiffusion_sampling():
@@ -161,6 +156,17 @@ def run_kdiffusion(mixture, x_start, budgets):
   return results
 
 
+def best_per_side(scores, budget):
+  """{'jaxmm' | 'k-diffusion': (column, MMD²)}: each side's lowest MMD² at NFE `budget`."""
+  best = {}
+  for side, names in (("jaxmm", JAXMM_COLUMNS), ("k-diffusion", KDIFF_COLUMNS)):
+    row = {c: scores[c, budget] for c in names if (c, budget) in scores}
+    if row:
+      column = min(row, key=row.get)
+      best[side] = (column, row[column])
+  return best
+
+
 def fmt(value):
   return f"{value:.1e}"
 
@@ -200,10 +206,10 @@ def main():
   reference = diffusion.sample_unipc(mixture.denoiser, x_start,
                                      diffusion.karras_sigmas(1000, SIGMA_MIN, SIGMA_MAX, RHO),
                                      jax.random.key(1))
+  floor = float(diffusion.mmd2(reference, exact))
   print(f"\nNoise: MMD² of 5 sets of {args.samples} fresh exact samples: mean "
         f"{fmt(np.mean(fresh))}, std {fmt(np.std(fresh))}. The converged ODE solution from the "
-        f"same x_T (UniPC, 1000 steps), the floor of the deterministic samplers: "
-        f"{fmt(float(diffusion.mmd2(reference, exact)))}.")
+        f"same x_T (UniPC, 1000 steps), the floor of the deterministic samplers: {fmt(floor)}.")
   if ("euler", 100) in scores:
     target = scores["euler", 100]
     print(f"\nEuler at 100 NFE: {fmt(target)}. Fewest NFE (of those run) at which a sampler is "
@@ -212,15 +218,32 @@ def main():
       reached = [b for b in args.nfe if scores.get((column, b), math.inf) <= target]
       print(f"  {column}: {min(reached) if reached else '–'}")
   print("\nBest per row:")
-  for budget in args.nfe:
-    bests = []
-    for owner, names in (("jaxmm", JAXMM_COLUMNS), ("k-diffusion", KDIFF_COLUMNS)):
-      row = {c: scores[c, budget] for c in names if (c, budget) in scores}
-      if row:
-        best = min(row, key=row.get)
-        bests.append(f"{owner} {best} {fmt(row[best])}")
-    print(f"  NFE {budget}: " + "; ".join(bests))
-  print(f"\nCPU: {cpu_model()}; {args.samples} samples; {time.time() - start_time:.0f} s in all.")
+  best = {budget: best_per_side(scores, budget) for budget in args.nfe}
+  for budget, row in best.items():
+    print(f"  NFE {budget}: " +
+          "; ".join(f"{side} {column} {fmt(value)}" for side, (column, value) in row.items()))
+  print(f"\nCPU: {machine.describe()}; {args.samples} samples; "
+        f"{time.time() - start_time:.0f} s in all.")
+  if args.json:
+    table = {
+        column: {
+            budget: {
+                "mmd2": scores[column, budget],
+                "calls": results[column, budget][1]
+            } for budget in args.nfe if (column, budget) in scores
+        } for column in columns
+    }
+    summary = {
+        "table": table,
+        "best": best,
+        "noise": {
+            "mean": float(np.mean(fresh)),
+            "std": float(np.std(fresh))
+        },
+        "converged_floor": floor,
+    }
+    with open(args.json, "w", encoding="utf-8") as f:
+      json.dump({"args": vars(args), "results": summary}, f, indent=1)
 
 
 if __name__ == "__main__":

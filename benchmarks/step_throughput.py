@@ -18,11 +18,12 @@ Both sides share the process and its malloc settings (jaxmm.host_memory, as
 defaults. A 2048x2048 matmul timed first gives the CPU's practical matmul
 rate, against which both steps' GFLOP/s are also printed.
 
-  .venv-bench/bin/python benchmarks/step_throughput.py
-  .venv-bench/bin/python benchmarks/step_throughput.py --dtype bf16 --rounds 3 --steps 3
+  .venv-peers/bin/python benchmarks/step_throughput.py
+  .venv-peers/bin/python benchmarks/step_throughput.py --dtype bf16 --rounds 3 --steps 3
   .venv/bin/python benchmarks/step_throughput.py --skip-torch   # jaxmm only
 """
 import argparse
+import json
 import os
 import shlex
 import statistics
@@ -40,6 +41,7 @@ import numpy as np
 
 from jaxmm import config_loading
 import jaxmm_step
+import machine
 
 CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs",
                       "siglip_shapes.py")
@@ -69,6 +71,7 @@ def parse_args(argv=None):
   parser.add_argument("--skip-torch",
                       action="store_true",
                       help="time jaxmm only (no torch/open_clip needed)")
+  parser.add_argument("--json", metavar="FILE", help="also write the results to FILE, as JSON")
   return parser.parse_args(argv)
 
 
@@ -146,21 +149,6 @@ def benchmark(dtype: str, args) -> dict:
   return result
 
 
-def cpu_description() -> str:
-  """The CPU's model name, family and its matmul-relevant vector extensions, from /proc/cpuinfo."""
-  try:
-    with open("/proc/cpuinfo") as f:
-      fields = dict(line.split(":", 1) for line in f.read().split("\n\n")[0].splitlines()
-                    if ":" in line)
-  except OSError:
-    return "unknown CPU"
-  fields = {key.strip(): value.strip() for key, value in fields.items()}
-  extensions = [flag for flag in ("avx512f", "avx512_bf16", "amx_bf16")
-                if flag in fields.get("flags", "").split()]
-  return (f"{fields.get('model name', '?')} (family {fields.get('cpu family', '?')}, "
-          f"model {fields.get('model', '?')}; {' '.join(extensions) or 'no AVX-512'})")
-
-
 def matmul_rate(dtype: str, n: int = 2048, repeats: int = 10) -> float:
   """GFLOP/s of the best of `repeats` jitted [n, n] x [n, n] products, float32-accumulated.
 
@@ -233,7 +221,7 @@ def main(argv=None):
   print("command:", shlex.join([os.path.relpath(sys.executable), *sys.argv]))
   print(f"jax {jax.__version__} on {jax.devices()[0].platform} ({len(jax.devices())} device), "
         f"{os.cpu_count()} CPU cores; load average before: {load_average()}")
-  print(f"CPU: {cpu_description()}")
+  print(f"CPU: {machine.describe()}")
   if not args.skip_torch:
     import open_clip  # pylint: disable=import-outside-toplevel
     import torch  # pylint: disable=import-outside-toplevel
@@ -243,6 +231,9 @@ def main(argv=None):
   results = [benchmark(dtype, args) for dtype in dtypes]
   print_table(results, args)
   print(f"load average after: {load_average()}")
+  if args.json:
+    with open(args.json, "w", encoding="utf-8") as f:
+      json.dump({"args": vars(args), "results": results}, f, indent=1)
 
 
 if __name__ == "__main__":

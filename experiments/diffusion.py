@@ -214,19 +214,36 @@ def choose_params(run, ema: str | None):
   return run.ema[ema]
 
 
+def _label_rows(labels, config) -> np.ndarray:
+  """`labels` (K-tuples, a list or an array [N, K]) as int64 [N, K]; a `UserError` for any other
+  shape or for values that are not integers."""
+  keys = tuple(config.data.label_keys)
+  try:
+    rows = np.asarray(labels)
+  except ValueError:  # rows of different lengths
+    rows = None
+  if rows is None or rows.ndim != 2 or rows.shape[1] != len(keys) or not len(rows):
+    got = "rows of different lengths" if rows is None else f"shape {rows.shape}"
+    raise errors.UserError(f"--labels: give {len(keys)} labels per sample ({', '.join(keys)}), "
+                           f"e.g. --labels 2,5 or labels=[(2, 5)], an [N, {len(keys)}] array; got "
+                           f"{got}")
+  if not np.issubdtype(rows.dtype, np.integer):
+    raise errors.UserError(f"--labels: give integer class indices, not {rows.dtype} values")
+  return rows.astype(np.int64)
+
+
 def _sample_labels(config, labels, num: int) -> np.ndarray | None:
-  """int32 [num, K]: `labels` (K-tuples) or the class grid, cycled to `num`; None if no labels."""
+  """int32 [num, K]: `labels` (K-tuples or an array [N, K]) or the class grid, cycled to `num`;
+  None if the model is unconditional."""
   num_classes = tuple(config.model.num_classes)
   if not num_classes:
-    if labels:
-      raise errors.UserError("--labels: the run's model is unconditional (model.num_classes=())")
+    if labels is not None:
+      raise errors.UserError("--labels: the run's model is unconditional (model.num_classes=()); "
+                             "give no labels")
     return None
   if labels is None:
     labels, _ = sample_grid.grid_labels(num_classes, 8)
-  labels = np.asarray(labels, np.int64)
-  if labels.ndim != 2 or labels.shape[1] != len(num_classes):
-    raise errors.UserError(f"--labels: give {len(num_classes)} labels per sample "
-                           f"({', '.join(config.data.label_keys)}), e.g. --labels 2,5")
+  labels = _label_rows(labels, config)
   bad = (labels < 0) | (labels >= np.asarray(num_classes))
   if bad.any():
     row = labels[bad.any(axis=1)][0]
@@ -249,7 +266,8 @@ def sample_run(run,
 
   Every argument is checked before anything compiles. `ema` names the
   parameter average (default: the run's first; 'none': the raw parameters);
-  `labels` is a list of K-tuples, cycled to `num` (default: one row per class).
+  `labels` are K-tuples (a list, or an int array [N, K]), cycled to `num`
+  (default: one row per class).
   `compiled` is a `make_sampler(model, run.config)` to reuse across calls
   (default: a new one).
   """
@@ -274,6 +292,16 @@ def sample_run(run,
                   num_steps=num_steps,
                   guidance=guidance)
   return parallel.to_host(images), labels
+
+
+def check_samples_path(path: str, config) -> None:
+  """Raises `UserError` if `write_samples` cannot write samples of `config`'s data to `path`: a
+  .png grid needs images, and the 2-D toy's points go to an .npz."""
+  shape = example_shape(config.data)
+  if path.endswith(".png") and len(shape) != 3:
+    raise errors.UserError(f"--out {path}: the run's examples are points of shape {shape} "
+                           f"(data.name={config.data.name!r}), not images, so there is no PNG "
+                           "grid of them; end it in .npz")
 
 
 def write_samples(path: str, images: np.ndarray, labels: np.ndarray | None, config) -> None:

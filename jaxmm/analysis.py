@@ -72,6 +72,19 @@ def _sharded_target(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh):
   return state_lib.abstract_state(init_variables, tx, config.ema, shardings)
 
 
+def _restore(manager, step: int, *, mesh: jax.sharding.Mesh | None):
+  """(config, state, input position) of checkpoint `step`: the state as host numpy arrays, or
+  on `mesh` in the loop's shardings."""
+  config = run_files.saved_config(manager, step)
+  if mesh is None:
+    target = jax.tree.map(lambda meta: np.zeros(meta.shape, meta.dtype),
+                          checkpoints.state_metadata(manager, step))
+  else:
+    target = _sharded_target(config, mesh)
+  state, position = checkpoints.restore(manager, step, target)
+  return config, state, position
+
+
 def load_run(workdir: str,
              step: int | None = None,
              *,
@@ -82,21 +95,20 @@ def load_run(workdir: str,
   sharded on it as the train loop shards them, read by orbax straight into
   their shards. Prints nothing on success.
 
+  A run may still be training: a checkpoint rotated out while it is read is
+  replaced by the newest one. A damaged checkpoint is passed over for the
+  newest older one, with a warning (`run_files.read_checkpoint`).
+
   Raises:
     NoRun (a `UserError` and a FileNotFoundError): `workdir` is not a run's
       workdir, has no complete checkpoint, or none at `step`; the message
       names the steps saved, or the runs nearby.
+    UserError: checkpoint `step` is damaged, or every checkpoint is.
     TypeError: `step` is not an int or None.
   """
   with run_files.read_only_manager(workdir) as manager:
-    step = run_files.checkpoint_step(manager, workdir, step)
-    config = run_files.saved_config(manager, step)
-    if mesh is None:
-      target = jax.tree.map(lambda meta: np.zeros(meta.shape, meta.dtype),
-                            checkpoints.state_metadata(manager, step))
-    else:
-      target = _sharded_target(config, mesh)
-    state, position = checkpoints.restore(manager, step, target)
+    _, (config, state, position) = run_files.read_checkpoint(
+        manager, workdir, step, functools.partial(_restore, mesh=mesh))
   if mesh is not None:  # a TrainState; the host restore gives the same fields as a dict
     state = {field.name: getattr(state, field.name) for field in dataclasses.fields(state)}
   return Run(config=config,

@@ -14,12 +14,17 @@ unknown key fails before anything runs, with the nearest existing key named.
 A user mistake (`jaxmm.errors.UserError`) ends in the one line
 `jaxmm <command>: error: <message>` and exit status 2; `--traceback` or
 JAXMM_TRACEBACK=1 prints the traceback too. A run stopped by SIGTERM or
-Ctrl-C exits with 128 + the signal number after saving its checkpoint.
+Ctrl-C exits with 128 + the signal number after saving its checkpoint; before
+its first step, at once, with one line.
 """
 import argparse
+import contextlib
 import json
 import os
+import signal
+import socket
 import sys
+import threading
 import traceback
 
 from absl import flags
@@ -29,6 +34,7 @@ import logging as std_logging
 from jaxmm import config_loading
 from jaxmm import errors
 from jaxmm import filter_command
+from jaxmm import flag_checks
 from jaxmm import host_memory
 from jaxmm import memory_command
 from jaxmm import sweep_command
@@ -117,7 +123,7 @@ def _parser() -> argparse.ArgumentParser:
   sample.add_argument("--sampler", default="heun", help="jaxmm.diffusion sampler (default heun)")
   sample.add_argument("--steps", type=int, default=18, help="sampler steps (default 18)")
   sample.add_argument("--guidance",
-                      type=float,
+                      type=flag_checks.finite_float,
                       default=1.0,
                       help="classifier-free guidance scale w (1: conditional, default)")
   sample.add_argument("--labels",
@@ -126,7 +132,10 @@ def _parser() -> argparse.ArgumentParser:
                       help="one label per label key for each sample, cycled to --num "
                       "(default: a grid over the classes, one row per class)")
   sample.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
-  sample.add_argument("--out", required=True, metavar="FILE", help="a .png grid or an .npz")
+  sample.add_argument("--out",
+                      required=True,
+                      metavar="FILE",
+                      help="a .png grid (runs on images) or an .npz of the arrays")
   sweep = add_command("sweep",
                       "Run every point of a config's get_sweep() as a run, or summarize a sweep.",
                       sweep_command.USAGE,
@@ -156,9 +165,10 @@ def _train(config, args) -> None:
   from jaxmm import train as train_lib  # pylint: disable=import-outside-toplevel
   from jaxmm.experiments import EXPERIMENTS  # pylint: disable=import-outside-toplevel
   from jaxmm.parallel import distributed  # pylint: disable=import-outside-toplevel
+  from jaxmm.train import background_errors  # pylint: disable=import-outside-toplevel
   errors.one_of("experiment", config.experiment, EXPERIMENTS)
   distributed.initialize(args.coordinator_address, args.num_processes, args.process_id,
-                         args.distributed_timeout)
+                         args.distributed_timeout, prog=args.parser.prog)
   host_memory.keep_freed_memory()
   # Libraries that read absl flags (grain's worker processes) need them parsed.
   if not flags.FLAGS.is_parsed():
@@ -169,7 +179,11 @@ def _train(config, args) -> None:
   # A failed checkpoint write leaves orbax's asyncio tasks with unretrieved
   # errors; the loop reports the failure itself, in one line.
   std_logging.getLogger("asyncio").setLevel(std_logging.CRITICAL)
-  train_lib.train(config, args.workdir, EXPERIMENTS[config.experiment])
+  # Orbax's and tensorstore's threads also print it, in hundreds of lines, which only
+  # --traceback lets through.
+  wants_traceback = args.traceback or os.environ.get("JAXMM_TRACEBACK", "0") not in ("", "0")
+  with contextlib.nullcontext() if wants_traceback else background_errors.quiet_failed_saves():
+    train_lib.train(config, args.workdir, EXPERIMENTS[config.experiment])
 
 
 def _parse_labels(value: str) -> tuple[int, ...]:
@@ -187,10 +201,12 @@ def _sample(args) -> None:
   from jaxmm.experiments import diffusion  # pylint: disable=import-outside-toplevel
   if not args.out.endswith((".png", ".npz")):
     raise errors.UserError(f"--out {args.out}: end it in .png (a grid) or .npz (the arrays)")
+  flag_checks.check_output_file("--out", args.out)
   try:
     run = analysis.load_run(args.run, args.step)
   except (FileNotFoundError, ValueError) as e:
     raise errors.UserError(f"--run {args.run}: {e}") from e
+  diffusion.check_samples_path(args.out, run.config)
   labels = None if args.labels is None else [_parse_labels(value) for value in args.labels]
   images, used_labels = diffusion.sample_run(run,
                                              ema=args.ema,
@@ -274,6 +290,65 @@ def _run_summary_json(summary: dict) -> str:
   return json.dumps(dict(summary, config=config, metrics=metrics), indent=2)
 
 
+class _ExitOnSignal:
+  """Context manager for `jaxmm train`: SIGINT or SIGTERM ends the process at once, with one line
+  and status 128 + the signal number, until the train loop handles them itself (and saves first,
+  `jaxmm.train.stop_signals`).
+
+  Python runs a handler only between the main thread's bytecodes, and the main thread may wait
+  minutes in C++ (compiling, joining other processes); so each signal also wakes a thread,
+  through `signal.set_wakeup_fd`. `os._exit` skips the interpreter's teardown, which can crash
+  while XLA's threads still compile.
+  """
+
+  def __init__(self, prog: str):
+    self._prog = prog
+    self._previous = {}  # signal -> its handler before
+    self._exiting = threading.Lock()  # the handler and `_wake` may both act on one signal
+    self._wakeup, self._wakeup_fd, self._previous_fd = None, -1, -1
+
+  def __enter__(self):
+    try:
+      self._previous = {s: signal.signal(s, self._exit) for s in (signal.SIGINT, signal.SIGTERM)}
+    except ValueError:  # not the main thread: signals are left alone
+      return self
+    self._wakeup, writer = socket.socketpair()
+    writer.setblocking(False)
+    self._wakeup_fd = writer.detach()
+    self._previous_fd = signal.set_wakeup_fd(self._wakeup_fd, warn_on_full_buffer=False)
+    threading.Thread(target=self._wake, daemon=True).start()
+    return self
+
+  def _wake(self):
+    """Acts on each signal number written to the wakeup fd while `_exit` is its handler."""
+    with self._wakeup:
+      while numbers := self._wakeup.recv(64):
+        for signum in numbers:
+          if signal.getsignal(signum) == self._exit:
+            self._exit(signum, None)
+
+  def _exit(self, signum, frame):
+    del frame
+    if not self._exiting.acquire(blocking=False):
+      return
+    name = signal.Signals(signum).name
+    for stream in (sys.stdout, sys.stderr):
+      try:
+        stream.flush()
+      except (OSError, RuntimeError, ValueError):  # RuntimeError: the main thread was writing
+        pass
+    os.write(sys.stderr.fileno(), f"{self._prog}: stopped by {name} before the first step; no "
+             "checkpoint was written\n".encode())
+    os._exit(128 + signum)
+
+  def __exit__(self, *exc):
+    if self._previous:
+      signal.set_wakeup_fd(self._previous_fd)
+      os.close(self._wakeup_fd)  # ends `_wake`
+      for s, previous in self._previous.items():
+        signal.signal(s, previous)
+
+
 def main(argv=None) -> None:
   """Entry point of the `jaxmm` console script; `argv` excludes the program name."""
   argv = sys.argv[1:] if argv is None else list(argv)
@@ -303,9 +378,10 @@ def main(argv=None) -> None:
     if args.command == "inspect":
       _inspect(args, overrides)
       return
-    config = config_loading.load_config(args.config)
-    config_loading.apply_overrides(config, overrides)
-    _train(config, args)
+    with _ExitOnSignal(args.parser.prog):
+      config = config_loading.load_config(args.config)
+      config_loading.apply_overrides(config, overrides)
+      _train(config, args)
   except errors.UserError as e:
     _fail(args.parser.prog, e, show_traceback)
   except errors.Interrupted as e:

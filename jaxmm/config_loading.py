@@ -4,6 +4,8 @@ A config file defines `get_config(arg)` returning an `ml_collections.ConfigDict`
 Overrides are `KEY=VALUE` strings with dotted keys (`optim.lr=1e-3`); each
 value is parsed by the type of the field it replaces, and an unknown key is an
 error naming the nearest existing key, so a typo fails before anything runs.
+Every float in the resolved config must be finite: a nan or inf passes every
+range check and only shows once training diverges, so it fails at load time.
 `split_overrides` picks the `--config.KEY=VALUE` arguments out of a command
 line, for `jaxmm` and for scripts that take configs the same way.
 """
@@ -11,6 +13,7 @@ import ast
 import difflib
 import importlib.util
 import json
+import math
 import os
 import traceback
 from typing import Sequence
@@ -115,7 +118,8 @@ def apply_overrides(config: ml_collections.ConfigDict,
                     overrides: list[str]) -> ml_collections.ConfigDict:
   """Sets each 'dotted.key=value' of `overrides` on `config` in place and returns it.
 
-  All overrides are parsed and checked before any is applied, so a bad one
+  All overrides are parsed and checked, and then every float of the config
+  as it would result (`_check_finite`), before any is applied, so a bad one
   leaves `config` unchanged.
   """
   keys = flat_keys(config)
@@ -127,10 +131,37 @@ def apply_overrides(config: ml_collections.ConfigDict,
     if key not in keys:
       raise ConfigError(_unknown_key_message(key, keys))
     parent, name = _parent(config, key)
-    parsed.append((parent, name, _parse_value(key, text, parent.get_type(name))))
-  for parent, name, value in parsed:
+    parsed.append((key, parent, name, _parse_value(key, text, parent.get_type(name))))
+  _check_finite(config, keys, {key: value for key, _, _, value in parsed})
+  for _, parent, name, value in parsed:
     parent[name] = value
   return config
+
+
+def _check_finite(config: ml_collections.ConfigDict, keys: list[str],
+                  replaced: dict[str, object]) -> None:
+  """Raises `ConfigError` naming the first of `keys` whose value, or a float inside it (a tuple's
+  item), is nan or inf; a key of `replaced` is checked with its new value."""
+  for key in keys:
+    if key in replaced:
+      value = replaced[key]
+    else:
+      parent, name = _parent(config, key)
+      value = parent[name]
+    if not _all_finite(value):
+      raise ConfigError(f"{key}={value!r}: nan and inf are not allowed; set "
+                        f"{OVERRIDE_PREFIX}{key} to a finite value")
+
+
+def _all_finite(value) -> bool:
+  """Whether every float in `value` (a leaf, or a tuple, list or dict of them) is finite."""
+  if isinstance(value, float):
+    return math.isfinite(value)
+  if isinstance(value, (dict, ml_collections.ConfigDict)):
+    return all(map(_all_finite, value.values()))
+  if isinstance(value, (tuple, list)):
+    return all(map(_all_finite, value))
+  return True
 
 
 def _unknown_key_message(key, keys):

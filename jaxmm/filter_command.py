@@ -14,6 +14,7 @@ import os
 import re
 
 from jaxmm import errors
+from jaxmm import flag_checks
 from jaxmm import storage
 
 USAGE = ("--run DIR --dataset NAME --split S --keep F --out DIR [--step N] [--data-dir DIR] "
@@ -53,7 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--split", required=True, metavar="S", help="the split to filter")
   parser.add_argument("--keep",
                       required=True,
-                      type=float,
+                      type=flag_checks.finite_float,
                       metavar="F",
                       help="the fraction of pairs kept, in (0, 1]")
   parser.add_argument("--out",
@@ -78,7 +79,7 @@ def _check_keep(keep: float) -> float:
 
 def _check_out(out: str) -> None:
   """--out must be a new or empty folder, so that nothing there is mistaken for the filtered
-  dataset or overwritten."""
+  dataset or overwritten, and writable, so that scoring every pair is not lost."""
   if storage.is_file(out):
     raise errors.UserError(f"--out {out} is a file; give a new or empty folder for the filtered "
                            "dataset")
@@ -87,6 +88,7 @@ def _check_out(out: str) -> None:
     listed = ", ".join(held[:3]) + (", ..." if len(held) > 3 else "")
     raise errors.UserError(f"--out {out} is not empty (it holds {listed}); give a new or empty "
                            "folder for the filtered dataset")
+  flag_checks.check_output_dir("--out", out)
 
 
 def _run_config(run_dir: str, step: int | None):
@@ -94,8 +96,7 @@ def _run_config(run_dir: str, step: int | None):
   from jaxmm import run_files  # pylint: disable=import-outside-toplevel
   try:
     with run_files.read_only_manager(run_dir) as manager:
-      step = run_files.checkpoint_step(manager, run_dir, step)
-      config = run_files.saved_config(manager, step)
+      step, config = run_files.read_checkpoint(manager, run_dir, step, run_files.saved_config)
   except run_files.NoRun as e:
     raise errors.UserError(f"--run {run_dir}: {e}") from e
   if config.experiment != "image_text":
@@ -152,9 +153,12 @@ def _checked(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> None:
   """Checks every argument, then scores, filters and writes (module docstring)."""
-  keep, step, config, source, mesh = _checked(args)
+  keep, _, config, source, mesh = _checked(args)
   from jaxmm import analysis, data, data_filter  # pylint: disable=import-outside-toplevel
-  trained = analysis.load_run(args.run, step, mesh=mesh)
+  # The latest checkpoint again without --step: a run still training may have rotated out the
+  # one whose config was checked, and a damaged one is passed over.
+  trained = analysis.load_run(args.run, args.step, mesh=mesh)
+  step = trained.step
   scores = data_filter.pair_scores(trained.model, trained.params, config, args.split,
                                    args.batch_size, mesh)
   kept = data_filter.top_fraction(scores, keep)

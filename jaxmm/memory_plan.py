@@ -14,11 +14,12 @@ compiled.
 
 Devices: a mesh over the first N devices present. On the CPU more devices are
 simulated (the `--xla_force_host_platform_device_count` of XLA_FLAGS, set here
-as `jax_num_cpu_devices`): `request_cpu_devices` asks for them before JAX
-starts its CPU backend; once that has started with fewer (as in a test
-session), each larger count is measured by a child `jaxmm inspect --memory
---json` process that starts with that many. An accelerator cannot be
-simulated: asking for more devices than it has is an error.
+as `jax_num_cpu_devices`), at most `MAX_SIMULATED_CPU_DEVICES` (2048):
+`request_cpu_devices` asks for them before JAX starts its CPU backend; once
+that has started with fewer (as in a test session), each larger count is
+measured by a child `jaxmm inspect --memory --json` process that starts with
+that many. An accelerator cannot be simulated: asking for more devices than it
+has is an error.
 
 Loss temporaries: where the experiment's loss can be compiled by itself
 (`LOSSES_ALONE`), `loss_temp_bytes` is XLA's temp_size_in_bytes of its
@@ -53,6 +54,12 @@ from jaxmm.train import memory
 
 Progress = Callable[[str], None]
 
+# The most CPU devices one process can simulate: XLA:CPU numbers a device
+# process_index * 2048 + its local index (kMaxCpuDevicesPerProcess in
+# xla/pjrt/plugin/xla_cpu/cpu_topology.h), so device 2048 would belong to a second
+# process, and compiling for it fails ("Multiprocess computations aren't implemented").
+MAX_SIMULATED_CPU_DEVICES = 2048
+
 
 def _contrastive_loss_alone(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh):
   """image_text's loss and its abstract arguments: zimg, ztxt float32 [B, E] split over the
@@ -69,6 +76,18 @@ def _contrastive_loss_alone(config: ml_collections.ConfigDict, mesh: jax.shardin
 # experiment name -> (config, mesh) -> (loss, its abstract arguments), for experiments
 # whose loss compiles apart from the model.
 LOSSES_ALONE = {"image_text": _contrastive_loss_alone}
+
+
+def check_simulated_counts(device_counts: Sequence[int]) -> None:
+  """Raises `UserError` for a device count above `MAX_SIMULATED_CPU_DEVICES`, before JAX starts
+  (no single process has more accelerator devices either)."""
+  for count in device_counts:
+    if count > MAX_SIMULATED_CPU_DEVICES:
+      raise errors.UserError(f"--devices {count}: one process simulates at most "
+                             f"{MAX_SIMULATED_CPU_DEVICES} CPU devices; give at most "
+                             f"{MAX_SIMULATED_CPU_DEVICES} (memory per device follows the batch "
+                             "per device and the fsdp and tensor sizes, so a smaller data axis "
+                             "with the same of those plans the same)")
 
 
 def request_cpu_devices(count: int) -> None:
@@ -181,10 +200,12 @@ def plan(spec: str,
     progress: called with a line before each compile.
 
   Raises:
-    UserError: a device count that the mesh or the platform cannot have, a
+    UserError: a device count that the mesh or the platform cannot have (or more
+      than `MAX_SIMULATED_CPU_DEVICES`), a
       batch that does not split over a mesh's batch axes, or a bad config.
   """
   if device_counts is not None:
+    check_simulated_counts(device_counts)
     request_cpu_devices(max(device_counts))
   present = jax.devices()
   device_counts = device_counts or [len(present)]

@@ -1,6 +1,12 @@
 """A run's workdir read without restoring any array: its checkpoint steps, the config saved
 with each, and the metrics the train loop logged; and, for a path that holds no run, an
-error that says what to pass instead."""
+error that says what to pass instead.
+
+Every reader of a checkpoint goes through `read_checkpoint`, which copes with the two ways
+a checkpoint can fail under a reader: a run still training rotates it out mid-read, or its
+files are damaged.
+"""
+from collections.abc import Callable
 import contextlib
 import difflib
 import json
@@ -9,7 +15,7 @@ import math
 import numbers
 import os
 import warnings
-from typing import Any
+from typing import Any, TypeVar
 
 import jax
 import ml_collections
@@ -20,6 +26,14 @@ from jaxmm import errors
 from jaxmm import storage
 from jaxmm.train import checkpoints
 from jaxmm.train.metrics import METRICS_FILE
+
+log = logging.getLogger("jaxmm")
+
+# How many times in a row `read_checkpoint` starts again on a newer checkpoint when a run
+# that is training rotates out the one being read.
+READ_TRIES = 5
+
+Read = TypeVar("Read")
 
 
 class NoRun(errors.UserError, FileNotFoundError):
@@ -121,6 +135,75 @@ def checkpoint_step(manager, workdir: str, step: int | None) -> int:
   return int(step)
 
 
+def _step_to_read(manager, workdir: str, step: int | None, damaged: set[int]) -> int:
+  """`checkpoint_step`, passing over the checkpoints found `damaged` when `step` is None."""
+  chosen = checkpoint_step(manager, workdir, step)
+  if step is not None:
+    return chosen
+  intact = [saved for saved in sorted(manager.all_steps()) if saved not in damaged]
+  if not intact:
+    raise errors.UserError(f"every checkpoint of {workdir!r} is damaged (steps {sorted(damaged)}, "
+                           "as warned above); `jaxmm train` with this --workdir moves them to "
+                           f"{checkpoints.DAMAGED_DIR}/ and trains afresh")
+  return intact[-1]
+
+
+def _rotated_out(manager, chosen: int, step: int | None, damaged: set[int]) -> bool:
+  """Whether checkpoint `chosen` is gone from the manager's reloaded list, or (reading the
+  newest, `step` None) a newer one than it has appeared: the run is still training."""
+  manager.reload()
+  steps = set(manager.all_steps())
+  return chosen not in steps or (step is None and max(steps - damaged) > chosen)
+
+
+def read_checkpoint(manager, workdir: str, step: int | None,
+                    read: Callable[[Any, int], Read]) -> tuple[int, Read]:
+  """(the step read, `read(manager, step)`) for workdir's checkpoint `step` (default: the
+  newest one that reads back); `manager` is a `read_only_manager` of workdir.
+
+  A run still training may rotate the checkpoint out while it is read: `read`
+  then starts again on the newest one (a `step` that is gone is a `NoRun`
+  naming the steps saved now). When `read` fails and the checkpoint's own
+  files do not read back (`checkpoints.unreadable`), the newest older one is
+  read instead, with a warning; a damaged `step` is a `UserError` naming the
+  file. Nothing is moved: only `jaxmm train`, which holds the workdir, sets a
+  damaged checkpoint aside. Anything else `read` raises, a `UserError` or a
+  failure on an intact checkpoint, is raised as it is.
+  """
+  damaged, rotations = set(), 0
+  while True:
+    chosen = _step_to_read(manager, workdir, step, damaged)
+    try:
+      return chosen, read(manager, chosen)
+    except errors.UserError:
+      raise
+    except Exception as error:  # pylint: disable=broad-except
+      rotated = _rotated_out(manager, chosen, step, damaged)
+      if not rotated:
+        problem = checkpoints.unreadable(manager, chosen)
+        if problem is None:
+          raise
+        # A second look, since a checkpoint half deleted reads as damaged.
+        rotated = _rotated_out(manager, chosen, step, damaged)
+      if rotated:
+        rotations += 1
+        if rotations == READ_TRIES:
+          raise errors.UserError(
+              f"the checkpoints of {workdir!r} were rotated out {READ_TRIES} times while being "
+              "read: the run training there saves faster than they can be read; read it once it "
+              "stops, or have it keep more (--config.keep_checkpoints)") from error
+        continue
+      what = checkpoints.damage(checkpoints.step_path(manager, chosen), problem)
+      if step is not None:
+        others = sorted(set(manager.all_steps()) - {chosen})
+        raise errors.UserError(f"checkpoint {chosen} of {workdir!r} is damaged: {what}; pass "
+                               f"another step (saved: {others}), or none for the newest intact "
+                               "one") from error
+      log.warning("checkpoint %d of %s is damaged, reading the one before: %s", chosen, workdir,
+                  what)
+      damaged.add(chosen)
+
+
 def saved_config(manager, step: int) -> ml_collections.ConfigDict:
   """The config saved with checkpoint `step`."""
   return config_loading.config_from_json(json.dumps(checkpoints.restore_config(manager, step)))
@@ -131,7 +214,7 @@ def run_config(workdir: str, step: int | None = None) -> ml_collections.ConfigDi
 
   Raises `NoRun` as `jaxmm.analysis.load_run` does."""
   with read_only_manager(workdir) as manager:
-    return saved_config(manager, checkpoint_step(manager, workdir, step))
+    return read_checkpoint(manager, workdir, step, saved_config)[1]
 
 
 def read_metrics(workdir: str) -> dict[str, np.ndarray]:
@@ -175,6 +258,12 @@ def latest_metrics(table: dict[str, np.ndarray],
   return latest
 
 
+def _summary_parts(manager, step: int) -> tuple[list[int], ml_collections.ConfigDict, Any]:
+  """(every step saved, the config, the state's metadata) of checkpoint `step`."""
+  return sorted(manager.all_steps()), saved_config(manager, step), checkpoints.state_metadata(
+      manager, step)
+
+
 def run_summary(workdir: str, step: int | None = None) -> dict[str, Any]:
   """What `jaxmm inspect --run` shows, read without restoring any array.
 
@@ -184,10 +273,7 @@ def run_summary(workdir: str, step: int | None = None) -> dict[str, Any]:
   or before that step)}. Raises `NoRun` as `load_run` does.
   """
   with read_only_manager(workdir) as manager:
-    step = checkpoint_step(manager, workdir, step)
-    steps = sorted(manager.all_steps())
-    config = saved_config(manager, step)
-    metadata = checkpoints.state_metadata(manager, step)
+    step, (steps, config, metadata) = read_checkpoint(manager, workdir, step, _summary_parts)
   return dict(workdir=workdir,
               step=step,
               steps=steps,

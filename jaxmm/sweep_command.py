@@ -80,6 +80,8 @@ def run(args: argparse.Namespace, overrides: list[str]) -> None:
   # A slurm dry run writes the job files, so that the sbatch command it prints can be run as is.
   if not args.dry_run or args.launcher == "slurm":
     sweep_plan.write_record(sweep)
+  else:
+    sweep_plan.check_record(sweep)
   python = args.python or sys.executable
   if args.launcher == "slurm":
     sweep_launch.submit_slurm(sweep, python, _sbatch_options(args), args.dry_run)

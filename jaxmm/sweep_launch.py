@@ -3,13 +3,18 @@
 Finished points (a checkpoint at their total_steps) are skipped; a partial one
 runs again and `jaxmm train` resumes it from its latest checkpoint. A failing
 point is reported and the others still run; the sweep then ends in an error
-naming the failed points. With `dry_run` nothing runs or is submitted: the
+naming the failed points. Run here, each point's stderr passes through the
+sweep, which keeps its last line: how the point ended, with that line when it
+diverged or failed, goes to its folder (`sweep_plan.record_outcome`) for
+`jaxmm sweep --summarize`. With `dry_run` nothing runs or is submitted: the
 commands are printed, and notes (such as skipped points) as `# ...` lines.
 """
+import io
 import os
 import shlex
 import signal
 import subprocess
+import threading
 from collections.abc import Callable
 
 from jaxmm import config_loading
@@ -22,6 +27,10 @@ TPU_LAUNCH_SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath
                                  "launch.sh")
 SLURM_COMMANDS_FILE = "sweep_commands.txt"
 SLURM_SCRIPT_FILE = "sweep.sbatch"
+TRAIN_ERROR_PREFIX = "jaxmm train: error: "  # how a point's `jaxmm train` reports a UserError
+DIVERGED_PREFIX = "training diverged at step "  # how `jaxmm.train.nonfinite.Diverged` begins
+_STDERR_TAIL_BYTES = 65536  # of a point's stderr, kept for its last line
+_STDERR_DRAIN_S = 10  # to wait, once a point has exited, for the rest of its stderr
 
 
 class Stopped(Exception):
@@ -68,11 +77,15 @@ def run_in_turn(sweep: sweep_plan.Sweep, command_of: Callable[[sweep_plan.Point]
       print(shlex.join(command))
       continue
     print(f"{label}: running {shlex.join(command)}", flush=True)
-    status, received = _run(command)
+    point_dir = sweep.point_dir(point)
+    sweep_plan.record_outcome(point_dir, sweep_plan.RUNNING)
+    status, received, last_line = _run(command)
     if received is None and status in (128 + signal.SIGINT, 128 + signal.SIGTERM):
       received = status - 128  # the point alone was stopped, and saved
     if received is not None:
+      sweep_plan.record_outcome(point_dir, sweep_plan.STOPPED, status)
       raise Stopped(received, point.name)
+    _record_end(point_dir, status, last_line)
     ran += 1
     if status:
       failures.append(f"{point.name} ({_describe_status(status)})")
@@ -93,14 +106,73 @@ def _describe_status(status: int) -> str:
   return f"failed with exit status {status}"
 
 
-def _run(command: list[str]) -> tuple[int, int | None]:
-  """Runs `command` to its end: (its exit status, the stop signal the sweep got meanwhile or None).
+def _record_end(point_dir: str, status: int, last_line: str) -> None:
+  """Records how a point's run ended: DONE, or DIVERGED or FAILED with what went wrong (its
+  `jaxmm train: error:` message, else its exit status and last line)."""
+  if not status:
+    sweep_plan.record_outcome(point_dir, sweep_plan.DONE, status)
+    return
+  if last_line.startswith(TRAIN_ERROR_PREFIX):
+    error = last_line[len(TRAIN_ERROR_PREFIX):]
+  else:
+    error = _describe_status(status) + (f": {last_line}" if last_line and status > 0 else "")
+  outcome = sweep_plan.DIVERGED if error.startswith(DIVERGED_PREFIX) else sweep_plan.FAILED
+  sweep_plan.record_outcome(point_dir, outcome, status, error)
 
-  Ctrl-C reaches the command too (one process group) and `jaxmm train` saves
-  before it exits, so this waits for it; SIGTERM sent to the sweep alone is
-  passed on to it.
+
+def _run(command: list[str]) -> tuple[int, int | None, str]:
+  """Runs `command` to its end: (its exit status, the stop signal the sweep got meanwhile or
+  None, the last line of its stderr).
+
+  Its stderr is copied to the sweep's as it comes. Ctrl-C reaches the command
+  too (one process group) and `jaxmm train` saves before it exits, so this
+  waits for it; SIGTERM sent to the sweep alone is passed on to it.
   """
-  process = subprocess.Popen(command)  # pylint: disable=consider-using-with
+  # pylint: disable-next=consider-using-with
+  process = subprocess.Popen(command, stderr=subprocess.PIPE)
+  tail = bytearray()
+  copier = threading.Thread(target=_copy_to_stderr, args=(process.stderr, tail), daemon=True)
+  copier.start()
+  status, received = _wait(process)
+  # A process that the point started and left behind may hold the pipe open: wait for what
+  # the point wrote, not for that.
+  copier.join(timeout=_STDERR_DRAIN_S)
+  return status, received, _last_line(bytes(tail))
+
+
+def _copy_to_stderr(pipe, tail: bytearray) -> None:
+  """Copies `pipe` to this process's stderr as it comes (progress bars too, which end in '\\r'),
+  keeping its last _STDERR_TAIL_BYTES in `tail`."""
+  copying = True
+  with pipe:
+    for chunk in iter(lambda: os.read(pipe.fileno(), io.DEFAULT_BUFFER_SIZE), b""):
+      try:
+        if copying:
+          _write_all(2, chunk)  # where the point's stderr would have gone, had it not been piped
+      except OSError:
+        # The sweep's stderr is gone (a reader that quit): still drain the pipe, or the point
+        # would block on its next write.
+        copying = False
+      tail += chunk
+      del tail[:-_STDERR_TAIL_BYTES]
+
+
+def _write_all(fd: int, data: bytes) -> None:
+  """Writes all of `data` to file descriptor `fd` (one os.write may write less)."""
+  view = memoryview(data)
+  while view:
+    view = view[os.write(fd, view):]
+
+
+def _last_line(text: bytes) -> str:
+  """The last line of `text` that holds more than spaces, stripped; '' if there is none."""
+  lines = text.decode("utf-8", errors="replace").replace("\r", "\n").split("\n")
+  return next((line.strip() for line in reversed(lines) if line.strip()), "")
+
+
+def _wait(process: subprocess.Popen) -> tuple[int, int | None]:
+  """Waits for `process` to end: (its exit status, the stop signal the sweep got meanwhile or
+  None), passing SIGTERM on to it."""
   received = []
 
   def pass_on(signum, frame):

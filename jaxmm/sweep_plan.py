@@ -8,12 +8,23 @@ each point's run folder `workdir/<name>` after its overrides
 
   {"config": "configs/siglip_shapes.py", "arg": null, "base_overrides": ["total_steps=100"],
    "points": {"lr=0.001_seed=0": {"optim.lr": 0.001, "seed": 0}, ...}}
+
+A rerun of the sweep must give the same command-line overrides (in effect) and
+the same overrides under each recorded point name (`check_record`): finished
+points are skipped, so they would not match the rest. Each point's folder gets
+`sweep_outcome.json`, how its latest run by the sweep ended
+(`record_outcome`), which tells a diverged or failed point from one that
+was stopped and resumes:
+
+  {"outcome": "diverged", "exit_status": 2,
+   "error": "training diverged at step 1: non-finite loss=nan, ...; stopped without ..."}
 """
 import copy
 import dataclasses
 import json
 import os
 import re
+import shlex
 from typing import Any
 
 import ml_collections
@@ -26,7 +37,11 @@ SWEEP_FILE = "sweep.json"
 CONFIG_FILE = "config.json"  # written by `jaxmm train` into every run folder
 MAX_NAME_LENGTH = 80  # longer names are cut, after an index prefix that keeps them unique
 
+OUTCOME_FILE = "sweep_outcome.json"  # in each point's folder
+
 FINISHED, PARTIAL, NOT_STARTED = "finished", "partial", "not started"
+# How a point's run by the sweep ended (`record_outcome`); RUNNING until it ends.
+RUNNING, DONE, STOPPED, DIVERGED, FAILED = "running", "done", "stopped", "diverged", "failed"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,30 +160,86 @@ def _safe(text: str) -> str:
   return re.sub(r"[^A-Za-z0-9.+-]+", "-", text).strip("-") or "-"
 
 
-def point_status(point_dir: str, total_steps: int) -> str:
-  """FINISHED (a checkpoint at total_steps or later), PARTIAL (launched) or NOT_STARTED."""
+def point_status(point_dir: str, total_steps: int | None) -> str:
+  """FINISHED (a checkpoint at total_steps or later), else DIVERGED or FAILED (the outcome of
+  its latest run by the sweep), PARTIAL (launched) or NOT_STARTED.
+
+  `total_steps` is None when the point has no config.json, so it cannot be finished.
+  """
   # Imported here so that planning a sweep, and its errors, need no JAX start-up.
   from jaxmm import analysis  # pylint: disable=import-outside-toplevel
   try:
     steps = analysis.checkpoint_steps(point_dir)
   except FileNotFoundError:
     steps = []
-  if steps and steps[-1] >= total_steps:
+  if steps and total_steps is not None and steps[-1] >= total_steps:
     return FINISHED
+  outcome = read_outcome(point_dir)
+  if outcome is not None and outcome["outcome"] in (DIVERGED, FAILED):
+    return outcome["outcome"]
   if steps or storage.exists(os.path.join(point_dir, CONFIG_FILE)):
     return PARTIAL
   return NOT_STARTED
 
 
-def write_record(sweep: Sweep) -> None:
-  """Writes `workdir/sweep.json`; a rerun may not give a recorded name other overrides."""
-  recorded = read_record(sweep.workdir)["points"] if _has_record(sweep.workdir) else {}
+def record_outcome(point_dir: str,
+                   outcome: str,
+                   exit_status: int | None = None,
+                   error: str | None = None) -> None:
+  """Writes `point_dir/sweep_outcome.json`: how the point's latest run by the sweep ended (one
+  of RUNNING ... FAILED), its exit status and, for DIVERGED and FAILED, what went wrong."""
+  record = dict(outcome=outcome, exit_status=exit_status, error=error)
+  storage.write_text(os.path.join(point_dir, OUTCOME_FILE), json.dumps(record) + "\n")
+
+
+def read_outcome(point_dir: str) -> dict[str, Any] | None:
+  """The record of `record_outcome`, or None if the sweep never ran the point."""
+  path = os.path.join(point_dir, OUTCOME_FILE)
+  return json.loads(storage.read_text(path)) if storage.is_file(path) else None
+
+
+def check_record(sweep: Sweep) -> None:
+  """Fails if `workdir/sweep.json` records another sweep: other command-line overrides (by their
+  effect on the config), or other overrides under a recorded point name."""
+  if not _has_record(sweep.workdir):
+    return
+  record, path = read_record(sweep.workdir), os.path.join(sweep.workdir, SWEEP_FILE)
+  recorded = record["base_overrides"]
+  if not _same_config(sweep.spec, recorded, sweep.base_overrides):
+    raise UserError(f"{path} records this sweep with {_flags(recorded)}, but this command gives "
+                    f"{_flags(sweep.base_overrides)}; its points were trained with the recorded "
+                    "overrides, so give those to continue the sweep, or another --workdir for a "
+                    "changed sweep")
   for point in sweep.points:
-    before = recorded.get(point.name)
+    before = record["points"].get(point.name)
     if before is not None and before != _as_json(point.overrides):
-      raise UserError(f"{os.path.join(sweep.workdir, SWEEP_FILE)} records point {point.name} "
-                      f"with overrides {before}, now {point.overrides}; use another --workdir "
-                      "for a changed sweep")
+      raise UserError(f"{path} records point {point.name} with overrides {before}, now "
+                      f"{point.overrides}; use another --workdir for a changed sweep")
+
+
+def _same_config(spec: str, recorded: list[str], given: list[str]) -> bool:
+  """Whether overrides `recorded` and `given` make the same config of `spec` (they may be spelled
+  or ordered differently); False if the recorded ones no longer apply."""
+  if recorded == given:
+    return True
+  try:
+    configs = [config_loading.apply_overrides(config_loading.load_config(spec), overrides)
+               for overrides in (recorded, given)]
+  except UserError:
+    return False
+  return config_loading.config_to_json(configs[0]) == config_loading.config_to_json(configs[1])
+
+
+def _flags(overrides: list[str]) -> str:
+  """'the overrides --config.a=1 --config.b=2', as the command line gives them."""
+  if not overrides:
+    return "no overrides"
+  return "the overrides " + shlex.join(config_loading.OVERRIDE_PREFIX + o for o in overrides)
+
+
+def write_record(sweep: Sweep) -> None:
+  """Writes `workdir/sweep.json` after `check_record`."""
+  check_record(sweep)
   path, arg = config_loading.split_spec(sweep.spec)
   record = dict(config=path,
                 arg=arg,

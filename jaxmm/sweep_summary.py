@@ -2,8 +2,11 @@
 
 One row per point of DIR/sweep.json: its name, its overrides (one column per
 key), the last step in its `metrics.jsonl`, its status (finished, partial,
-not started) and the value of `train/loss` and of every `eval/*` metric at the
-last step that logged it.
+diverged, failed, not started) and the value of `train/loss` and of every
+`eval/*` metric at the last step that logged it. When a point diverged or
+failed, a last `error` column says what went wrong: the first clause of its
+error (`training diverged at step 1: non-finite loss=nan, ...`), in full in
+the point's `sweep_outcome.json`.
 """
 import csv
 import io
@@ -15,6 +18,7 @@ from jaxmm import storage
 from jaxmm import sweep_plan
 
 SUMMARY_FILE = "summary.csv"
+_ENDED_IN_ERROR = (sweep_plan.DIVERGED, sweep_plan.FAILED)
 
 
 def summarize(workdir: str) -> None:
@@ -25,9 +29,14 @@ def summarize(workdir: str) -> None:
   for name, overrides in points.items():
     point_dir = os.path.join(workdir, name)
     step, metrics = last_metrics(point_dir)
-    rows.append({"point": name, **overrides, "step": step, "status": _status(point_dir), **metrics})
+    status = _status(point_dir)
+    error = _error(point_dir) if status in _ENDED_IN_ERROR else None
+    rows.append({"point": name, **overrides, "step": step, "status": status, **metrics,
+                 "error": error})
   eval_names = sorted({name for row in rows for name in row if name.startswith("eval/")})
   columns = ["point", *keys, "step", "status", "train/loss", *eval_names]
+  if any(row["error"] for row in rows):
+    columns.append("error")
   table = [[row.get(column) for column in columns] for row in rows]
   print(format_table(columns, table))
   path = os.path.join(workdir, SUMMARY_FILE)
@@ -56,10 +65,16 @@ def last_metrics(point_dir: str) -> tuple[int | None, dict[str, float]]:
 def _status(point_dir: str) -> str:
   """The point's status, against the total_steps of its latest launch (its config.json)."""
   config_path = os.path.join(point_dir, sweep_plan.CONFIG_FILE)
-  if not storage.is_file(config_path):
-    return sweep_plan.NOT_STARTED
-  total_steps = json.loads(storage.read_text(config_path))["total_steps"]
+  total_steps = None
+  if storage.is_file(config_path):
+    total_steps = json.loads(storage.read_text(config_path))["total_steps"]
   return sweep_plan.point_status(point_dir, total_steps)
+
+
+def _error(point_dir: str) -> str:
+  """What went wrong in the point's latest run: the first clause of its error (the rest says
+  what to change)."""
+  return sweep_plan.read_outcome(point_dir)["error"].split("; ")[0]
 
 
 def format_table(columns: list[str], rows: list[list[Any]]) -> str:

@@ -6,6 +6,26 @@ import sys
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                            " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# Many tests compile the same small programs, in this process and in the
+# `jaxmm` processes they start (which inherit this environment): JAX's
+# persistent compilation cache serves the repeats from disk. Keys cover the
+# program, XLA_FLAGS and jaxlib's version, so a hit is the program XLA would
+# build. A size limit turns on the cache's file lock, which keeps processes
+# that compile at once from reading each other's half-written entries.
+os.environ.setdefault(
+    "JAX_COMPILATION_CACHE_DIR",
+    os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".jax_cache"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(2**30))
+# A cache entry that cannot be read or written (processes racing on one key)
+# only costs a compilation: keep JAX's warning about it out of the stderr
+# that tests read.
+os.environ["PYTHONWARNINGS"] = ",".join(
+    filter(None, [os.environ.get("PYTHONWARNINGS")] + [
+        f"ignore:Error {verb} persistent compilation cache entry:UserWarning"
+        for verb in ("reading", "writing")
+    ]))
 
 from jaxmm import host_memory  # noqa: E402  pylint: disable=wrong-import-position
 from jaxmm import xla_cpu  # noqa: E402  pylint: disable=wrong-import-position

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import cli_error_line
 from jaxmm import analysis
 from jaxmm import cli
 from jaxmm import config_loading
@@ -26,6 +27,8 @@ from jaxmm import train
 from jaxmm.experiments import diffusion as diffusion_experiment
 from jaxmm.experiments import image_text
 from jaxmm.train import checkpoints
+from test_checkpoint_damage import (damage_warnings, damaged_copy, live_copy, remove,
+                                    rotate_on_first_read, truncate, zero)
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 # A DiT on 8x8 shapes: the diffusion model that compiles fastest.
@@ -190,6 +193,43 @@ def test_sample_draws_what_sample_run_draws(diffusion_run):
   assert images.shape == (6, 8, 8, 3)
   np.testing.assert_array_equal(images, expected)
   assert not np.array_equal(run.sample(seed=4, **settings), images)
+
+
+# The largest array file of a checkpoint: every read needs it.
+DATA_FILE = "state/ocdbt.process_0/d/*"
+
+
+def test_sample_passes_over_a_damaged_checkpoint(diffusion_run, tmp_path, capsys, caplog):
+  copy, out = str(tmp_path / "edm"), str(tmp_path / "samples.png")
+  damaged_copy(diffusion_run, copy, 2, DATA_FILE, truncate)
+  with caplog.at_level(logging.WARNING, logger="jaxmm"):
+    cli.main(["sample", "--run", copy, "--out", out, "--num", "2", "--steps", "2"])
+  assert f"wrote 2 samples of {copy} (step 1) to {out}" in capsys.readouterr().out
+  [warning] = damage_warnings(caplog)
+  assert warning.startswith(f"checkpoint 2 of {copy} is damaged, reading the one before: ")
+
+
+@pytest.mark.parametrize("damage", [truncate, zero, remove])
+def test_sample_of_a_damaged_step_is_one_line(diffusion_run, tmp_path, capsys, damage):
+  copy = str(tmp_path / "edm")
+  damaged_copy(diffusion_run, copy, 2, DATA_FILE, damage)
+  line = cli_error_line(
+      capsys, ["sample", "--run", copy, "--step", "2", "--out",
+               str(tmp_path / "samples.png")])
+  assert line.startswith(f"jaxmm sample: error: --run {copy}: checkpoint 2 of {copy!r} is "
+                         f"damaged: cannot read {copy}/checkpoints/2/state")
+  assert line.endswith("; pass another step (saved: [1]), or none for the newest intact one")
+
+
+def test_sample_of_a_step_rotated_out_mid_read_names_the_steps_saved(diffusion_run, tmp_path,
+                                                                     capsys, monkeypatch):
+  copy = str(tmp_path / "edm")
+  rotate_on_first_read(monkeypatch, copy, live_copy(diffusion_run, copy))
+  line = cli_error_line(
+      capsys, ["sample", "--run", copy, "--step", "1", "--out",
+               str(tmp_path / "samples.png")])
+  assert line == (f"jaxmm sample: error: --run {copy}: no checkpoint at step 1 in {copy!r}; "
+                  "steps saved: [2]; pass one of them, or no step for the latest")
 
 
 def test_metrics_are_the_logged_lines_by_step(image_text_run):

@@ -7,8 +7,14 @@ tensorstore's own driver, which cannot be faked in-process, so orbax is given th
 local folder behind the fake bucket: the checkpoints land in the same place, and
 every other file of the run goes through the `gs://` paths under test.
 """
+import importlib.util
 import json
 import os
+import socket
+import subprocess
+import sys
+import threading
+import time
 
 from etils import epath
 from fsspec.registry import _registry as fsspec_registry
@@ -24,6 +30,8 @@ from jaxmm import storage
 from jaxmm import sweep_plan
 from jaxmm.data import sources
 from jaxmm.train import checkpoints
+
+from conftest import cli_error_line
 
 BUCKET = "gs://bucket"
 SIGLIP_CONFIG = os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs", "siglip_shapes.py")
@@ -190,3 +198,102 @@ def test_a_bundled_dataset_is_copied_to_a_bucket_data_dir(bucket, monkeypatch):
   ]
   assert built and not built[0].startswith("gs://")
   assert sources._prepared_datasets(data_dir) == {"tiny": ["tiny:1.0.0"]}  # pylint: disable=protected-access
+
+
+@pytest.mark.skipif(importlib.util.find_spec("gcsfs") is not None, reason="gcsfs is installed")
+@pytest.mark.parametrize("command", [
+    ["train", "--config", SIGLIP_CONFIG, "--workdir", "gs://nonexistent-bucket/run"],
+    ["inspect", "--run", "gs://nonexistent-bucket/run"],
+])
+def test_a_bucket_without_the_gcs_extra_is_one_line(command):
+  result = subprocess.run([sys.executable, "-m", "jaxmm.cli"] + command,
+                          capture_output=True, text=True, timeout=300, check=False)
+  assert result.returncode == 2, result.stderr[-3000:]
+  assert result.stderr.splitlines() == [
+      f"jaxmm {command[0]}: error: gs://nonexistent-bucket: reading a bucket needs a package "
+      "that is missing (ImportError: Please install gcsfs to access Google Storage); install "
+      "jaxmm's [gcs] extra: pip install 'jaxmm[gcs]'"
+  ]
+
+
+class HttpError(Exception):
+  """gcsfs's error for an HTTP status other than 404: the status is its `code`."""
+
+  def __init__(self, message, code):
+    super().__init__(message)
+    self.code = code
+
+
+@pytest.fixture
+def failing_bucket(bucket, monkeypatch):
+  """fail(name, error=None): every read of gs://NAME raises `error`, or with None never ends
+  (as gcsfs's, which retries for a minute without a network); the first read of a bucket may
+  take 1 s."""
+  monkeypatch.setattr(storage, "PROBE_TIMEOUT_S", 1)
+  monkeypatch.setattr(storage, "_NETWORK_CHECK_S", 0.2)
+  info = FakeBucketFileSystem.info
+  stop_hanging = threading.Event()
+
+  def fail(name, error=None):
+
+    def failing_info(self, path, **kwargs):
+      if os.fspath(path).startswith(f"gs://{name}"):
+        if error is not None:
+          raise error
+        stop_hanging.wait()
+      return info(self, path, **kwargs)
+
+    monkeypatch.setattr(FakeBucketFileSystem, "info", failing_info)
+
+  yield fail
+  stop_hanging.set()
+
+
+def _resolves(monkeypatch, answer):
+  """Host names resolve to `answer` (a list), or fail as without a network (answer None)."""
+
+  def getaddrinfo(host, *args, **kwargs):
+    del args, kwargs
+    if answer is None:
+      raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+    return answer
+
+  monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+
+
+@pytest.mark.parametrize("command", ["train", "inspect"])
+def test_a_bucket_without_a_network_is_one_line_within_seconds(failing_bucket, capsys,
+                                                               monkeypatch, command):
+  failing_bucket("offline")
+  _resolves(monkeypatch, None)
+  workdir = f"gs://offline/{command}"
+  args = (["train", "--config", SIGLIP_CONFIG, "--workdir", workdir]
+          if command == "train" else ["inspect", "--run", workdir])
+  start = time.monotonic()
+  line = cli_error_line(capsys, args)
+  assert line == (f"jaxmm {command}: error: gs://offline: this machine has no network connection "
+                  "to Cloud Storage (storage.googleapis.com: Name or service not known)")
+  assert time.monotonic() - start < 10
+
+
+def test_a_bucket_that_does_not_answer_points_to_the_credentials(failing_bucket, capsys,
+                                                                 monkeypatch):
+  failing_bucket("silent")
+  _resolves(monkeypatch, [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("192.0.2.1", 443))])
+  line = cli_error_line(capsys, ["inspect", "--run", "gs://silent/run"])
+  assert line == ("jaxmm inspect: error: gs://silent gave no answer within 1 s; check the "
+                  "credentials (run `gcloud auth application-default login`, or set "
+                  "GOOGLE_APPLICATION_CREDENTIALS to a service account key) and any proxy settings")
+
+
+def test_a_bucket_that_refuses_access_names_the_credentials(failing_bucket, capsys):
+  failing_bucket(
+      "private",
+      HttpError("Anonymous caller does not have storage.objects.get access to the Google Cloud "
+                "Storage object., 401", 401))
+  line = cli_error_line(capsys, ["inspect", "--run", "gs://private/run"])
+  assert line == ("jaxmm inspect: error: gs://private refused access (HttpError: Anonymous caller "
+                  "does not have storage.objects.get access to the Google Cloud Storage object., "
+                  "401); check the credentials (run `gcloud auth application-default login`, or "
+                  "set GOOGLE_APPLICATION_CREDENTIALS to a service account key), for an account "
+                  "that may use the bucket")

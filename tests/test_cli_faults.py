@@ -17,10 +17,14 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 TIMEOUT = 300
 
 
-def _env():
-  env = dict(os.environ, PYTHONUNBUFFERED="1")
+def _env(**overrides):
+  env = dict(os.environ, PYTHONUNBUFFERED="1", **overrides)
   env.pop("XLA_FLAGS", None)  # one CPU device, as a user's process has
   return env
+
+
+# For processes whose files are cut short: the compilation cache's entries would be too.
+NO_COMPILATION_CACHE = dict(JAX_ENABLE_COMPILATION_CACHE="false")
 
 
 def _command(workdir, data_dir, tiny_overrides, *overrides):
@@ -42,11 +46,12 @@ def _start(command, **kwargs):
                           **kwargs)
 
 
-def _run(command, **kwargs):
-  """Runs `command` to completion; returns the CompletedProcess (stdout, stderr as text)."""
+def _run(command, env=None, **kwargs):
+  """Runs `command` to completion (in `env`, default `_env()`); returns the CompletedProcess
+  (stdout, stderr as text)."""
   return subprocess.run(command,
                         cwd=REPO,
-                        env=_env(),
+                        env=env or _env(),
                         capture_output=True,
                         text=True,
                         timeout=TIMEOUT,
@@ -133,6 +138,7 @@ def test_failed_save_stops_the_run_at_once(tmp_path, shapes_data_dir, tiny_overr
 
   result = _run(_command(tmp_path / "run", shapes_data_dir, tiny_overrides, "total_steps=100000",
                          "checkpoint_every=50", "log_every=5"),
+                env=_env(**NO_COMPILATION_CACHE),
                 preexec_fn=limit_file_size)
   assert result.returncode == 2, result.stderr[-2000:]
   line = _last_line(result.stderr)
@@ -140,3 +146,50 @@ def test_failed_save_stops_the_run_at_once(tmp_path, shapes_data_dir, tiny_overr
   assert "File too large" in line and "no checkpoint was written" in line
   logged = [int(s) for s in re.findall(r"^\[(\d+)\] train/", result.stdout, re.M)]
   assert 50 <= max(logged) < 100
+
+
+def _stderr_lines_besides_progress(stderr):
+  """The lines of `stderr` other than tqdm's progress bar and jaxmm's INFO lines."""
+  lines = [line.strip() for line in re.split(r"[\r\n]", stderr)]
+  return [
+      line for line in lines
+      if line and not re.match(r"\d+%\|", line) and not line.startswith("INFO:jaxmm:")
+  ]
+
+
+def _train_on_a_full_disk(workdir, *flags):
+  """The 2-D toy (no dataset, quick to compile) trained as in
+  test_failed_save_stops_the_run_at_once, where the first checkpoint does not fit: orbax's writer
+  threads fail, and each of them and of tensorstore's callbacks prints the failure."""
+
+  def limit_file_size():
+    resource.setrlimit(resource.RLIMIT_FSIZE, (30_000, 30_000))
+
+  result = subprocess.run([
+      sys.executable, "-m", "jaxmm.cli", "train", "--config", "configs/edm_toy2d.py", "--workdir",
+      str(workdir), "--config.total_steps=100000", "--config.checkpoint_every=5",
+      "--config.batch_size=16", "--config.eval_every=0", *flags
+  ],
+                          cwd=REPO,
+                          env=_env(**NO_COMPILATION_CACHE),
+                          capture_output=True,
+                          text=True,
+                          timeout=TIMEOUT,
+                          check=False,
+                          preexec_fn=limit_file_size)
+  assert result.returncode == 2, result.stderr[-2000:]
+  lines = _stderr_lines_besides_progress(result.stderr)
+  assert lines[-1].startswith("jaxmm train: error: saving a checkpoint under ")
+  assert "File too large" in lines[-1]
+  return lines
+
+
+def test_full_disk_ends_in_one_line(tmp_path):
+  lines = _train_on_a_full_disk(tmp_path / "run")
+  assert lines == lines[-1:], "\n".join(lines[:40])
+
+
+def test_full_disk_with_traceback_shows_the_libraries_reports_too(tmp_path):
+  lines = _train_on_a_full_disk(tmp_path / "run", "--traceback")
+  assert "Traceback (most recent call last):" in lines
+  assert any(line.startswith("ERROR:absl:") for line in lines)

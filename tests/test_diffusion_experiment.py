@@ -159,6 +159,28 @@ def test_sample_command_errors(trained, capsys, tmp_path, args, expected):
   assert line.startswith("jaxmm sample: error: ") and expected in line
 
 
+def test_run_sample_takes_label_arrays_and_lists_alike(trained):
+  run = analysis.load_run(trained[1])
+  as_array = run.sample(num=3, num_steps=1, sampler="euler", labels=np.array([[1, 2], [3, 4]]))
+  as_list = run.sample(num=3, num_steps=1, sampler="euler", labels=[(1, 2), (3, 4)])
+  np.testing.assert_array_equal(as_array, as_list)
+
+
+@pytest.mark.parametrize("labels,expected", [
+    (np.array([1, 2]), "give 2 labels per sample (shape, colour), e.g. --labels 2,5 or "
+     "labels=[(2, 5)], an [N, 2] array; got shape (2,)"),
+    ([(1, 2, 3)], "got shape (1, 3)"),
+    ([(1, 2), (3,)], "got rows of different lengths"),
+    (np.zeros((0, 2), np.int32), "got shape (0, 2)"),
+    (np.array([[1.5, 2.0]]), "--labels: give integer class indices, not float64 values"),
+])
+def test_run_sample_refuses_labels_of_the_wrong_shape_or_type(trained, labels, expected):
+  run = analysis.load_run(trained[1])
+  with pytest.raises(errors.UserError) as e:
+    run.sample(num=2, num_steps=1, labels=labels)
+  assert expected in str(e.value)
+
+
 @pytest.fixture(scope="module")
 def contrastive_run(shapes_data_dir, tmp_path_factory, tiny_config, run_image_text):
   """A tiny SigLIP run's workdir (2 steps; captions whole, so its prompts differ)."""

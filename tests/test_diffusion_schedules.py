@@ -127,16 +127,26 @@ def test_denoising_loss_matches_numpy(x64, name):
   np.testing.assert_allclose(loss, expected, rtol=1e-10)
 
 
-def test_denoising_loss_is_jittable_and_differentiable():
-  schedule = diffusion.get_schedule("edm")
-  x0 = jnp.ones((4, 2, 2)) * 0.3
+@pytest.mark.parametrize("name", ["vp", "edm"])
+def test_denoising_loss_gradient_under_jit_is_the_closed_form(x64, name):
+  """For F(x_in, c) = a·x_in, D = (c_skip + a·c_out·c_in)·x, so the mean loss
+  λ·mean((D − x0)²) has ∂/∂a = mean over the batch of λ·mean(2·(D − x0)·c_out·c_in·x)."""
+  schedule = diffusion.get_schedule(name)
+  x0 = np.random.default_rng(4).normal(size=(6, 2, 2)) * 0.5
+  rng, scale = jax.random.key(5), 0.8
 
-  def mean_loss(scale):
-    return jnp.mean(
-        diffusion.denoising_loss(lambda x, c: scale * x, schedule, x0, jax.random.PRNGKey(0)))
+  def mean_loss(a):
+    return jnp.mean(diffusion.denoising_loss(lambda x, c: a * x, schedule, jnp.asarray(x0), rng))
 
-  value, grad = jax.jit(jax.value_and_grad(mean_loss))(1.0)
-  assert np.isfinite(value) and np.isfinite(grad) and grad != 0
+  value, grad = jax.jit(jax.value_and_grad(mean_loss))(scale)
+  sigma_rng, noise_rng = jax.random.split(rng)
+  sigma = np.asarray(schedule.sample_sigma(sigma_rng, (6,), jnp.float64))
+  noise = np.asarray(jax.random.normal(noise_rng, x0.shape, jnp.float64))
+  c_skip, c_out, c_in, _, weight = (c[:, None, None] for c in _table1(name, sigma))
+  x = x0 + sigma[:, None, None] * noise
+  residual = (c_skip + scale * c_out * c_in) * x - x0
+  np.testing.assert_allclose(value, np.mean(weight * residual**2), rtol=1e-10)
+  np.testing.assert_allclose(grad, np.mean(weight * 2 * residual * c_out * c_in * x), rtol=1e-10)
 
 
 def test_edm_and_flow_sample_log_normal_sigma():

@@ -8,6 +8,7 @@ import pytest
 from jaxmm import cli
 from jaxmm import config_loading
 from jaxmm.train import checkpoints
+from test_sample_command import on_read_only_mount, without_write_permission
 
 
 def _fake_run(workdir, config) -> str:
@@ -65,11 +66,20 @@ def _args(run, out, *, dataset="toy_pairs", data_dir=None, split="train", keep="
   return args + (["--data_dir", str(data_dir)] if data_dir else [])
 
 
-@pytest.mark.parametrize("keep", ["0", "-0.5", "1.5", "nan"])
+@pytest.mark.parametrize("keep", ["0", "-0.5", "1.5"])
 def test_keep_outside_zero_one(capsys, tmp_path, image_text_run, compiles, keep):
   line = _error_line(capsys, _args(image_text_run, tmp_path / "out", keep=keep))
   assert f"--keep {float(keep)}: give the fraction of pairs to keep, a number in (0, 1]" in line
   assert not (tmp_path / "out").exists() and compiles == [0]
+
+
+@pytest.mark.parametrize("keep", ["nan", "inf"])
+def test_keep_that_is_not_finite(capsys, tmp_path, image_text_run, keep):
+  with pytest.raises(SystemExit) as e:
+    cli.main(["filter"] + _args(image_text_run, tmp_path / "out", keep=keep))
+  assert e.value.code == 2
+  assert capsys.readouterr().err.strip().splitlines()[-1] == (
+      f"jaxmm filter: error: argument --keep: {keep} is not a finite number; give a finite one")
 
 
 def test_out_that_is_not_empty_or_is_a_file(capsys, tmp_path, image_text_run, compiles):
@@ -142,3 +152,32 @@ def test_batch_size_below_one(capsys, tmp_path, image_text_run, shapes_data_dir,
   line = _error_line(capsys, args + [flag, "0"])
   assert "--batch-size=0 must be an integer >= 1" in line
   assert not (tmp_path / "out").exists() and compiles == [0]
+
+
+def test_out_under_a_file(capsys, tmp_path, compiles):
+  (tmp_path / "file").write_text("")
+  # No run at --run: had --out been checked after reading it, the error would name --run.
+  line = _error_line(capsys, _args(tmp_path / "none", tmp_path / "file" / "out"))
+  assert line == (f"jaxmm filter: error: --out {tmp_path}/file/out: {tmp_path}/file is a file, not "
+                  "a folder; give a path in a folder")
+  assert compiles == [0]
+
+
+def test_out_on_a_read_only_mount(tmp_path):
+  (tmp_path / "ro").mkdir()
+  result = on_read_only_mount(tmp_path / "ro", "filter",
+                              *_args(tmp_path / "none", tmp_path / "ro" / "out"))
+  assert result.returncode == 2, result.stderr
+  assert result.stderr.strip().splitlines()[-1] == (
+      f"jaxmm filter: error: --out {tmp_path}/ro/out: cannot write in {tmp_path}/ro (Read-only "
+      "file system); give a path on a writable disk, in a folder you may write to")
+
+
+def test_out_in_a_folder_without_write_permission(tmp_path):
+  (tmp_path / "locked").mkdir()
+  result = without_write_permission(tmp_path / "locked", "filter",
+                                    *_args(tmp_path / "none", tmp_path / "locked"))
+  assert result.returncode == 2, result.stderr
+  assert result.stderr.strip().splitlines()[-1] == (
+      f"jaxmm filter: error: --out {tmp_path}/locked: cannot write in {tmp_path}/locked "
+      "(Permission denied); give a path on a writable disk, in a folder you may write to")

@@ -182,3 +182,14 @@ def test_an_accelerator_is_not_simulated():
   with pytest.raises(errors.UserError, match="--devices 4: only 2 gpu devices are present; "
                      "give at most 2"):
     memory_plan.check(config, [2, 4], [16], gpus)
+
+
+def test_more_devices_than_one_process_simulates_fail_before_any_compile(capsys):
+  memory_plan.check_simulated_counts([1, memory_plan.MAX_SIMULATED_CPU_DEVICES])
+  line = cli_error_line(capsys, [
+      "inspect", "--memory", "--config", SPEC, "--devices", "8,4096", "--batch-sizes", "4096"
+  ])
+  assert line == ("jaxmm inspect: error: --devices 4096: one process simulates at most 2048 CPU "
+                  "devices; give at most 2048 (memory per device follows the batch per device and "
+                  "the fsdp and tensor sizes, so a smaller data axis with the same of those plans "
+                  "the same)")

@@ -124,11 +124,19 @@ def test_sgd_momentum_is_heavy_ball():
   np.testing.assert_allclose(u2["w"], -lr * v2, rtol=1e-6)
 
 
-def test_edge_values_are_accepted():
-  """The closed ends of the valid ranges build an optimizer."""
-  for config in (optim_config(warmup_steps=9, b1=0.0, b2=0.0, eps=0.0, grad_clip_norm=0.0),
-                 optim_config(name="sgd", momentum=0.0, weight_decay=0.0)):
-    train.make_optimizer(config, 10)
+def test_edge_values_are_accepted_and_mean_what_they_say():
+  """The closed ends of the valid ranges: b1 = b2 = eps = 0 make Adam's update lr·sign(g)
+  (m = g, v = g²), warmup_steps = total - 1 ramps from 0, grad_clip_norm = 0 clips nothing, and
+  SGD without momentum is -lr·g."""
+  lr, warmup, total = 0.1, 9, 10
+  tx, _ = train.make_optimizer(
+      optim_config(lr=lr, warmup_steps=warmup, b1=0.0, b2=0.0, eps=0.0, grad_clip_norm=0.0), total)
+  grads = [{"w": np.array([3e3, -2e-3, 5.0], np.float32)} for _ in range(3)]
+  for step, update in enumerate(run_updates(tx, {"w": np.zeros(3, np.float32)}, grads)):
+    np.testing.assert_allclose(update["w"], -lr * step / warmup * np.array([1, -1, 1]), rtol=1e-6)
+  sgd, _ = train.make_optimizer(optim_config(name="sgd", momentum=0.0, weight_decay=0.0), total)
+  (update,) = run_updates(sgd, {"w": np.zeros(3, np.float32)}, grads[:1])
+  np.testing.assert_allclose(update["w"], -0.1 * grads[0]["w"], rtol=1e-6)
 
 
 WARMUP_RANGE = "[0, total_steps=10): an integer >= 0 and smaller than total_steps"

@@ -170,9 +170,13 @@ def test_jaxmm_train_runs_each_config(name, digits_data_dir, request, tmp_path, 
   cli.main(["train", "--config", f"configs/{name}.py", "--workdir", str(workdir)] +
            [f"--config.{o}" for o in _overrides(name, data_dir)])
   label = "shape" if name.endswith("_shapes") else "label"
+  chance = 1 / (3 if name.endswith("_shapes") else 10)
   for evaluator in ("linear_probe", "knn"):
     with open(workdir / f"{evaluator}.json") as f:
-      assert 0 <= json.load(f)["2"][f"{evaluator}/{label}"] <= 1
+      accuracy = json.load(f)["2"][f"{evaluator}/{label}"]
+    # Chance ±0.03 on the test split. Even 2 steps' features separate the classes (on digits
+    # probe ~0.5, k-NN ~0.4); misaligned features and labels sit at chance.
+    assert chance + 0.1 < accuracy <= 1, (evaluator, accuracy)
   assert analysis.checkpoint_steps(str(workdir)) == [2]
 
 

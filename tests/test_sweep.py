@@ -9,6 +9,7 @@ import csv
 import json
 import os
 import pathlib
+import re
 import shlex
 import signal
 import stat
@@ -244,6 +245,20 @@ def test_unknown_key_fails_before_any_point_runs(sweep_config, tmp_path, capfd):
   assert not _calls(tmp_path) and not (tmp_path / "sweep").exists()
 
 
+def test_a_point_with_a_nonfinite_value_fails_before_any_point_runs(sweep_config, tmp_path,
+                                                                    capfd):
+  config = sweep_config('[{"optim.lr": 0.01}, {"optim.lr": float("nan")}]')
+  fake = _fake_python(tmp_path, "exit 0")
+  status, out, err = _sweep(capfd, "--config", config, "--workdir", str(tmp_path / "sweep"),
+                            "--python", fake)
+  assert status == 2 and not out
+  assert err.splitlines() == [
+      "jaxmm sweep: error: sweep point 2 (lr=nan): optim.lr=nan: nan and inf are not allowed; "
+      "set --config.optim.lr to a finite value"
+  ]
+  assert not _calls(tmp_path) and not (tmp_path / "sweep").exists()
+
+
 def test_config_without_get_sweep_fails_with_one_line(tmp_path, capfd):
   status, _, err = _sweep(capfd, "--config", "configs/clip_shapes.py", "--workdir",
                           str(tmp_path / "sweep"))
@@ -300,6 +315,83 @@ def test_rerun_refuses_other_overrides_under_a_recorded_name(tmp_path):
     sweep_plan.write_record(sweep_plan.Sweep("c.py", str(tmp_path), [], [changed]))
 
 
+def test_rerun_with_other_command_line_overrides_is_refused(sweep_config, tmp_path, capfd):
+  workdir = tmp_path / "sweep"
+  args = ["--config", sweep_config(), "--workdir", str(workdir)]
+  args += ["--python", _fake_python(tmp_path, "exit 0")]
+  assert _sweep(capfd, *args, "--config.log_every=1")[0] == 0
+  # The same values written otherwise make the same sweep.
+  assert _sweep(capfd, *args, "--config.log_every=1e0")[0] == 0
+  assert len(_calls(tmp_path)) == 4
+  record = (workdir / "sweep.json").read_text()
+  for dry_run in ([], ["--dry-run"]):
+    status, out, err = _sweep(capfd, *args, "--config.log_every=2", "--config.seed=5", *dry_run)
+    assert status == 2 and not out
+    assert err.splitlines() == [
+        f"jaxmm sweep: error: {workdir}/sweep.json records this sweep with the overrides "
+        "--config.log_every=1e0, but this command gives the overrides --config.log_every=2 "
+        "--config.seed=5; its points were trained with the recorded overrides, so give those to "
+        "continue the sweep, or another --workdir for a changed sweep"
+    ]
+  status, _, err = _sweep(capfd, *args)
+  assert status == 2
+  assert "with the overrides --config.log_every=1e0, but this command gives no overrides;" in err
+  assert len(_calls(tmp_path)) == 4 and (workdir / "sweep.json").read_text() == record
+
+
+# How `jaxmm train` ends on a diverged step (`jaxmm.train.nonfinite.Diverged`).
+_DIVERGED = ("training diverged at step 3: non-finite grad_norm=nan, loss=nan; stopped without "
+             "saving or evaluating it (checkpoint 2 is the newest and is kept). Lower optim.lr or "
+             "raise optim.warmup_steps, or set --config.on_nonfinite=skip to leave such updates "
+             "out")
+
+
+def _ending_python(tmp_path, first, second):
+  """A stand-in for `jaxmm train` that writes its config.json, as the real one does before its
+  first step, then runs shell code `first` for the first point and `second` for the other."""
+  return _fake_python(
+      tmp_path, f"""dir=$(echo "$@" | sed 's/.*--workdir \\([^ ]*\\).*/\\1/')
+echo '{{"total_steps": 4}}' > "$dir/config.json"
+case "$*" in *--config.seed=0*) {first};; *) {second};; esac""")
+
+
+def test_summarize_tells_diverged_and_failed_points_from_partial_ones(sweep_config, tmp_path,
+                                                                      capfd):
+  workdir = tmp_path / "sweep"
+  fake = _ending_python(
+      tmp_path, f"printf '%s\\n' 'jaxmm train: error: {_DIVERGED}' >&2; exit 2",
+      "printf 'Traceback (most recent call last):\\nRuntimeError: out of memory; retry\\n' >&2; "
+      "exit 1")
+  status, _, err = _sweep(capfd, "--config", sweep_config(), "--workdir", str(workdir), "--python",
+                          fake)
+  assert status == 2
+  # The points' output passes through whole.
+  assert f"jaxmm train: error: {_DIVERGED}\n" in err and "RuntimeError: out of memory" in err
+  assert json.loads((workdir / _NAMES[0] / "sweep_outcome.json").read_text()) == {
+      "outcome": "diverged",
+      "exit_status": 2,
+      "error": _DIVERGED
+  }
+  status, out, _ = _sweep(capfd, "--summarize", str(workdir))
+  assert status == 0
+  assert out.splitlines()[:3] == [
+      "point            optim.lr  seed  step  status    train/loss  error",
+      "lr=0.01_seed=0   0.01      0     -     diverged  -           training diverged at step 3: "
+      "non-finite grad_norm=nan, loss=nan",
+      "lr=0.003_seed=1  0.003     1     -     failed    -           failed with exit status 1: "
+      "RuntimeError: out of memory",
+  ]
+  with open(workdir / "summary.csv", encoding="utf-8") as f:
+    assert [row["status"] for row in csv.DictReader(f)] == ["diverged", "failed"]
+
+  # Run again, both points end well but short of total_steps: partial, and no errors.
+  assert _sweep(capfd, "--config", sweep_config(), "--workdir", str(workdir), "--python",
+                _ending_python(tmp_path, "exit 0", "exit 0"))[0] == 0
+  status, out, _ = _sweep(capfd, "--summarize", str(workdir))
+  assert [line.split()[4] for line in out.splitlines()[1:3]] == ["partial", "partial"]
+  assert "error" not in out.splitlines()[0]
+
+
 def test_summarize_prints_and_writes_the_last_values(sweep_config, tmp_path, capfd):
   workdir = tmp_path / "sweep"
   fake = _fake_python(tmp_path, "exit 0")
@@ -309,7 +401,7 @@ def test_summarize_prints_and_writes_the_last_values(sweep_config, tmp_path, cap
   records = [(2, "train/loss", 5.0), (4, "train/loss", 4.0), (4, "eval/zero_shot/shape", 0.25),
              (4, "train/loss", 3.5)]
   point_dir = workdir / _NAMES[0]
-  point_dir.mkdir()
+  point_dir.mkdir(exist_ok=True)  # the sweep recorded there how the stand-in run ended
   (point_dir / "metrics.jsonl").write_text("".join(
       json.dumps({
           "step": step,
@@ -394,3 +486,19 @@ def test_sweep_trains_points_skips_finished_and_resumes_partial(sweep_config, tm
       assert float(row[name]) == [r[name] for r in logged if name in r][-1]
     assert (row["step"], row["status"], float(row["train/loss"])) == ("4", "finished", last_loss)
     assert row["point"] in out and f"{last_loss:.4g}" in out
+
+
+@pytest.mark.slow
+def test_a_diverging_point_is_summarized_as_diverged(sweep_config, tmp_path, capfd, monkeypatch,
+                                                     shapes_data_dir):
+  monkeypatch.delenv("XLA_FLAGS")  # one CPU device in the point's process, as a user's
+  workdir = tmp_path / "sweep"
+  status, _, err = _sweep(capfd, "--config", sweep_config('[{"optim.lr": 1e6}]'), "--workdir",
+                          str(workdir), "--config.eval_every=0",
+                          f"--config.data.data_dir={shapes_data_dir}")
+  assert status == 2 and "points failed: lr=1000000.0 (failed with exit status 2)" in err
+  status, out, _ = _sweep(capfd, "--summarize", str(workdir))
+  assert status == 0
+  point, lr, _, point_status, _, error = out.splitlines()[1].split(maxsplit=5)
+  assert (point, lr, point_status) == ("lr=1000000.0", "1e+06", "diverged")
+  assert re.fullmatch(r"training diverged at step \d+: non-finite .*loss=nan.*", error)

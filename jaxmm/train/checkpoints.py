@@ -7,16 +7,24 @@ asynchronous; orbax writes each step to a temporary directory and renames it
 when complete, so a process killed mid-save leaves the previous checkpoint as
 the latest.
 
-A checkpoint that cannot be read (a truncated, deleted or overwritten file)
-is moved to `workdir/damaged_checkpoints/` by `set_aside`, never deleted, so
-that a run resumes from the newest intact one.
+Whether a checkpoint is damaged is decided by its files, not by what a failed
+restore raised (orbax re-raises tensorstore's errors as bare Exceptions, and a
+restore also fails on a target of other shapes): `unreadable` reads every item
+back as it was saved. A checkpoint that cannot be read (a truncated, deleted
+or overwritten file) is moved to `workdir/damaged_checkpoints/` by `set_aside`,
+never deleted, so that a run resumes from the newest intact one.
 """
+from collections.abc import Iterator
 import json
 import logging
+import math
 import os
 import re
+import sys
 from typing import Any
 
+import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 from jaxmm import storage
@@ -24,13 +32,35 @@ from jaxmm.errors import UserError
 
 CHECKPOINT_DIR = "checkpoints"
 DAMAGED_DIR = "damaged_checkpoints"
-# What reading a damaged checkpoint raises: tensorstore and orbax errors are
-# ValueErrors (so are JSON and UTF-8 decoding errors), missing files OSErrors.
-DAMAGE_ERRORS = (ValueError, OSError)
-# What a failed write raises: the same, or a RuntimeError from orbax's background threads.
+# Bytes of arrays that `unreadable` holds in host memory at a time.
+CHECK_BYTES = 1 << 30
+# What a failed write raises: tensorstore's and orbax's ValueErrors, OSErrors, or a
+# RuntimeError from orbax's background threads.
 WRITE_ERRORS = (ValueError, OSError, RuntimeError)
 
 log = logging.getLogger("jaxmm")
+
+
+def _drop_closed_loop_callbacks() -> None:
+  """Makes `sys.unraisablehook` (once) pass over tensorstore's late callbacks into orbax's
+  closed event loop, and hand everything else on.
+
+  When one array of a restore cannot be read, orbax ends its event loop while
+  tensorstore still reads the others; each of those reads then reports
+  RuntimeError('Event loop is closed') as unraisable, dozens of tracebacks that
+  say nothing about the failure, which is raised (or handled) on its own.
+  """
+  previous = sys.unraisablehook
+  if getattr(previous, "drops_closed_loop_callbacks", False):
+    return
+
+  def hook(unraisable):
+    if not (unraisable.exc_type is RuntimeError and
+            str(unraisable.exc_value) == "Event loop is closed"):
+      previous(unraisable)
+
+  hook.drops_closed_loop_callbacks = True
+  sys.unraisablehook = hook
 
 
 def make_manager(workdir: str,
@@ -44,6 +74,7 @@ def make_manager(workdir: str,
                                          enable_async_checkpointing=async_save,
                                          read_only=read_only)
   directory = os.path.join(storage.absolute(workdir), CHECKPOINT_DIR)
+  _drop_closed_loop_callbacks()  # before any read through this manager can fail
   if storage.is_file(directory):
     raise UserError(f"{directory} is a file, but the run keeps its checkpoints there; move the "
                     "file away or choose another --workdir")
@@ -128,6 +159,67 @@ def state_metadata(manager: ocp.CheckpointManager, step: int) -> Any:
   return metadata
 
 
+def step_path(manager: ocp.CheckpointManager, step: int) -> str:
+  """The folder of checkpoint `step`."""
+  return os.path.join(str(manager.directory), str(step))
+
+
+def read_arrays(state_dir: str, target: Any) -> Any:
+  """The arrays of `target` from the saved state in `state_dir`.
+
+  `target` is the saved tree or part of it: leaves as in `restore`, or
+  `ocp.PLACEHOLDER` for arrays left unread.
+  """
+  with ocp.Checkpointer(ocp.PyTreeCheckpointHandler()) as checkpointer:
+    return checkpointer.restore(state_dir,
+                                args=ocp.args.PyTreeRestore(
+                                    item=target,
+                                    restore_args=ocp.checkpoint_utils.construct_restore_args(
+                                        target),
+                                    partial_restore=True))
+
+
+def _host_targets(metadata: Any, max_bytes: int) -> Iterator[Any]:
+  """Trees like `metadata` (the saved state's) that cover its arrays in turn, about
+  `max_bytes` at a time: host numpy leaves for the arrays to read, `ocp.PLACEHOLDER` for
+  the others."""
+  leaves, treedef = jax.tree.flatten(metadata)
+  groups, group, size = [], 0, 0  # groups[i]: the tree that reads leaf i
+  for meta in leaves:
+    if size >= max_bytes:
+      group, size = group + 1, 0
+    groups.append(group)
+    size += math.prod(meta.shape) * np.dtype(meta.dtype).itemsize
+  for reading in range(group + 1):
+    yield treedef.unflatten([
+        np.zeros(meta.shape, meta.dtype) if leaf_group == reading else ocp.PLACEHOLDER
+        for meta, leaf_group in zip(leaves, groups)
+    ])
+
+
+def unreadable(manager: ocp.CheckpointManager, step: int) -> Exception | None:
+  """The error that reading checkpoint `step` back as saved raises, or None if all of it reads.
+
+  Every item is read: the config, the input position and each array of the
+  state, into host memory `CHECK_BYTES` at a time, with targets taken from the
+  checkpoint itself. So an error here is the files' (truncated, missing,
+  overwritten), never a reader's target or mesh: a restore that failed on an
+  intact checkpoint failed on what it asked for.
+  """
+  try:
+    manager.restore(step,
+                    args=ocp.args.Composite(config=ocp.args.JsonRestore(),
+                                            data=ocp.args.JsonRestore()))
+    state_dir = os.path.join(step_path(manager, step), "state")
+    for target in _host_targets(state_metadata(manager, step).tree, CHECK_BYTES):
+      read_arrays(state_dir, target)
+  except MemoryError:
+    raise  # the host's limit, not the files'
+  except Exception as e:  # pylint: disable=broad-except
+    return e
+  return None
+
+
 # The JSON files of a checkpoint; a decoding error names none of them.
 _JSON_FILES = ("metadata", "_METADATA", "_sharding", "_CHECKPOINT_METADATA")
 
@@ -135,7 +227,7 @@ _JSON_FILES = ("metadata", "_METADATA", "_sharding", "_CHECKPOINT_METADATA")
 def damaged_file(step_dir: str, error: BaseException) -> str:
   """The file under `step_dir` that `error` names (the longest such path), else the first of
   its JSON files that does not parse, else `step_dir`."""
-  paths = re.findall(re.escape(step_dir) + r"[^\s\"',]*", str(error))
+  paths = re.findall(re.escape(step_dir) + r"[^\s\"'\\,]*", str(error))
   if paths:
     return max(paths, key=len)
   for path in storage.files_under(step_dir):
@@ -147,22 +239,27 @@ def damaged_file(step_dir: str, error: BaseException) -> str:
   return step_dir
 
 
+def damage(step_dir: str, error: BaseException) -> str:
+  """What `error` (from `unreadable`) says is wrong with the checkpoint in `step_dir`, in one
+  line: the file that cannot be read and the error, cut short."""
+  message = " ".join(str(error).split())
+  return (f"cannot read {damaged_file(step_dir, error)} ({type(error).__name__}: "
+          f"{message[:300]})")
+
+
 def set_aside(manager: ocp.CheckpointManager, step: int, error: BaseException) -> str:
   """Moves checkpoint `step` to workdir/damaged_checkpoints/ with a warning; returns the new path.
 
   The manager is reloaded so that it no longer lists the step.
   """
-  step_dir = os.path.join(str(manager.directory), str(step))
-  where = damaged_file(step_dir, error)
+  step_dir = step_path(manager, step)
   target_root = os.path.join(os.path.dirname(str(manager.directory)), DAMAGED_DIR)
   storage.make_dirs(target_root)
   target, n = os.path.join(target_root, str(step)), 1
   while storage.exists(target):
     target, n = os.path.join(target_root, f"{step}.{n}"), n + 1
+  what = damage(step_dir, error)
   storage.move(step_dir, target)
   manager.reload()
-  message = " ".join(str(error).split())
-  log.warning("checkpoint %d is damaged and was moved to %s: cannot read %s (%s: %s)", step, target,
-              where,
-              type(error).__name__, message[:300])
+  log.warning("checkpoint %d is damaged and was moved to %s: %s", step, target, what)
   return target

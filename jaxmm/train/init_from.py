@@ -8,15 +8,17 @@ straight into the shards of the parameter it replaces, so no host holds a
 whole tower. The loop applies this once, to a freshly initialised state:
 a resumed run already holds the copied (and since trained) values.
 """
+import contextlib
+import functools
 import os
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import ml_collections
-import orbax.checkpoint as ocp
 
 from jaxmm import run_files
+from jaxmm import storage
 from jaxmm.errors import UserError
 from jaxmm.train import checkpoints
 
@@ -31,6 +33,19 @@ def _subtree(tree: Any, path: str, what: str) -> Any:
                       f"the keys are {keys}")
     node = node[key]
   return node
+
+
+@contextlib.contextmanager
+def _source_manager(workdir: str):
+  """`run_files.read_only_manager` of the source run; a missing run or checkpoint names
+  init_from.workdir and, for a relative path, the folder it was looked for in."""
+  try:
+    with run_files.read_only_manager(workdir) as manager:
+      yield manager
+  except run_files.NoRun as e:
+    path = storage.absolute(workdir)
+    where = "" if path == workdir else f" (looked for in {path}, from the current folder)"
+    raise UserError(f"init_from.workdir={workdir!r}{where}: {e}") from e
 
 
 def _nest(path: str, value: Any) -> dict:
@@ -59,15 +74,23 @@ def _replace(tree: dict, path: str, value: Any) -> dict:
   return dict(tree, **{key: _replace(tree[key], rest, value) if rest else value})
 
 
-def _read(step_dir: str, target: dict) -> dict:
-  """The arrays of `target` (a partial tree of ShapeDtypeStructs) from a saved state."""
-  with ocp.Checkpointer(ocp.PyTreeCheckpointHandler()) as checkpointer:
-    return checkpointer.restore(os.path.join(step_dir, "state"),
-                                args=ocp.args.PyTreeRestore(
-                                    item=target,
-                                    restore_args=ocp.checkpoint_utils.construct_restore_args(
-                                        target),
-                                    partial_restore=True))
+def _read_subtrees(manager, step: int, *, workdir: str, mapping: dict, params: Any,
+                   shardings: Any) -> dict:
+  """The source subtrees of `mapping` from checkpoint `step` of the source run, each read in
+  the dtype of the target subtree of `params` and into its shards."""
+  source_params = checkpoints.state_metadata(manager, step)["params"]
+  target = {}
+  for to, source in mapping.items():
+    target_params = _subtree(params, to, "this run's parameters")
+    saved = _subtree(source_params, source, f"the parameters of {workdir!r} at step {step}")
+    if _shapes(target_params) != _shapes(saved):
+      raise UserError(f"init_from.subtrees: {to!r} and {source!r} of {workdir!r} differ in "
+                      "structure or shapes; map subtrees of the same architecture")
+    wanted = jax.tree.map(lambda p, s: jax.ShapeDtypeStruct(p.shape, p.dtype, sharding=s),
+                          target_params, _subtree(shardings.params, to, "the shardings"))
+    target = _merge(target, _nest(source, wanted))
+  state_dir = os.path.join(checkpoints.step_path(manager, step), "state")
+  return checkpoints.read_arrays(state_dir, {"params": target})["params"]
 
 
 def apply(state: Any, init_from: ml_collections.ConfigDict | None, shardings: Any) -> Any:
@@ -76,7 +99,9 @@ def apply(state: Any, init_from: ml_collections.ConfigDict | None, shardings: An
   `shardings` is the state's tree of shardings: each array is read into its
   target's sharding and dtype. Raises `UserError` (one line) when the source
   run has no checkpoint (at `step`), a path is missing on either side, or the
-  two subtrees differ in structure or shapes.
+  two subtrees differ in structure or shapes. The source run is read as
+  `run_files.read_checkpoint` reads it: it may be training, and a damaged
+  checkpoint of it is passed over with a warning.
   """
   if init_from is None or init_from.workdir is None:
     return state
@@ -85,22 +110,13 @@ def apply(state: Any, init_from: ml_collections.ConfigDict | None, shardings: An
     raise UserError(f"init_from.workdir={workdir!r} names no subtrees; set "
                     "init_from.subtrees={target path: source path}, e.g. {'image_tower': "
                     "'image_tower'}")
-  with run_files.read_only_manager(workdir) as manager:
-    step = run_files.checkpoint_step(manager, workdir, init_from.step)
-    source_params = checkpoints.state_metadata(manager, step)["params"]
-    step_dir = os.path.join(str(manager.directory), str(step))
-  target = {}
-  for to, source in mapping.items():
-    params = _subtree(state.params, to, "this run's parameters")
-    saved = _subtree(source_params, source, f"the parameters of {workdir!r} at step {step}")
-    if _shapes(params) != _shapes(saved):
-      raise UserError(f"init_from.subtrees: {to!r} and {source!r} of {workdir!r} differ in "
-                      "structure or shapes; map subtrees of the same architecture")
-    # Read in the target's dtype and straight into its shards.
-    wanted = jax.tree.map(lambda p, s: jax.ShapeDtypeStruct(p.shape, p.dtype, sharding=s), params,
-                          _subtree(shardings.params, to, "the shardings"))
-    target = _merge(target, _nest(source, wanted))
-  restored = _read(step_dir, {"params": target})["params"]
+  read = functools.partial(_read_subtrees,
+                           workdir=workdir,
+                           mapping=mapping,
+                           params=state.params,
+                           shardings=shardings)
+  with _source_manager(workdir) as manager:
+    _, restored = run_files.read_checkpoint(manager, workdir, init_from.step, read)
 
   def copied_into(tree):
     # Each tree gets its own buffers: the train step donates params and averages separately.

@@ -104,7 +104,10 @@ def _restore_newest_intact(manager, target: TrainState, config: ml_collections.C
   """(state, input position) of the newest checkpoint that reads back, or None if there is none.
 
   Damaged checkpoints are set aside on the way (`checkpoints.set_aside`); a
-  checkpoint that the current config cannot resume is a `UserError`.
+  checkpoint that the current config cannot resume is a `UserError`. Whether a
+  failed restore met a damaged checkpoint is decided by reading its files back
+  (`checkpoints.unreadable`): orbax's errors name no cause reliably, and any
+  other failure keeps its own error.
   """
   current = json.loads(config_loading.config_to_json(config))
   for step in sorted(manager.all_steps(), reverse=True):
@@ -114,10 +117,13 @@ def _restore_newest_intact(manager, target: TrainState, config: ml_collections.C
       compatibility.check_resumable(checkpoints.state_metadata(manager, step), target, changes,
                                     step)
       state, position = checkpoints.restore(manager, step, target)
-    except checkpoints.DAMAGE_ERRORS as e:
-      if isinstance(e, errors.UserError):
+    except errors.UserError:
+      raise
+    except Exception:  # pylint: disable=broad-except
+      damage = checkpoints.unreadable(manager, step)
+      if damage is None:
         raise
-      checkpoints.set_aside(manager, step, e)
+      checkpoints.set_aside(manager, step, damage)
       continue
     compatibility.warn_changes(changes, step)
     log.info("resuming from checkpoint %d", step)
@@ -191,6 +197,7 @@ def _train(config, workdir, mesh, init_variables, loss_fn, train_data, evaluator
       pending.clear()
 
   def log_interval(step):
+    """Logs the mean metrics of the finite steps since the last log (none: nothing)."""
     check_pending()
     if interval:
       scalars = mean_metrics(interval)
@@ -234,6 +241,7 @@ def _train(config, workdir, mesh, init_variables, loss_fn, train_data, evaluator
           evaluate(step)
         signum = stop.poll()
         if signum is not None:
+          log_interval(step)  # the steps since the last log, which a resume will not repeat
           if manager.latest_step() != step:
             save(step)
           raise Interrupted(signum, step)

@@ -3,6 +3,12 @@
 `workdir/metrics.jsonl` holds one JSON object per write, `{"step": S, "<prefix><name>": value,
 ...}`, appended across launches, so that runs can be read back without TensorBoard
 (`jaxmm.analysis`, `jaxmm sweep --summarize`).
+
+A `train/*` row averages the steps since the row before it, and its
+`train/steps_averaged` says how many: `log_every`, except in the row written
+when SIGTERM or Ctrl-C stops the run, in the first row after a resume (which
+starts at the checkpoint's step), at the final step, and where non-finite
+steps were left out (on_nonfinite='skip').
 """
 from collections.abc import Mapping
 import json
@@ -17,9 +23,11 @@ from jaxmm import storage
 
 
 def mean_metrics(history: list[Mapping[str, np.ndarray]]) -> dict[str, float]:
-  """Averages per-step host metric dicts, leaving out the per-step 'finite' flag."""
+  """Averages per-step host metric dicts, leaving out the per-step 'finite' flag, and counts
+  them as 'steps_averaged'."""
   names = [name for name in history[0] if name != "finite"]
-  return {name: float(np.mean([m[name] for m in history])) for name in names}
+  means = {name: float(np.mean([m[name] for m in history])) for name in names}
+  return dict(means, steps_averaged=len(history))
 
 
 def format_scalars(scalars: Mapping[str, float]) -> str:

@@ -6,7 +6,9 @@ way the loop finishes the step it is in, saves it, and raises
 128 + the signal number, as a process killed by that signal would, so that
 schedulers restart it. A second
 Ctrl-C while that happens exits at once: the checkpoint being written is
-abandoned, and orbax leaves the previous one intact.
+abandoned, and orbax leaves the previous one intact. Before the loop installs
+these handlers there is nothing to save, and the `jaxmm train` command exits
+at once on either signal.
 
 With several processes, a signal may reach one host only (a preempted VM).
 `AgreedStop` makes every process stop at the same step, so that all save the
