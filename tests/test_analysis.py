@@ -363,3 +363,8 @@ def test_example_notebook_runs_headlessly(image_text_run, diffusion_run, tmp_pat
   assert "train/loss: 1: " in result.stdout
   assert Image.open(out / "samples.png").size == (8 * 9 - 1, 6 * 9 - 1)  # 6 shapes x 8 colours
   assert Image.open(out / "retrieval.png").size[1] == 4 * 140
+  # One panel per curve (train/loss and the eval/ metrics the run logged), 4 to a row.
+  curves = int(re.search(r"^(\d+) curves -> ", result.stdout, re.M).group(1))
+  columns, rows = min(4, curves), -(-curves // 4)
+  assert curves >= 2
+  assert Image.open(out / "curves.png").size == (int(3.2 * columns * 80), int(2.6 * rows * 80))
