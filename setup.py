@@ -56,5 +56,5 @@ setuptools.setup(
         # tensorboardX use the Cloud Storage client.
         "gcs": ["gcsfs>=2026.9", "google-cloud-storage>=3.14.1"],
     },
-    entry_points={"console_scripts": ["jaxmm=jaxmm.cli:main"]},
+    entry_points={"console_scripts": ["jaxmm=jaxmm.commands.cli:main"]},
 )

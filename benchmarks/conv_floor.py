@@ -21,7 +21,7 @@ nothing. Where that is under 1.3×, the goal of diffusion_step.py is out
 of reach on this machine without faster convolution kernels. bf16 takes
 the convolutions of `model.dtype=bfloat16` (bf16 operands, float32
 results) against torch.autocast to bfloat16. XLA_FLAGS and the malloc
-settings are those of `jaxmm train` (jaxmm.xla_cpu, jaxmm.host_memory).
+settings are those of `jaxmm train` (jaxmm.host).
 
   .venv-peers/bin/python benchmarks/conv_floor.py     # --rounds --steps --batch-size --dtypes
 """
@@ -31,11 +31,9 @@ import statistics
 import sys
 import time
 
-from jaxmm import host_memory  # pylint: disable=wrong-import-position
-from jaxmm import xla_cpu  # pylint: disable=wrong-import-position
+from jaxmm import host  # pylint: disable=wrong-import-position
 
-host_memory.keep_freed_memory()
-xla_cpu.use_eigen_convolutions()
+host.configure()
 
 import jax  # pylint: disable=wrong-import-position
 import jax.extend.core

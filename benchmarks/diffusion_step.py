@@ -10,10 +10,10 @@ clipping, AdamW and EDM2's power-function EMA, on one random batch (images
 uniform in [-1, 1], random labels).
 
 jaxmm's step is exactly the one `jaxmm train` runs: the config, then
-`jaxmm.train.build_step` with `experiments.diffusion.make_init_variables` and
-`make_loss_fn`, on a one-device mesh. The reference is diffusers' UNet2DModel in
-the same layout with the same loss written in torch (diffusers_reference.py
-says what differs), on `TORCH_THREADS` threads, both eager and under
+`jaxmm.train.build_step` with `jaxmm.train.model_init.make_init_variables` and
+`experiments.diffusion.make_loss_fn`, on a one-device mesh. The reference is
+diffusers' UNet2DModel in the same layout with the same loss written in torch
+(diffusers_reference.py says what differs), on `TORCH_THREADS` threads, both eager and under
 `torch.compile`. Where JAX's default backend is a GPU, both sides run on
 that GPU (torch on 'cuda', its timings synchronised). Every side is
 compiled and warmed up first; then the sides run in turn, `--rounds` times
@@ -28,7 +28,7 @@ threads slow down far more than XLA's when other processes take a core
 fp32 runs everything in float32; bf16 runs jaxmm with model.dtype=bfloat16
 (float32 parameters, bf16 operands of convolutions and dense layers) and
 torch under torch.autocast to bfloat16. All sides share the
-process and its malloc settings (jaxmm.host_memory, as `jaxmm train` sets
+process and its malloc settings (jaxmm.host, as `jaxmm train` sets
 them). GFLOP/s use the FLOPs that torch's FlopCounterMode counts for one
 eager step (convolutions, matmuls, attention; forward and backward), the
 same count for every side.
@@ -48,17 +48,16 @@ import time
 # On a GPU both frameworks share the device: JAX must not take 75 % of its memory at start.
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
-from jaxmm import host_memory  # pylint: disable=wrong-import-position
-from jaxmm import xla_cpu  # pylint: disable=wrong-import-position
+from jaxmm import host  # pylint: disable=wrong-import-position
 
-host_memory.keep_freed_memory()  # as `jaxmm train` does; applies to both sides alike
-xla_cpu.use_eigen_convolutions()  # as `jaxmm train` does
+host.configure()  # as `jaxmm train` does; the malloc settings apply to both sides alike
 
 import jax  # pylint: disable=wrong-import-position
 import numpy as np
 
 from jaxmm import config_loading
 from jaxmm.experiments import diffusion
+from jaxmm.train import model_init
 import jaxmm_step
 import machine
 import step_throughput
@@ -120,7 +119,7 @@ def random_batch(config, seed: int = 0) -> dict[str, np.ndarray]:
 def diffusion_parts(model, config, mesh):
   """(init_variables, loss_fn) of the diffusion experiment."""
   del mesh
-  return diffusion.make_init_variables(model, config), diffusion.make_loss_fn(model, config)
+  return model_init.make_init_variables(model, config), diffusion.make_loss_fn(model, config)
 
 
 class TorchSide:

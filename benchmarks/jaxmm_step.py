@@ -10,10 +10,11 @@ import time
 import jax
 import numpy as np
 
-from jaxmm.experiments import image_text
 from jaxmm import models
 from jaxmm import parallel
 from jaxmm import train
+from jaxmm.experiments import image_text
+from jaxmm.train import model_init
 
 
 def synthetic_batch(config, seed: int = 0) -> dict[str, np.ndarray]:
@@ -38,7 +39,7 @@ def step_flops(config) -> int:
 
 def image_text_parts(model, config, mesh):
   """(init_variables, loss_fn) of the image_text experiment."""
-  return (image_text.make_init_variables(model, config),
+  return (model_init.make_init_variables(model, config),
           image_text.make_loss_fn(model, config.loss, mesh))
 
 

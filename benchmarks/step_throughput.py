@@ -13,7 +13,7 @@ per step, examples/s, achieved GFLOP/s and the ratio jaxmm/torch.
 
 fp32 runs everything in float32; bf16 runs jaxmm with model.dtype=bfloat16
 (float32 parameters) and torch under torch.autocast('cpu', torch.bfloat16).
-Both sides share the process and its malloc settings (jaxmm.host_memory, as
+Both sides share the process and its malloc settings (jaxmm.host, as
 `jaxmm train` sets them); JAXMM_KEEP_FREED_MEMORY=0 runs both with glibc's
 defaults. A 2048x2048 matmul timed first gives the CPU's practical matmul
 rate, against which both steps' GFLOP/s are also printed.
@@ -30,11 +30,9 @@ import statistics
 import sys
 import time
 
-from jaxmm import host_memory
-from jaxmm import xla_cpu
+from jaxmm import host
 
-host_memory.keep_freed_memory()  # as `jaxmm train` does; applies to both sides alike
-xla_cpu.use_eigen_convolutions()  # as `jaxmm train` does
+host.configure()  # as `jaxmm train` does; the malloc settings apply to both sides alike
 
 import jax  # pylint: disable=wrong-import-position
 import numpy as np

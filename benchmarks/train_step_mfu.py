@@ -21,11 +21,9 @@ import argparse
 import shlex
 import sys
 
-from jaxmm import host_memory
-from jaxmm import xla_cpu
+from jaxmm import host
 
-host_memory.keep_freed_memory()  # as `jaxmm train` does (on an accelerator: host heap only)
-xla_cpu.use_eigen_convolutions()  # as `jaxmm train` does
+host.configure()  # as `jaxmm train` does (nothing on an accelerator)
 
 import jax  # pylint: disable=wrong-import-position
 

@@ -4,8 +4,8 @@
   jaxmm train --config configs/edm_shapes.py:dit --workdir runs/edm_shapes_dit
   jaxmm sweep --config configs/edm_shapes.py --workdir runs/edm_dropout_lr
 """
+from jaxmm import sweeps
 from jaxmm.configs import diffusion_shapes
-from jaxmm import sweep
 
 
 def get_config(arg: str = "unet"):
@@ -21,4 +21,5 @@ def get_sweep(arg: str = "unet"):
   samples at guidance 2, so its accuracy and FD show the trade-off.
   """
   lr = get_config(arg).optim.lr
-  return sweep.product({"diffusion.label_dropout": [0.1, 0.2]}, {"optim.lr": [lr / 2, lr, 2 * lr]})
+  return sweeps.product({"diffusion.label_dropout": [0.1, 0.2]},
+                        {"optim.lr": [lr / 2, lr, 2 * lr]})

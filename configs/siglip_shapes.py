@@ -4,9 +4,9 @@
   jaxmm train --config configs/siglip_shapes.py:base --workdir runs/siglip_b16
   jaxmm sweep --config configs/siglip_shapes.py --workdir runs/siglip_lr
 """
-from jaxmm.configs import image_text_shapes
 from jaxmm import losses
-from jaxmm import sweep
+from jaxmm import sweeps
+from jaxmm.configs import image_text_shapes
 
 
 def get_config(arg: str = "small"):
@@ -26,4 +26,4 @@ def get_sweep(arg: str = "small"):
   Six runs; the spread between seeds says which differences between rates are real.
   """
   lr = get_config(arg).optim.lr
-  return sweep.product({"optim.lr": [lr / 2, lr, 2 * lr]}, seed=[0, 1])
+  return sweeps.product({"optim.lr": [lr / 2, lr, 2 * lr]}, seed=[0, 1])

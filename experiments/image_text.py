@@ -21,6 +21,7 @@ from jaxmm.evaluators import from_config
 from jaxmm.experiments import inputs
 from jaxmm.models import patch_dropout
 from jaxmm.models import vit
+from jaxmm.train import model_init
 
 LOSSES = ("siglip", "clip")
 # The values of loss.variant each loss takes: how a sharded batch is reduced.
@@ -90,13 +91,6 @@ def make_loss_fn(model, loss_config, mesh):
     return contrastive_loss(zimg, ztxt, aux), metrics, model_state
 
   return loss_fn
-
-
-def make_init_variables(model, config):
-  """rng -> the model's variables (with logical axis names), from inputs of the config's shapes."""
-  images = jnp.zeros((1, config.data.image_size, config.data.image_size, 3), jnp.float32)
-  tokens = jnp.zeros((1, config.data.max_len), jnp.int32)
-  return lambda rng: model.init(rng, images, tokens)
 
 
 def check_tokenizer(tokenizer, config):
@@ -199,7 +193,7 @@ def build(config: ml_collections.ConfigDict, workdir: str, mesh: jax.sharding.Me
   if truncation:
     log.warning(truncation)
   embeddings = make_split_embeddings(model, config, mesh)
-  return dict(init_variables=make_init_variables(model, config),
+  return dict(init_variables=model_init.make_init_variables(model, config),
               loss_fn=make_loss_fn(model, config.loss, mesh),
               train_data=train_data,
               # In the registry's order, whatever the config's: zero-shot first.

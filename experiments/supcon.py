@@ -37,6 +37,7 @@ from jaxmm.data import view_ops
 from jaxmm.evaluators import from_config
 from jaxmm.experiments import inputs
 from jaxmm.models.two_tower import l2_normalize
+from jaxmm.train import model_init
 
 LOSSES = ("supcon", "simclr", "ce")
 
@@ -122,12 +123,6 @@ def make_loss_fn(model, config: ml_collections.ConfigDict, mesh: jax.sharding.Me
   return loss_fn
 
 
-def make_init_variables(model, config):
-  """rng -> {'params', 'batch_stats'} with logical axis names, from an image of data.image_size."""
-  images = jnp.zeros((1, config.data.image_size, config.data.image_size, 3), jnp.float32)
-  return lambda rng: model.init(rng, images)
-
-
 def encode(model):
   """(variables, images [b, S, S, 3]) -> the frozen encoder's representation h [b, F], with
   BatchNorm's running averages."""
@@ -163,7 +158,7 @@ def build(config: ml_collections.ConfigDict, workdir: str, mesh: jax.sharding.Me
   model = models.get_model(config.model)
   train_data = inputs.train_data(config, need_text=False)
   embeddings = make_split_embeddings(model, config, mesh)
-  return dict(init_variables=make_init_variables(model, config),
+  return dict(init_variables=model_init.make_init_variables(model, config),
               loss_fn=make_loss_fn(model, config, mesh),
               train_data=train_data,
               evaluators=[

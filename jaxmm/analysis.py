@@ -11,6 +11,9 @@ the run. With `mesh=` (e.g. `jaxmm.parallel.make_mesh({'data': 2, 'fsdp': 2,
 'tensor': 2})`) orbax reads them straight into their shards on that mesh, placed
 by the model's logical axis names and `parallel.DEFAULT_RULES` as the train
 loop places them, and the run's model functions run on that mesh.
+
+This module is the public face of `jaxmm.runs`, which does the reading
+(`restore`, `run_files`) and the sampling (`sampling`).
 """
 import contextlib
 import dataclasses
@@ -27,11 +30,11 @@ from jaxmm import diffusion
 from jaxmm import errors
 from jaxmm import models
 from jaxmm import parallel
-from jaxmm import run_files
-from jaxmm.run_files import (NoRun, checkpoint_steps, latest_metrics, read_metrics, run_summary)
-from jaxmm.train import checkpoints
-from jaxmm.train import optim
-from jaxmm.train import state as state_lib
+from jaxmm.runs import restore
+from jaxmm.runs import run_files
+from jaxmm.runs import sampling
+from jaxmm.runs.run_files import (NoRun, checkpoint_steps, latest_metrics, read_metrics,
+                                  run_summary)
 
 __all__ = [
     "EMBED_BATCH_SIZE", "NoRun", "Run", "checkpoint_steps", "latest_metrics", "load_run",
@@ -47,44 +50,6 @@ _FUNCTIONS = {
 }
 
 
-def _experiment(name: str):
-  """The experiments/ module that trains `config.experiment` `name`: how its model is
-  initialised, and for diffusion how it samples.
-
-  Imported when first needed: experiments compose jaxmm, and jaxmm's evaluators import
-  this module.
-  """
-  # pylint: disable-next=import-outside-toplevel
-  from jaxmm.experiments import diffusion as diffusion_experiment, image_text, supcon
-  modules = {"image_text": image_text, "diffusion": diffusion_experiment, "supcon": supcon}
-  if name not in modules:
-    raise errors.UserError(f"jaxmm.analysis knows the models of {', '.join(modules)} runs, not of "
-                           f"experiment={name!r}; load it without a mesh for its arrays")
-  return modules[name]
-
-
-def _sharded_target(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh):
-  """The train state as ShapeDtypeStructs carrying the shardings the loop gives it on `mesh`."""
-  model = models.get_model(config.model)
-  init_variables = _experiment(config.experiment).make_init_variables(model, config)
-  tx, _ = optim.make_optimizer(config.optim, config.total_steps)
-  shardings = state_lib.state_shardings(init_variables, tx, config.ema, mesh)
-  return state_lib.abstract_state(init_variables, tx, config.ema, shardings)
-
-
-def _restore(manager, step: int, *, mesh: jax.sharding.Mesh | None):
-  """(config, state, input position) of checkpoint `step`: the state as host numpy arrays, or
-  on `mesh` in the loop's shardings."""
-  config = run_files.saved_config(manager, step)
-  if mesh is None:
-    target = jax.tree.map(lambda meta: np.zeros(meta.shape, meta.dtype),
-                          checkpoints.state_metadata(manager, step))
-  else:
-    target = _sharded_target(config, mesh)
-  state, position = checkpoints.restore(manager, step, target)
-  return config, state, position
-
-
 def load_run(workdir: str,
              step: int | None = None,
              *,
@@ -93,7 +58,7 @@ def load_run(workdir: str,
 
   Without `mesh`, every array is host numpy. With `mesh`, arrays are jax Arrays
   sharded on it as the train loop shards them, read by orbax straight into
-  their shards. Prints nothing on success.
+  their shards (`jaxmm.runs.restore`). Prints nothing on success.
 
   A run may still be training: a checkpoint rotated out while it is read is
   replaced by the newest one. A damaged checkpoint is passed over for the
@@ -106,11 +71,7 @@ def load_run(workdir: str,
     UserError: checkpoint `step` is damaged, or every checkpoint is.
     TypeError: `step` is not an int or None.
   """
-  with run_files.read_only_manager(workdir) as manager:
-    _, (config, state, position) = run_files.read_checkpoint(
-        manager, workdir, step, functools.partial(_restore, mesh=mesh))
-  if mesh is not None:  # a TrainState; the host restore gives the same fields as a dict
-    state = {field.name: getattr(state, field.name) for field in dataclasses.fields(state)}
+  config, state, position = restore.restore_run(workdir, step, mesh)
   return Run(config=config,
              step=int(state["step"]),
              params=state["params"],
@@ -231,14 +192,15 @@ class Run:
 
   @functools.cached_property
   def _denoise(self):
-    """jit(params, x, sigma, labels, guidance) -> D_w(x; σ); guidance is static."""
-    guided_denoiser = _experiment("diffusion").guided_denoiser
-    model, schedule = self.model, diffusion.get_schedule(self.config.diffusion.schedule)
+    """jit(params, x, sigma, labels, guidance) -> D_w(x; σ) in the run's own preconditioning
+    (its config's schedule and schedule_args); guidance as `sampling.guidance_argument` gives
+    it, traced."""
+    model, schedule = self.model, diffusion.schedule_from_config(self.config.diffusion)
 
     def denoise(params, x, sigma, labels, guidance):
-      return guided_denoiser(model, schedule, params, labels, guidance)(x, sigma)
+      return sampling.denoiser(model, schedule, params, labels, guidance)(x, sigma)
 
-    return jax.jit(denoise, static_argnames="guidance")
+    return jax.jit(denoise)
 
   def denoiser(self,
                x,
@@ -255,8 +217,8 @@ class Run:
       labels: int [B, K] (K = len(model.num_classes); -1 drops a label), or
         None for the unconditional denoiser.
       guidance: the classifier-free guidance scale w of
-        D_∅ + w·(D_c − D_∅) (`experiments.diffusion.guided_denoiser`); 1 is
-        the conditional denoiser.
+        D_∅ + w·(D_c − D_∅) (`jaxmm.diffusion.guided_denoiser`); 1 is the
+        conditional denoiser.
       ema: a parameter average's name, 'none' for the raw parameters;
         default: the run's first average.
     """
@@ -270,14 +232,15 @@ class Run:
         raise errors.UserError(f"run.denoiser: labels must be int {list(expected)} (one per "
                                f"example and label key {tuple(self.config.data.label_keys)}), "
                                f"not {list(labels.shape)}")
-    params = _experiment("diffusion").choose_params(self, ema)
+    params = sampling.choose_params(self, ema)
     with self._on_mesh():
-      return parallel.to_host(self._denoise(params, x, sigma, labels, guidance=float(guidance)))
+      return parallel.to_host(
+          self._denoise(params, x, sigma, labels, sampling.guidance_argument(labels, guidance)))
 
   @functools.cached_property
   def _sampler(self):
-    """The run's `experiments.diffusion.make_sampler`, kept so that each setting compiles once."""
-    return _experiment("diffusion").make_sampler(self.model, self.config)
+    """The run's `jaxmm.runs.sampling.make_sampler`, kept so that each setting compiles once."""
+    return sampling.make_sampler(self.model, self.config)
 
   def sample(self,
              num: int = 64,
@@ -288,22 +251,23 @@ class Run:
              seed: int = 0,
              ema: str | None = None) -> np.ndarray:
     """float32 samples [num, ...] (images on the data's [-1, 1] scale), as `jaxmm sample` draws
-    them: `experiments.diffusion.sample_run`, so the same seed gives the same samples.
+    them: `jaxmm.runs.sampling.sample_run`, so the same seed gives the same samples.
 
     `labels` are K-tuples cycled to `num` (default: the class grid, one row
     per class of the first label); `sampler` and `num_steps` are those of
     `jaxmm.diffusion.sample`; `guidance` and `ema` as in `denoiser`. Compiled
-    once per (num, sampler, num_steps, guidance) for this run.
+    once per (num, sampler, num_steps) for this run, and once more for
+    guidance other than 1.
     """
     self._require("diffusion", "sample")
     with self._on_mesh():
-      images, _ = _experiment("diffusion").sample_run(self,
-                                                      ema=ema,
-                                                      num=num,
-                                                      sampler=sampler,
-                                                      num_steps=num_steps,
-                                                      guidance=guidance,
-                                                      labels=labels,
-                                                      seed=seed,
-                                                      compiled=self._sampler)
+      images, _ = sampling.sample_run(self,
+                                      ema=ema,
+                                      num=num,
+                                      sampler=sampler,
+                                      num_steps=num_steps,
+                                      guidance=guidance,
+                                      labels=labels,
+                                      seed=seed,
+                                      compiled=self._sampler)
     return images

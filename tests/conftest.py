@@ -27,11 +27,9 @@ os.environ["PYTHONWARNINGS"] = ",".join(
         for verb in ("reading", "writing")
     ]))
 
-from jaxmm import host_memory  # noqa: E402  pylint: disable=wrong-import-position
-from jaxmm import xla_cpu  # noqa: E402  pylint: disable=wrong-import-position
+from jaxmm import host  # noqa: E402  pylint: disable=wrong-import-position
 
-host_memory.keep_freed_memory()  # as `jaxmm train` does
-xla_cpu.use_eigen_convolutions()  # as every `jaxmm` command does
+assert host.configure()  # the CPU settings of every `jaxmm` command
 
 import jax  # noqa: E402  pylint: disable=wrong-import-position
 
@@ -57,7 +55,7 @@ TINY_OVERRIDES = ("batch_size=16", "total_steps=10", "optim.warmup_steps=1", "op
 def cli_error_line(capsys, args) -> str:
   """Runs `jaxmm ARGS` in this process; returns its last stderr line after checking exit status 2
   and that no traceback was printed."""
-  from jaxmm import cli  # pylint: disable=import-outside-toplevel
+  from jaxmm.commands import cli  # pylint: disable=import-outside-toplevel
   with pytest.raises(SystemExit) as e:
     cli.main(args)
   assert e.value.code == 2

@@ -16,7 +16,6 @@ from PIL import Image
 
 from conftest import cli_error_line
 from jaxmm import analysis
-from jaxmm import cli
 from jaxmm import config_loading
 from jaxmm import data
 from jaxmm import diffusion
@@ -24,17 +23,21 @@ from jaxmm import errors
 from jaxmm import models
 from jaxmm import parallel
 from jaxmm import train
+from jaxmm.commands import cli
 from jaxmm.experiments import diffusion as diffusion_experiment
-from jaxmm.experiments import image_text
+from jaxmm.runs import sampling
 from jaxmm.train import checkpoints
+from jaxmm.train import model_init
 from test_checkpoint_damage import (damage_warnings, damaged_copy, live_copy, remove,
                                     rotate_on_first_read, truncate, zero)
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-# A DiT on 8x8 shapes: the diffusion model that compiles fastest.
+# A DiT on 8x8 shapes: the diffusion model that compiles fastest. Its σ_data is not EDM's
+# default (0.5), so a denoiser without the run's schedule_args preconditions wrongly.
 TINY_DIT = ("batch_size=16", "total_steps=2", "checkpoint_every=1", "log_every=1", "eval_every=0",
             "data.image_size=8", "optim.warmup_steps=1", "model.patch_size=4", "model.width=32",
-            "model.depth=1", "model.num_heads=2", "model.mlp_dim=64")
+            "model.depth=1", "model.num_heads=2", "model.mlp_dim=64",
+            "diffusion.schedule_args.sigma_data=0.3")
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +52,8 @@ def image_text_run(tiny_config, shapes_data_dir, run_image_text, tmp_path_factor
 
 @pytest.fixture(scope="module")
 def diffusion_run(shapes_data_dir, tmp_path_factory):
-  """The workdir of a tiny class-conditional EDM run (DiT, power EMA) trained on one device."""
+  """The workdir of a tiny class-conditional EDM run (DiT, power EMA, σ_data = 0.3) trained on
+  one device."""
   config = config_loading.apply_overrides(
       config_loading.load_config(str(ROOT / "configs/edm_shapes.py:dit")),
       [f"data.data_dir={shapes_data_dir}", *TINY_DIT])
@@ -94,7 +98,7 @@ def test_restores_onto_another_mesh_bit_for_bit_in_the_loops_shardings(
   # The shardings are the ones the train loop gives the state on this mesh ...
   model = models.get_model(run.config.model)
   tx, _ = train.make_optimizer(run.config.optim, run.config.total_steps)
-  loop_shardings = train.state_shardings(image_text.make_init_variables(model, run.config), tx,
+  loop_shardings = train.state_shardings(model_init.make_init_variables(model, run.config), tx,
                                          run.config.ema, mesh)
   for array, sharding in zip(jax.tree.leaves(run.params), jax.tree.leaves(loop_shardings.params)):
     assert array.sharding.is_equivalent_to(sharding, array.ndim), (array.sharding, sharding)
@@ -163,16 +167,24 @@ def test_model_functions_of_the_other_kind_of_run_fail_clearly(image_text_run, d
       call()
 
 
-def test_denoiser_is_the_guided_denoiser_of_the_chosen_average(diffusion_run):
+def test_denoiser_is_the_guided_denoiser_of_the_chosen_average_and_schedule(diffusion_run):
   run = analysis.load_run(diffusion_run)
   model = models.get_model(run.config.model)
-  schedule = diffusion.get_schedule(run.config.diffusion.schedule)
+  # The run's own preconditioning: its schedule_args (σ_data = 0.3, not EDM's 0.5) included.
+  assert run.config.diffusion.schedule_args.sigma_data == 0.3
+  schedule = diffusion.get_schedule(run.config.diffusion.schedule,
+                                    **run.config.diffusion.schedule_args)
   x = np.random.default_rng(1).normal(size=(3, 8, 8, 3)).astype(np.float32)
   sigma = np.array([0.5, 2.0, 10.0], np.float32)
   labels = np.array([[0, 1], [2, 3], [5, 7]], np.int32)
 
-  def direct(params):
-    return diffusion_experiment.guided_denoiser(model, schedule, params, labels, 2.5)(x, sigma)
+  def direct(params):  # D_∅ + 2.5·(D_c − D_∅) of the network in the schedule's preconditioning
+
+    def conditional(x, sigma, labels):
+      net = lambda x_in, c_noise: model.apply({"params": params}, x_in, c_noise, labels)
+      return diffusion.denoiser(net, schedule)(x, sigma)
+
+    return diffusion.guided_denoiser(conditional, labels, 2.5)(x, sigma)
 
   averaged = run.denoiser(x, sigma, labels, guidance=2.5)  # default: the first average
   np.testing.assert_allclose(averaged, direct(run.ema["sigma_rel_0.1"]), atol=1e-5)
@@ -189,7 +201,7 @@ def test_sample_draws_what_sample_run_draws(diffusion_run):
   run = analysis.load_run(diffusion_run)
   settings = dict(num=6, sampler="euler", num_steps=2, guidance=2.0, labels=[(1, 2), (3, 4)])
   images = run.sample(seed=3, **settings)
-  expected, _ = diffusion_experiment.sample_run(run, seed=3, **settings)
+  expected, _ = sampling.sample_run(run, seed=3, **settings)
   assert images.shape == (6, 8, 8, 3)
   np.testing.assert_array_equal(images, expected)
   assert not np.array_equal(run.sample(seed=4, **settings), images)

@@ -25,10 +25,11 @@ import pytest
 from tensorboardX import record_writer
 
 from jaxmm import analysis
-from jaxmm import cli
-from jaxmm import storage
-from jaxmm import sweep_plan
+from jaxmm.commands import cli
+from jaxmm.commands import sample
 from jaxmm.data import sources
+from jaxmm.runs import storage
+from jaxmm.sweeps import plan
 from jaxmm.train import checkpoints
 
 from conftest import cli_error_line
@@ -145,11 +146,10 @@ def test_a_damaged_checkpoint_in_a_bucket_is_set_aside(bucket):
 
 
 def test_sample_files_in_a_bucket(bucket):
-  from jaxmm.experiments import diffusion  # pylint: disable=import-outside-toplevel
   images = np.linspace(-1, 1, 4 * 8 * 8 * 3, dtype=np.float32).reshape(4, 8, 8, 3)
   config = type("Config", (), {"model": type("Model", (), {"num_classes": (4,)})})
-  diffusion.write_samples(f"{BUCKET}/out/grid.png", images, None, config)
-  diffusion.write_samples(f"{BUCKET}/out/samples.npz", images, np.arange(4), config)
+  sample.write_samples(f"{BUCKET}/out/grid.png", images, None, config)
+  sample.write_samples(f"{BUCKET}/out/samples.npz", images, np.arange(4), config)
   assert (bucket / "out" / "grid.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
   with np.load(bucket / "out" / "samples.npz") as saved:
     np.testing.assert_array_equal(saved["images"], images)
@@ -160,8 +160,8 @@ def test_a_sweep_in_a_bucket_plans_records_and_summarizes(bucket, capsys):
   workdir = f"{BUCKET}/sweeps/lr"
   cli.main(["sweep", "--config", SIGLIP_CONFIG, "--workdir", workdir, "--dry-run"])
   assert f"--workdir {workdir}/" in capsys.readouterr().out
-  sweep = sweep_plan.plan(SIGLIP_CONFIG, workdir, [])
-  sweep_plan.write_record(sweep)
+  sweep = plan.plan(SIGLIP_CONFIG, workdir, [])
+  plan.write_record(sweep)
   first = sweep.points[0].name
   storage.write_text(f"{workdir}/{first}/config.json", json.dumps({"total_steps": 10}))
   storage.write_text(f"{workdir}/{first}/metrics.jsonl", '{"step": 5, "train/loss": 0.25}\n')
@@ -206,7 +206,7 @@ def test_a_bundled_dataset_is_copied_to_a_bucket_data_dir(bucket, monkeypatch):
     ["inspect", "--run", "gs://nonexistent-bucket/run"],
 ])
 def test_a_bucket_without_the_gcs_extra_is_one_line(command):
-  result = subprocess.run([sys.executable, "-m", "jaxmm.cli"] + command,
+  result = subprocess.run([sys.executable, "-m", "jaxmm.commands.cli"] + command,
                           capture_output=True, text=True, timeout=300, check=False)
   assert result.returncode == 2, result.stderr[-3000:]
   assert result.stderr.splitlines() == [

@@ -14,8 +14,8 @@ import pytest
 
 from jaxmm import analysis
 from jaxmm import errors
-from jaxmm import filter_command
-from jaxmm import run_files
+from jaxmm.commands import filter as filter_command
+from jaxmm.runs import run_files
 from jaxmm.train import checkpoints
 
 # Every kind of file in a checkpoint of a one-process run; 'FOLDER/*' is the largest file there.

@@ -8,9 +8,9 @@ import sys
 
 import pytest
 
-from jaxmm import cli
 from jaxmm import config_loading
 from jaxmm import train as train_lib
+from jaxmm.commands import cli
 from jaxmm.experiments import EXPERIMENTS
 
 _TOY_CONFIG = '''
@@ -151,7 +151,10 @@ def test_output_into_a_closed_pipe_ends_quietly():
   os.close(read_end)
   try:
     result = subprocess.run(
-        [sys.executable, "-m", "jaxmm.cli", "inspect", "--config", "configs/siglip_shapes.py"],
+        [
+            sys.executable, "-m", "jaxmm.commands.cli", "inspect", "--config",
+            "configs/siglip_shapes.py"
+        ],
         stdout=write_end,
         stderr=subprocess.PIPE,
         text=True,

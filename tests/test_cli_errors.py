@@ -88,7 +88,7 @@ def test_config_file_that_fails_to_import_names_file_and_line(capsys, tmp_path):
 
 
 def _run_cli(args, cwd, env=None):
-  return subprocess.run([sys.executable, "-m", "jaxmm.cli"] + args,
+  return subprocess.run([sys.executable, "-m", "jaxmm.commands.cli"] + args,
                         cwd=cwd,
                         env=env,
                         capture_output=True,

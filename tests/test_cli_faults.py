@@ -30,7 +30,7 @@ NO_COMPILATION_CACHE = dict(JAX_ENABLE_COMPILATION_CACHE="false")
 def _command(workdir, data_dir, tiny_overrides, *overrides):
   tiny = [o for o in tiny_overrides if not o.startswith("total_steps")]
   return ([
-      sys.executable, "-m", "jaxmm.cli", "train", "--config", "configs/siglip_shapes.py",
+      sys.executable, "-m", "jaxmm.commands.cli", "train", "--config", "configs/siglip_shapes.py",
       "--workdir",
       str(workdir), f"--config.data.data_dir={data_dir}", "--config.eval_every=0"
   ] + [f"--config.{o}" for o in tiny] + [f"--config.{o}" for o in overrides])
@@ -166,7 +166,8 @@ def _train_on_a_full_disk(workdir, *flags):
     resource.setrlimit(resource.RLIMIT_FSIZE, (30_000, 30_000))
 
   result = subprocess.run([
-      sys.executable, "-m", "jaxmm.cli", "train", "--config", "configs/edm_toy2d.py", "--workdir",
+      sys.executable, "-m", "jaxmm.commands.cli", "train", "--config", "configs/edm_toy2d.py",
+      "--workdir",
       str(workdir), "--config.total_steps=100000", "--config.checkpoint_every=5",
       "--config.batch_size=16", "--config.eval_every=0", *flags
   ],

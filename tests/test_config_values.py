@@ -15,9 +15,9 @@ import pytest
 
 from conftest import cli_error_line
 from jaxmm import analysis
-from jaxmm import cli
 from jaxmm import config_loading
 from jaxmm import errors
+from jaxmm.commands import cli
 from jaxmm.train import compatibility
 from jaxmm.train import init_from
 

@@ -13,8 +13,9 @@ def test_default_config_learns_shape_and_colour_zero_shot(tmp_path, shapes_data_
   env = dict(os.environ)
   env.pop("XLA_FLAGS", None)  # one CPU device, as `make train` has
   workdir = str(tmp_path / "run")
-  subprocess.run([sys.executable, "-m", "jaxmm.cli", "train", "--config", "configs/siglip_shapes.py",
-                  "--workdir", workdir, f"--config.data.data_dir={shapes_data_dir}"],
+  subprocess.run([sys.executable, "-m", "jaxmm.commands.cli", "train", "--config",
+                  "configs/siglip_shapes.py", "--workdir", workdir,
+                  f"--config.data.data_dir={shapes_data_dir}"],
                  env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   with open(os.path.join(workdir, "zero_shot.json")) as f:
     results = json.load(f)

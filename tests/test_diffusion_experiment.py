@@ -12,7 +12,6 @@ import pytest
 from PIL import Image
 
 from jaxmm import analysis
-from jaxmm import cli
 from jaxmm import config_loading
 from jaxmm import data
 from jaxmm import diffusion
@@ -21,8 +20,11 @@ from jaxmm import evaluators
 from jaxmm import models
 from jaxmm import parallel
 from jaxmm import train
+from jaxmm.commands import cli
+from jaxmm.evaluators import generative
 from jaxmm.evaluators import sample_grid
 from jaxmm.experiments import diffusion as diffusion_experiment
+from jaxmm.runs import sampling
 
 # A U-Net small enough that a step compiles and runs in seconds, on 16x16 shapes.
 TINY = ("batch_size=16", "total_steps=4", "checkpoint_every=2", "log_every=2", "eval_every=4",
@@ -65,7 +67,7 @@ def test_run_keeps_an_ema_and_writes_a_class_grid(trained):
 
 def test_label_dropout_drops_whole_examples():
   labels = jnp.arange(2000, dtype=jnp.int32).reshape(1000, 2) % 5
-  dropped = np.asarray(diffusion_experiment.drop_labels(labels, jax.random.key(0), 0.25))
+  dropped = np.asarray(diffusion.drop_labels(labels, jax.random.key(0), 0.25))
   rows = (dropped == -1).all(axis=1)
   assert ((dropped == -1).any(axis=1) == rows).all()  # never one label of an example alone
   assert 0.2 < rows.mean() < 0.3
@@ -89,9 +91,35 @@ def test_guided_denoiser_is_the_cfg_combination(trained):
     return expand(c_skip) * x + expand(c_out) * f
 
   cond, uncond = plain(labels), plain(jnp.full_like(labels, -1))
-  guided = diffusion_experiment.guided_denoiser(model, schedule, params, labels, 2.5)(x, sigma)
+  guided = sampling.denoiser(model, schedule, params, labels, 2.5)(x, sigma)
   np.testing.assert_allclose(guided, uncond + 2.5 * (cond - uncond), rtol=1e-5, atol=1e-5)
   assert not np.allclose(cond, uncond, atol=1e-4)
+  # Without a guidance scale, the conditional denoiser alone.
+  conditional = sampling.denoiser(model, schedule, params, labels)(x, sigma)
+  np.testing.assert_allclose(conditional, cond, rtol=1e-5, atol=1e-5)
+
+
+def test_guidance_and_sigma_max_values_share_one_compilation(trained):
+  state, _, config = trained
+  model, traces = models.get_model(config.model), []
+
+  class Counted:  # the model, counting the network calls traced into the sampler
+
+    def apply(self, *args):
+      traces.append(args)
+      return model.apply(*args)
+
+  sample = sampling.make_sampler(Counted(), config)
+  labels = jnp.array([[0, 1], [2, 3]], jnp.int32)
+  start = jnp.zeros((2, 16, 16, 3))
+
+  def traced_after(**settings):
+    """The network calls traced so far, after sampling with `settings`."""
+    sample(state.params, jax.random.key(0), labels, 2, sampler="euler", num_steps=2, **settings)
+    return len(traces)
+
+  assert traced_after(guidance=2.0) == traced_after(guidance=3.0)
+  assert traced_after(start=start, sigma_max=1.0) == traced_after(start=start, sigma_max=4.0)
 
 
 @pytest.mark.slow  # four more compiles; the objectives themselves are tested in test_diffusion_*
@@ -200,8 +228,8 @@ def test_judge_evaluator_scores_samples_of_every_pair(trained, contrastive_run, 
                            num_steps=1,
                            from_sigmas=(0.002, 80.0))
   mesh = parallel.make_mesh(config.mesh)
-  evaluate = diffusion_experiment.make_judge_evaluator(models.get_model(config.model), config,
-                                                       mesh, str(tmp_path))
+  evaluate = generative.make_judge_evaluator(models.get_model(config.model), config, mesh,
+                                             str(tmp_path))
   results = evaluate(state, 4)
   accuracies = {"conditional_accuracy/shape", "conditional_accuracy/colour",
                 "conditional_accuracy/pair"}
@@ -217,19 +245,19 @@ def test_judge_evaluator_scores_samples_of_every_pair(trained, contrastive_run, 
   real = evaluators.judge_samples(judge, batch["image"], batch["shape"], batch["colour"])
   for k in accuracies:
     assert results[f"judge/from_sigma_0.002/{k}"] == pytest.approx(real[k], abs=1 / 48 + 1e-9)
-  sample = diffusion_experiment.make_sampler(models.get_model(config.model), config)
+  sample = sampling.make_sampler(models.get_model(config.model), config)
   labels = jnp.stack([batch["shape"], batch["colour"]], axis=-1)
-  kept = sample(diffusion_experiment.eval_params(state, config), jax.random.key(0), labels, 48,
+  kept = sample(sampling.eval_params(state, config), jax.random.key(0), labels, 48,
                 sampler="euler", num_steps=1, guidance=2.0, start=jnp.asarray(batch["image"]),
                 sigma_max=0.002)
   np.testing.assert_allclose(kept, batch["image"], atol=0.05)
-  far = sample(diffusion_experiment.eval_params(state, config), jax.random.key(0), labels, 48,
+  far = sample(sampling.eval_params(state, config), jax.random.key(0), labels, 48,
                sampler="euler", num_steps=1, guidance=2.0, start=jnp.asarray(batch["image"]),
                sigma_max=80.0)
   assert np.abs(far - batch["image"]).mean() > 0.3
   assert results["judge/fd"] > 0
   assert all(0 <= v <= 1 for k, v in results.items() if "accuracy" in k)
-  with open(tmp_path / diffusion_experiment.JUDGE_FILE) as f:
+  with open(tmp_path / generative.JUDGE_FILE) as f:
     assert json.load(f)["4"] == results
 
 
@@ -240,7 +268,7 @@ def test_guidance_needs_label_dropout_and_sample_needs_a_diffusion_run(
   run.config.diffusion.label_dropout = 0.0
   with pytest.raises(errors.UserError, match="--guidance 2.0: the run was trained without label "
                      "dropout"):
-    diffusion_experiment.sample_run(run, guidance=2.0)
+    sampling.sample_run(run, guidance=2.0)
   with pytest.raises(SystemExit):
     cli.main(["sample", "--run", contrastive_run, "--out", str(tmp_path / "x.png")])
   assert "is an 'image_text' run; jaxmm sample needs a diffusion run" in capsys.readouterr().err
@@ -275,7 +303,7 @@ def _toy_run(workdir, *overrides):
   env = dict(os.environ)
   env.pop("XLA_FLAGS", None)
   subprocess.run([
-      sys.executable, "-m", "jaxmm.cli", "train", "--config",
+      sys.executable, "-m", "jaxmm.commands.cli", "train", "--config",
       str(CONFIGS / "edm_toy2d.py"), "--workdir",
       str(workdir), "--config.eval.two_sample.num=2000"
   ] + [f"--config.{o}" for o in overrides],
@@ -283,7 +311,7 @@ def _toy_run(workdir, *overrides):
                  check=True,
                  capture_output=True,
                  timeout=600)
-  with open(workdir / diffusion_experiment.TWO_SAMPLE_FILE) as f:
+  with open(workdir / generative.TWO_SAMPLE_FILE) as f:
     return json.load(f)
 
 
@@ -298,19 +326,19 @@ def test_toy_training_approaches_the_mixture(tmp_path):
 def test_schedule_hyperparameters_come_from_the_config(shapes_data_dir):
   for name in ("flow_shapes.py", "vp_shapes.py", "ve_shapes.py"):
     config = _config(shapes_data_dir, name)
-    assert diffusion_experiment.make_schedule(config) == diffusion.get_schedule(
+    assert diffusion.schedule_from_config(config.diffusion) == diffusion.get_schedule(
         config.diffusion.schedule)
   # The EDM config moves the training noise up and narrows it (ln σ ~ N(0.4, 0.8²)), the rest
   # is Table 1's.
-  assert diffusion_experiment.make_schedule(_config(shapes_data_dir)) == diffusion.get_schedule(
-      "edm", P_mean=0.4, P_std=0.8)
+  assert diffusion.schedule_from_config(_config(shapes_data_dir).diffusion) == (
+      diffusion.get_schedule("edm", P_mean=0.4, P_std=0.8))
   shifted = _config(shapes_data_dir, "edm_shapes.py", "diffusion.schedule_args.P_mean=-0.4")
-  schedule = diffusion_experiment.make_schedule(shifted)
+  schedule = diffusion.schedule_from_config(shifted.diffusion)
   log_sigma = np.log(np.asarray(schedule.sample_sigma(jax.random.key(0), (20000,))))
   assert abs(log_sigma.mean() - (-0.4)) < 0.05
   # A run saved before the key existed trains with the schedule's defaults.
   del shifted.diffusion["schedule_args"]
-  assert diffusion_experiment.make_schedule(shifted) == diffusion.get_schedule("edm")
+  assert diffusion.schedule_from_config(shifted.diffusion) == diffusion.get_schedule("edm")
 
 
 def test_schedule_args_of_another_schedule_say_what_to_do(shapes_data_dir):
@@ -324,4 +352,4 @@ def test_judge_noise_levels_below_the_schedules_range_fail_before_anything_runs(
   with pytest.raises(errors.UserError,
                      match=r"eval.judge.from_sigmas=\(0.001, 1.0\) must hold noise levels σ of "
                      r"at least the schedule's sigma_min=0.002"):
-    diffusion_experiment.make_judge_evaluator(None, config, None, None)
+    generative.make_judge_evaluator(None, config, None, None)

@@ -8,9 +8,9 @@ import pytest
 from sklearn import datasets
 import tensorflow_datasets as tfds
 
-from jaxmm import cli
 from jaxmm import data
 from jaxmm import evaluators
+from jaxmm.commands import cli
 from jaxmm.data import digits
 from jaxmm.data import pipeline
 from jaxmm.data.digits import digits_dataset_builder

@@ -81,7 +81,7 @@ _TINY = {
 
 @pytest.mark.slow
 def test_first_screen_commands_run(shapes_data_dir, tmp_path, monkeypatch):
-  from jaxmm import cli  # pylint: disable=import-outside-toplevel
+  from jaxmm.commands import cli  # pylint: disable=import-outside-toplevel
   commands = first_screen_commands()
   assert [c[0] for c in commands] == ["train", "train", "sample"], commands
   monkeypatch.chdir(tmp_path)

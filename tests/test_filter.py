@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 
 from jaxmm import analysis
-from jaxmm import cli
 from jaxmm import data
-from jaxmm import data_filter
 from jaxmm import parallel
 from jaxmm import train
+from jaxmm.commands import cli
+from jaxmm.commands import data_filter
 from jaxmm.data import corrupted_captions
 from jaxmm.data import preprocess
 from jaxmm.experiments import image_text

@@ -5,8 +5,8 @@ import jax
 import numpy as np
 import pytest
 
-from jaxmm import cli
 from jaxmm import config_loading
+from jaxmm.commands import cli
 from jaxmm.train import checkpoints
 from test_sample_command import on_read_only_mount, without_write_permission
 

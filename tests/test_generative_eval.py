@@ -21,6 +21,7 @@ from jaxmm.data import preprocess
 from jaxmm.data import shapes
 from jaxmm.experiments import image_text
 from jaxmm.train import checkpoints
+from jaxmm.train import model_init
 
 STEP = 7
 
@@ -68,7 +69,7 @@ def test_frechet_distance_rejects_mismatched_widths():
 def _write_run(workdir, config, params):
   """A one-checkpoint run of `config` holding `params`, through the real state and checkpoint
   code."""
-  init_variables = image_text.make_init_variables(models.get_model(config.model), config)
+  init_variables = model_init.make_init_variables(models.get_model(config.model), config)
   tx, _ = train.make_optimizer(config.optim, config.total_steps)
   shardings = train.state_shardings(init_variables, tx, config.ema,
                                     parallel.make_mesh(config.mesh))
@@ -89,7 +90,7 @@ def _centred_params(config, images, texts):
 
   @jax.jit
   def init(rng):
-    params = nn.unbox(image_text.make_init_variables(model, config)(rng))["params"]
+    params = nn.unbox(model_init.make_init_variables(model, config)(rng))["params"]
     towers = model.apply({"params": params},
                          images,
                          texts,

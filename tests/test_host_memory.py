@@ -1,11 +1,14 @@
-"""keep_freed_memory: a jitted step that needs a large temporary block stops page-faulting."""
+"""jaxmm.host: keep_freed_memory stops a jitted step's large temporary block from page-faulting,
+and the CPU-only settings are made only where the CPU is JAX's default backend."""
 import os
 import subprocess
 import sys
 
+import jax
 import pytest
 
-from jaxmm import host_memory
+from jaxmm import host
+from jaxmm.host import memory as host_memory
 
 # Runs a jitted pair of matmuls whose 64 MiB intermediate is a temporary, five
 # times after a warmup, and prints the minor page faults of those five runs.
@@ -13,7 +16,7 @@ from jaxmm import host_memory
 # input from numpy before each run and waits for it, as the train step does.
 _SCRIPT = """
 import resource, sys
-from jaxmm import host_memory
+from jaxmm.host import memory as host_memory
 host_memory.keep_freed_memory()
 import jax, jax.numpy as jnp, numpy as np
 step = jax.jit(lambda x, w: jnp.sum((x @ w) @ w.T))
@@ -65,3 +68,31 @@ def test_keep_freed_memory_stops_page_faults_of_step_temporaries(inputs):
 def test_opt_out_leaves_malloc_alone(monkeypatch):
   monkeypatch.setenv(host_memory.ENV_VAR, "0")
   assert host_memory.keep_freed_memory() is False
+
+
+@pytest.fixture
+def jax_platforms():
+  """set(value) sets jax.config.jax_platforms (what JAX_PLATFORMS sets) until the test ends."""
+  before = jax.config.jax_platforms
+  yield lambda value: jax.config.update("jax_platforms", value)
+  jax.config.update("jax_platforms", before)
+
+
+@pytest.mark.parametrize("platforms, plugins, cpu", [
+    ("cpu", ["jax_plugins.xla_cuda12"], True),
+    ("cpu,cuda", [], True),
+    ("cuda,cpu", [], False),
+    ("tpu", [], False),
+    (None, [], True),
+    (None, ["jax_plugins.xla_cuda12"], False),
+    (None, ["libtpu"], False),
+])
+def test_cpu_settings_only_where_the_cpu_is_the_default_backend(jax_platforms, monkeypatch,
+                                                                 platforms, plugins, cpu):
+  jax_platforms(platforms)
+  monkeypatch.setattr(host, "accelerator_plugins", lambda: plugins)
+  assert host.cpu_is_default() is cpu
+  monkeypatch.setenv("XLA_FLAGS", "")
+  monkeypatch.setenv(host_memory.ENV_VAR, "0")  # leaves this process's malloc as it is
+  assert host.configure() is cpu
+  assert bool(os.environ["XLA_FLAGS"]) is cpu

@@ -11,9 +11,9 @@ import pytest
 from jaxmm import analysis
 from jaxmm import config_loading
 from jaxmm.errors import UserError
-from jaxmm.experiments import image_text
 from jaxmm.models import get_model
 from jaxmm.train import init_from
+from jaxmm.train import model_init
 from jaxmm.train import partition
 from jaxmm.train.state import TrainState
 
@@ -126,7 +126,7 @@ def test_bad_init_from_fails_with_one_line(source, tmp_path, workdir, subtrees, 
 def test_lit_config_locks_the_image_side_of_the_siglip_run():
   config = config_loading.load_config("configs/lit_shapes.py")
   model = get_model(config.model)
-  shapes = jax.eval_shape(image_text.make_init_variables(model, config), jax.random.key(0))
+  shapes = jax.eval_shape(model_init.make_init_variables(model, config), jax.random.key(0))
   params = jax.tree.map(lambda a: np.zeros(a.shape, a.dtype), nn.unbox(shapes)["params"])
   labels = partition.labels_fn(config.optim.partition)(params)
   for name, tree in labels.items():

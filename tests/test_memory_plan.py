@@ -9,14 +9,14 @@ import flax.linen as nn
 import jax
 import pytest
 
-from jaxmm import cli
 from jaxmm import config_loading
 from jaxmm import errors
-from jaxmm import memory_command
-from jaxmm import memory_plan
 from jaxmm import models
 from jaxmm import parallel
-from jaxmm.experiments import image_text
+from jaxmm.commands import cli
+from jaxmm.commands import memory as memory_command
+from jaxmm.commands import memory_plan
+from jaxmm.train import model_init
 from conftest import TINY_OVERRIDES, cli_error_line
 
 SPEC = "configs/siglip_shapes.py"
@@ -52,7 +52,7 @@ def expected_param_bytes(mesh_sizes: dict[str, int]) -> int:
   DEFAULT_RULES maps one of its axes to.
   """
   config = config_loading.apply_overrides(config_loading.load_config(SPEC), list(TINY_OVERRIDES))
-  init = image_text.make_init_variables(models.get_model(config.model), config)
+  init = model_init.make_init_variables(models.get_model(config.model), config)
   params = jax.eval_shape(init, jax.random.key(0))["params"]
   rules = dict(parallel.DEFAULT_RULES)
   total = 0

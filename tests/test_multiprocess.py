@@ -53,7 +53,8 @@ def _env(devices: int) -> dict:
 
 def _command(config, workdir, data_dir, overrides):
   command = [
-      sys.executable, "-m", "jaxmm.cli", "train", "--config", f"configs/{config}", "--workdir",
+      sys.executable, "-m", "jaxmm.commands.cli", "train", "--config", f"configs/{config}",
+      "--workdir",
       str(workdir)
   ] + [f"--config.{o}" for o in overrides]
   return command if data_dir is None else command + [f"--config.data.data_dir={data_dir}"]

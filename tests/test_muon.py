@@ -12,6 +12,7 @@ from jaxmm import errors
 from jaxmm import models
 from jaxmm import train
 from jaxmm.experiments import diffusion as diffusion_experiment
+from jaxmm.train import model_init
 from jaxmm.train import muon
 from jaxmm.train import partition
 
@@ -119,7 +120,7 @@ def test_every_unet_kernel_is_a_matrix_but_the_first_and_last():
   """On the default U-Net's parameters: all kernels of >= 2 axes but conv_in and conv_out."""
   config = config_loading.load_config(str(CONFIGS / "edm_shapes.py"))
   model = models.get_model(config.model)
-  variables = jax.eval_shape(diffusion_experiment.make_init_variables(model, config),
+  variables = jax.eval_shape(model_init.make_init_variables(model, config),
                              jax.random.key(0))
   params = jax.tree.map(lambda x: x.value, variables["params"],
                         is_leaf=lambda x: hasattr(x, "value"))

@@ -11,6 +11,7 @@ from jaxmm.errors import UserError
 from jaxmm.experiments import image_text
 from jaxmm.models import get_model, model_flops_per_example
 from jaxmm.models.patch_dropout import drop_patches, kept_count
+from jaxmm.train import model_init
 from test_models import BATCH, MAX_LEN, batch, tiny_config as tiny_model_config
 
 
@@ -110,7 +111,7 @@ def test_the_training_loss_draws_patches_from_the_step_rng(tiny_config):
   config = tiny_config("siglip", "model.image.patch_dropout=0.5", "model.image.patch_size=4")
   model = get_model(config.model)
   mesh = parallel.make_mesh(config.mesh)
-  params = nn.unbox(image_text.make_init_variables(model, config)(jax.random.key(0)))["params"]
+  params = nn.unbox(model_init.make_init_variables(model, config)(jax.random.key(0)))["params"]
   images = jax.random.normal(jax.random.key(1), (16, 16, 16, 3))
   batch = {"image": images, "tokens": jnp.ones((16, 8), jnp.int32)}
   loss_fn = jax.jit(image_text.make_loss_fn(model, config.loss, mesh))

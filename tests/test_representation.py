@@ -15,6 +15,7 @@ from jaxmm import evaluators
 from jaxmm import models
 from jaxmm import parallel
 from jaxmm.experiments import image_text
+from jaxmm.train import model_init
 
 from conftest import TINY_OVERRIDES, cli_error_line
 from test_cli_errors import _train_args
@@ -200,7 +201,7 @@ def test_probe_and_knn_classify_every_label_of_shapes(tiny_config, shapes_data_d
                        "eval.linear_probe.train_examples=500", "eval.knn.train_examples=500")
   mesh = parallel.make_mesh(config.mesh)
   model = models.get_model(config.model)
-  params = image_text.make_init_variables(model, config)(jax.random.key(0))["params"]
+  params = model_init.make_init_variables(model, config)(jax.random.key(0))["params"]
   state = types.SimpleNamespace(params=jax.device_put(params, parallel.replicated(mesh)))
   embeddings = image_text.make_split_embeddings(model, config, mesh)
   results = {}

@@ -33,6 +33,7 @@ def _worker(process_id, num_processes, port, data_dir, out, overrides):
   from jaxmm import parallel
   from jaxmm.experiments import image_text
   from jaxmm.parallel import distributed
+  from jaxmm.train import model_init
 
   if num_processes > 1:
     distributed.initialize(f"127.0.0.1:{port}", num_processes, process_id)
@@ -41,7 +42,7 @@ def _worker(process_id, num_processes, port, data_dir, out, overrides):
       config, overrides + ["data.name=digits", f"data.data_dir={data_dir}", "data.max_len=40"])
   mesh = parallel.make_mesh(config.mesh)
   model = models.get_model(config.model)
-  params = jax.device_get(image_text.make_init_variables(model, config)(jax.random.key(0)))
+  params = jax.device_get(model_init.make_init_variables(model, config)(jax.random.key(0)))
   state = types.SimpleNamespace(
       params=jax.device_put(params["params"], parallel.replicated(mesh)))
   embeddings = image_text.make_split_embeddings(model, config, mesh)

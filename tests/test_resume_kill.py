@@ -18,7 +18,7 @@ TOTAL, EVERY = 200, 10
 
 def _command(workdir, overrides, data_dir):
   return [
-      sys.executable, "-m", "jaxmm.cli", "train", "--config", "configs/siglip_shapes.py",
+      sys.executable, "-m", "jaxmm.commands.cli", "train", "--config", "configs/siglip_shapes.py",
       "--workdir", workdir, f"--config.data.data_dir={data_dir}", f"--config.total_steps={TOTAL}",
       f"--config.checkpoint_every={EVERY}", "--config.eval_every=0", "--config.log_every=50",
       "--config.ema.decays=(0.99,)", "--config.ema.sigma_rels=(0.1,)"

@@ -10,14 +10,14 @@ import pytest
 
 from conftest import cli_error_line
 from jaxmm import analysis
-from jaxmm import cli
 from jaxmm import config_loading
 from jaxmm import errors
 from jaxmm import train
+from jaxmm.commands import cli
 from jaxmm.experiments import diffusion as diffusion_experiment
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-JAXMM = (sys.executable, "-m", "jaxmm.cli")
+JAXMM = (sys.executable, "-m", "jaxmm.commands.cli")
 TIMEOUT = 120
 # The 2-D toy (configs/edm_toy2d.py) with a small MLP: its steps compile and run in moments.
 TOY_OVERRIDES = ("batch_size=16", "eval_every=0", "optim.warmup_steps=0", "model.width=16",

@@ -323,6 +323,23 @@ def test_karras_grid_is_eq_5():
   np.testing.assert_allclose(diffusion.karras_sigmas(5, 0.002, 80.0, rho=1e6), loglinear, rtol=1e-4)
 
 
+def test_a_traced_sigma_max_gives_the_grid_and_samples_of_its_value():
+  for rho in (7.0, math.inf):
+    traced = jax.jit(lambda sigma_max, rho=rho: diffusion.karras_sigmas(5, 0.002, sigma_max, rho))
+    np.testing.assert_allclose(traced(80.0), diffusion.karras_sigmas(5, 0.002, 80.0, rho),
+                               rtol=1e-5)
+  start, rng = jnp.asarray(MIXTURE.means, jnp.float32), jax.random.key(0)
+  sample = jax.jit(lambda sigma_max, sampler="heun": diffusion.sample(
+      _denoiser, rng, start.shape, sampler=sampler, num_steps=8, sigma_max=sigma_max, start=start),
+                   static_argnames="sampler")
+  np.testing.assert_allclose(
+      sample(4.0),
+      diffusion.sample(_denoiser, rng, start.shape, num_steps=8, sigma_max=4.0, start=start),
+      atol=1e-5)
+  with pytest.raises(errors.UserError, match="'unipc'.*numbers, not traced values"):
+    sample(4.0, sampler="unipc")
+
+
 def test_bad_arguments_raise_user_error():
   run = functools.partial(diffusion.sample, MIXTURE.denoiser, jax.random.key(0), (4, 2))
   with pytest.raises(errors.UserError, match="'euler'.*'heun'.*did you mean 'heun'"):

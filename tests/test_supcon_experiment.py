@@ -8,13 +8,14 @@ import numpy as np
 import pytest
 
 from jaxmm import analysis
-from jaxmm import cli
 from jaxmm import config_loading
 from jaxmm import data
 from jaxmm import models
 from jaxmm import parallel
 from jaxmm import train
+from jaxmm.commands import cli
 from jaxmm.experiments import supcon
+from jaxmm.train import model_init
 from conftest import cli_error_line
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -79,7 +80,7 @@ def _supcon_reference(outputs, labels, temperature, base_temperature):
 def test_loss_of_a_sharded_batch_is_the_float64_reference(loss):
   config = _config(f"{loss}_shapes", "loss.temperature=0.2", "loss.base_temperature=0.1")
   model = models.get_model(config.model)
-  variables = nn.unbox(supcon.make_init_variables(model, config)(jax.random.key(0)))
+  variables = nn.unbox(model_init.make_init_variables(model, config)(jax.random.key(0)))
   batch = _views_batch(config)
   mesh = parallel.make_mesh({"data": 4, "fsdp": 2})
   loss_fn = supcon.make_loss_fn(model, config, mesh)
@@ -124,7 +125,7 @@ def trained(digits_data_dir, tmp_path_factory):
 def test_training_updates_the_batch_statistics_and_load_run_restores_them(trained):
   state, workdir, config = trained
   model = models.get_model(config.model)
-  initial = nn.unbox(supcon.make_init_variables(model, config)(jax.random.key(0)))
+  initial = nn.unbox(model_init.make_init_variables(model, config)(jax.random.key(0)))
   final = jax.device_get(state.model_state)
   assert set(final) == {"batch_stats"}
   for start, end in zip(jax.tree.leaves(initial["batch_stats"]), jax.tree.leaves(final)):

@@ -1,4 +1,4 @@
-"""Sweeps: `jaxmm.sweep` axes, point names, and `jaxmm sweep` with its launchers and summary.
+"""Sweeps: `jaxmm.sweeps` axes, point names, and `jaxmm sweep` with its launchers and summary.
 
 The sweeps here use a config file written into tmp_path whose get_config()
 is the tiny image-text config and whose get_sweep() is the test's. Tests
@@ -20,14 +20,14 @@ import time
 import pytest
 
 from jaxmm import analysis
-from jaxmm import cli
-from jaxmm import sweep
-from jaxmm import sweep_plan
+from jaxmm import sweeps
+from jaxmm.commands import cli
 from jaxmm.errors import UserError
+from jaxmm.sweeps import plan
 
 _SWEEP_CONFIG = '''
 from jaxmm import config_loading
-from jaxmm import sweep
+from jaxmm import sweeps
 
 def get_config(arg="siglip"):
   config = config_loading.load_config(f"configs/{{arg}}_shapes.py")
@@ -36,7 +36,7 @@ def get_config(arg="siglip"):
 def get_sweep(arg="siglip"):
   return {points}
 '''
-_TWO_POINTS = 'sweep.zipped({"optim.lr": [0.01, 0.003], "seed": [0, 1]})'
+_TWO_POINTS = 'sweeps.zipped({"optim.lr": [0.01, 0.003], "seed": [0, 1]})'
 _NAMES = ["lr=0.01_seed=0", "lr=0.003_seed=1"]
 
 
@@ -85,7 +85,7 @@ def _calls(tmp_path):
   return calls.read_text().splitlines() if calls.exists() else []
 
 
-# jaxmm.sweep: product and zipped
+# jaxmm.sweeps: product and zipped
 
 
 def _values(points, *keys):
@@ -95,36 +95,36 @@ def _values(points, *keys):
 
 
 def test_product_crosses_axes_first_slowest():
-  points = sweep.product({"optim.lr": [1e-3, 3e-4]}, {"seed": [0, 1]})
+  points = sweeps.product({"optim.lr": [1e-3, 3e-4]}, {"seed": [0, 1]})
   assert _values(points, "optim.lr", "seed") == [(1e-3, 0), (1e-3, 1), (3e-4, 0), (3e-4, 1)]
   # Keys of one dict are axes too; keywords are axes after the positional parts.
-  assert sweep.product({"optim.lr": [1e-3, 3e-4], "seed": [0, 1]}) == points
-  assert sweep.product({"optim.lr": [1e-3, 3e-4]}, seed=range(2)) == points
+  assert sweeps.product({"optim.lr": [1e-3, 3e-4], "seed": [0, 1]}) == points
+  assert sweeps.product({"optim.lr": [1e-3, 3e-4]}, seed=range(2)) == points
 
 
 def test_zipped_advances_together_and_nests_in_product():
-  paired = sweep.zipped({"optim.lr": [1e-3, 3e-4], "optim.warmup_steps": [100, 300]})
+  paired = sweeps.zipped({"optim.lr": [1e-3, 3e-4], "optim.warmup_steps": [100, 300]})
   assert _values(paired, "optim.lr", "optim.warmup_steps") == [(1e-3, 100), (3e-4, 300)]
-  points = sweep.product(paired, seed=[0, 1])
+  points = sweeps.product(paired, seed=[0, 1])
   assert _values(points, "optim.lr", "optim.warmup_steps",
                  "seed") == [(1e-3, 100, 0), (1e-3, 100, 1), (3e-4, 300, 0), (3e-4, 300, 1)]
-  points = sweep.zipped(sweep.product(seed=[0, 1]), {"optim.lr": [1.0, 2.0]})
+  points = sweeps.zipped(sweeps.product(seed=[0, 1]), {"optim.lr": [1.0, 2.0]})
   assert _values(points, "seed", "optim.lr") == [(0, 1.0), (1, 2.0)]
 
 
 def test_zipped_needs_equal_lengths():
   with pytest.raises(UserError) as e:
-    sweep.zipped({"optim.lr": [1e-3, 3e-4, 1e-4]}, seed=[0, 1])
+    sweeps.zipped({"optim.lr": [1e-3, 3e-4, 1e-4]}, seed=[0, 1])
   assert "'optim.lr' has 3, 'seed' has 2" in str(e.value) and "same number" in str(e.value)
 
 
 @pytest.mark.parametrize("call,message", [
-    (lambda: sweep.product({"optim.lr": 1e-3}), "'optim.lr' needs a list of values"),
-    (lambda: sweep.product({"model.channel_mult": (1, 2)}), "needs a list of values"),
-    (lambda: sweep.zipped(seed=[]), "'seed' has no values"),
-    (lambda: sweep.product({"seed": [0]}, seed=[1]), "'seed' is set by two axes"),
-    (lambda: sweep.product({3: [0]}), "keys are dotted config keys"),
-    (lambda: sweep.product("seed"), "part 1 is 'seed'"),
+    (lambda: sweeps.product({"optim.lr": 1e-3}), "'optim.lr' needs a list of values"),
+    (lambda: sweeps.product({"model.channel_mult": (1, 2)}), "needs a list of values"),
+    (lambda: sweeps.zipped(seed=[]), "'seed' has no values"),
+    (lambda: sweeps.product({"seed": [0]}, seed=[1]), "'seed' is set by two axes"),
+    (lambda: sweeps.product({3: [0]}), "keys are dotted config keys"),
+    (lambda: sweeps.product("seed"), "part 1 is 'seed'"),
 ])
 def test_axis_errors(call, message):
   with pytest.raises(UserError, match=message):
@@ -135,19 +135,19 @@ def test_axis_errors(call, message):
 
 
 def test_point_names_are_short_readable_and_safe():
-  assert sweep_plan.point_names([{"optim.lr": 1e-3, "seed": 0}, {}]) == ["lr=0.001_seed=0", "base"]
+  assert plan.point_names([{"optim.lr": 1e-3, "seed": 0}, {}]) == ["lr=0.001_seed=0", "base"]
   # A key keeps as many dotted parts as it takes to tell it from the others.
   widths = {"model.image.width": 32, "model.text.width": 64}
-  assert sweep_plan.point_names([widths]) == ["image.width=32_text.width=64"]
+  assert plan.point_names([widths]) == ["image.width=32_text.width=64"]
   unsafe = {"data.data_dir": "/data/a b", "mesh.x": (1, 2)}
-  assert sweep_plan.point_names([unsafe]) == ["data_dir=data-a-b_x=1-2"]
+  assert plan.point_names([unsafe]) == ["data_dir=data-a-b_x=1-2"]
 
 
 def test_point_names_fall_back_to_an_index_prefix():
   # 'a/b' and 'a b' would both be 'a-b'.
-  assert sweep_plan.point_names([{"tag": "a/b"}, {"tag": "a b"}]) == ["0_tag=a-b", "1_tag=a-b"]
-  names = sweep_plan.point_names([{"tag": "x" * 100}, {"tag": "y"}])
-  assert names[0] == ("0_tag=" + "x" * 100)[:sweep_plan.MAX_NAME_LENGTH] and names[1] == "1_tag=y"
+  assert plan.point_names([{"tag": "a/b"}, {"tag": "a b"}]) == ["0_tag=a-b", "1_tag=a-b"]
+  names = plan.point_names([{"tag": "x" * 100}, {"tag": "y"}])
+  assert names[0] == ("0_tag=" + "x" * 100)[:plan.MAX_NAME_LENGTH] and names[1] == "1_tag=y"
 
 
 # jaxmm sweep without training
@@ -159,7 +159,7 @@ def test_point_names_fall_back_to_an_index_prefix():
     ("configs/edm_shapes.py:dit", ["label_dropout=0.1_lr=0.0005", "label_dropout=0.2_lr=0.002"]),
 ])
 def test_repository_sweeps_pass_their_arg_and_check_out(spec, names, tmp_path):
-  planned = sweep_plan.plan(spec, str(tmp_path), [])
+  planned = plan.plan(spec, str(tmp_path), [])
   assert len(planned.points) == 6 and set(names) <= {point.name for point in planned.points}
 
 
@@ -170,7 +170,7 @@ def test_dry_run_prints_the_commands_and_creates_nothing(sweep_config, tmp_path,
   assert status == 0
   expected = [
       shlex.join([
-          sys.executable, "-m", "jaxmm.cli", "train", "--config", config, "--workdir",
+          sys.executable, "-m", "jaxmm.commands.cli", "train", "--config", config, "--workdir",
           str(workdir / name), "--config.log_every=1", f"--config.optim.lr={lr}",
           f"--config.seed={seed}"
       ]) for name, lr, seed in zip(_NAMES, [0.01, 0.003], [0, 1])
@@ -224,8 +224,8 @@ def test_tpu_dry_run_prints_the_launch_of_the_sweep_on_the_workers(sweep_config,
   assert out.splitlines() == [
       shlex.join([
           str(pathlib.Path("tpu/launch.sh").resolve()), "--tpu", "v4-32", "--zone", "us-central2-b",
-          "--project", "lab", "--", "python", "-m", "jaxmm.cli", "sweep", "--config", config,
-          "--workdir",
+          "--project", "lab", "--", "python", "-m", "jaxmm.commands.cli", "sweep", "--config",
+          config, "--workdir",
           str(workdir), "--config.log_every=1"
       ])
   ]
@@ -293,7 +293,7 @@ def test_sigterm_to_the_sweep_reaches_the_running_point(sweep_config, tmp_path):
   fake = _fake_python(
       tmp_path, f"trap 'kill $!; echo saved >> {tmp_path}/calls.txt; exit 143' TERM\n"
       f"echo started >> {tmp_path}/calls.txt\nsleep 60 &\nwait")
-  command = [sys.executable, "-m", "jaxmm.cli", "sweep", "--config", sweep_config()]
+  command = [sys.executable, "-m", "jaxmm.commands.cli", "sweep", "--config", sweep_config()]
   command += ["--workdir", str(tmp_path / "sweep"), "--python", fake]
   sweep_process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
   deadline = time.time() + 120
@@ -308,11 +308,11 @@ def test_sigterm_to_the_sweep_reaches_the_running_point(sweep_config, tmp_path):
 
 
 def test_rerun_refuses_other_overrides_under_a_recorded_name(tmp_path):
-  point = sweep_plan.Point("a", {"seed": 0}, 4)
-  sweep_plan.write_record(sweep_plan.Sweep("c.py", str(tmp_path), [], [point]))
-  changed = sweep_plan.Point("a", {"seed": 1}, 4)
+  point = plan.Point("a", {"seed": 0}, 4)
+  plan.write_record(plan.Sweep("c.py", str(tmp_path), [], [point]))
+  changed = plan.Point("a", {"seed": 1}, 4)
   with pytest.raises(UserError, match="records point a with overrides"):
-    sweep_plan.write_record(sweep_plan.Sweep("c.py", str(tmp_path), [], [changed]))
+    plan.write_record(plan.Sweep("c.py", str(tmp_path), [], [changed]))
 
 
 def test_rerun_with_other_command_line_overrides_is_refused(sweep_config, tmp_path, capfd):

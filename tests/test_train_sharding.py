@@ -3,10 +3,11 @@ import jax
 import numpy as np
 import pytest
 
-from jaxmm.experiments import image_text
 from jaxmm import models
 from jaxmm import parallel
 from jaxmm import train
+from jaxmm.experiments import image_text
+from jaxmm.train import model_init
 
 STEPS = 3
 
@@ -25,7 +26,7 @@ def random_batch(config):
 def run_steps(config, mesh_shape, devices):
   mesh = parallel.make_mesh(dict(zip(parallel.MESH_AXES, mesh_shape)), devices)
   model = models.get_model(config.model)
-  init_variables = image_text.make_init_variables(model, config)
+  init_variables = model_init.make_init_variables(model, config)
   tx, schedule = train.make_optimizer(config.optim, config.total_steps)
   shardings = train.state_shardings(init_variables, tx, config.ema, mesh)
   state = train.init_state(init_variables, tx, config.ema, shardings, train.init_rng(config.seed))

@@ -1,17 +1,17 @@
-"""jaxmm.xla_cpu: large convolutions leave YNNPACK for XLA's Eigen kernels."""
+"""jaxmm.host.xla_cpu: large convolutions leave YNNPACK for XLA's Eigen kernels."""
 import os
 import subprocess
 import sys
 
 import pytest
 
-from jaxmm import xla_cpu
+from jaxmm.host import xla_cpu
 
 # Compiles one 3×3 convolution as large as the U-Net's (batch 64, 16×16, 32
 # channels) and prints whether XLA:CPU made it a YNNPACK fusion.
 _COMPILE_CONV = """
 import sys
-from jaxmm import xla_cpu
+from jaxmm.host import xla_cpu
 if sys.argv[1] == "set":
   assert xla_cpu.use_eigen_convolutions()
 import jax, jax.numpy as jnp

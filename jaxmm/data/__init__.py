@@ -1,4 +1,6 @@
 """Datasets, tokenizers and input pipelines (host numpy; no JAX)."""
+from jaxmm.data.example_shape import example_shape
+from jaxmm.data.mixture_stream import MIXTURE_2D
 from jaxmm.data.mixture_stream import MixtureStream
 from jaxmm.data.pipeline import check_features
 from jaxmm.data.pipeline import class_labels

@@ -9,6 +9,9 @@ b = the global batch size // process count.
 """
 import numpy as np
 
+# The data.name of this stream of `jaxmm.diffusion.mixture_2d()`: no dataset files.
+MIXTURE_2D = "mixture_2d"
+
 
 class MixtureStream:
   """Infinite iterator of host-local batches of a mixture (weights [K], means [K, D],

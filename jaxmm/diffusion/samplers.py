@@ -231,6 +231,10 @@ def sample_unipc(denoiser, x, sigmas, rng, *, order=2, variant="bh2"):
   """
   errors.one_of("order", order, (1, 2, 3))
   errors.one_of("variant", variant, UNIPC_VARIANTS)
+  if isinstance(sigmas, jax.core.Tracer):
+    raise errors.UserError("sampler 'unipc' computes its steps from the σ grid before sampling, "
+                           "so sigma_min and sigma_max must be numbers, not traced values; use "
+                           "another sampler (e.g. 'heun') where σ_max varies")
   ratio, predictor, corrector = (
       jnp.asarray(c, x.dtype) for c in unipc_coefficients(sigmas, order, variant))
   sigmas, keys = _prepare(x, sigmas, rng)
@@ -361,8 +365,9 @@ def sample(denoiser,
   sampler's own arguments (e.g. S_churn for "heun", eta for "ddim"). The
   result depends only on rng, which may be a new-style `jax.random.key` or a
   legacy `jax.random.PRNGKey` with the same seed (they give the same samples).
-  Jittable with the arguments other than rng static. `nfe` gives the number
-  of denoiser calls.
+  Jittable with rng, start and sigma_max traced (a traced sigma_max makes the
+  grid a traced array, which every sampler but "unipc" takes) and the other
+  arguments static. `nfe` gives the number of denoiser calls.
   """
   fn = _sampler_fn(sampler, sampler_kw)
   grid = sigma_grids.karras_sigmas(num_steps, sigma_min, sigma_max, rho)

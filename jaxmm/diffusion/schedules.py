@@ -30,6 +30,7 @@ logit(t) = log(t/(1 − t)) = log σ, so it is log σ ~ N(P_mean, P_std²), the 
 form as EDM's p_train. c_noise = t ∈ [0, 1); a network whose time embedding
 expects [0, 1000] scales it itself.
 """
+from collections.abc import Mapping
 import dataclasses
 import math
 
@@ -207,3 +208,20 @@ def get_schedule(name, **kw):
   for key in kw:
     errors.one_of(f"{name} schedule argument", key, fields)
   return cls(**kw)
+
+
+def schedule_from_config(section: Mapping):
+  """The schedule of a config's `diffusion` section: `schedule` (a name in SCHEDULES) with the
+  hyperparameters in `schedule_args` (the defaults where a run was saved without that key).
+
+  Training, sampling and a restored run's denoiser all build it here, so that a
+  run trained with, e.g., another σ_data is denoised with its own preconditioning.
+  """
+  name, schedule_args = section["schedule"], section.get("schedule_args") or {}
+  cls = SCHEDULES[errors.one_of("diffusion.schedule", name, SCHEDULES)]
+  foreign = sorted(set(schedule_args) - {f.name for f in dataclasses.fields(cls)})
+  if foreign:
+    raise errors.UserError(f"diffusion.schedule_args has {', '.join(foreign)}, which the {name!r} "
+                           f"schedule does not take; start from configs/{name}_shapes.py rather "
+                           "than overriding diffusion.schedule, or remove those arguments")
+  return get_schedule(name, **schedule_args)

@@ -1,10 +1,15 @@
 """σ grids for the samplers: num_steps noise levels from sigma_max down to sigma_min, then 0.
 
-A grid is a float64 numpy array [num_steps + 1], strictly decreasing, whose
-last entry is 0; the samplers step from sigmas[i] to sigmas[i + 1].
+A grid is an array [num_steps + 1], strictly decreasing, whose last entry is 0;
+the samplers step from sigmas[i] to sigmas[i + 1]. It is float64 numpy for
+numbers, and a JAX array in their dtype when sigma_min or sigma_max is traced
+(a sampler jitted with σ_max as an argument, which then compiles once for
+every σ_max); traced values are not range-checked.
 """
 import math
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from jaxmm import errors
@@ -18,11 +23,15 @@ def check_num_steps(num_steps):
   return num_steps
 
 
-def _check_range(sigma_min, sigma_max):
+def _array_module(sigma_min, sigma_max):
+  """jax.numpy if either end of the grid is traced, else numpy after checking the range."""
+  if isinstance(sigma_min, jax.core.Tracer) or isinstance(sigma_max, jax.core.Tracer):
+    return jnp
   errors.positive("sigma_min", sigma_min)
   errors.positive("sigma_max", sigma_max)
   if sigma_min > sigma_max:
     raise errors.UserError(f"sigma_min={sigma_min!r} must be <= sigma_max={sigma_max!r}")
+  return np
 
 
 def loglinear_sigmas(num_steps, sigma_min, sigma_max):
@@ -32,10 +41,11 @@ def loglinear_sigmas(num_steps, sigma_min, sigma_max):
   [sigma_max, 0].
   """
   check_num_steps(num_steps)
-  _check_range(sigma_min, sigma_max)
+  xp = _array_module(sigma_min, sigma_max)
+  log = math.log if xp is np else jnp.log
   ramp = np.linspace(0.0, 1.0, num_steps)
-  sigmas = np.exp(math.log(sigma_max) + ramp * (math.log(sigma_min) - math.log(sigma_max)))
-  return np.append(sigmas, 0.0)
+  sigmas = xp.exp(log(sigma_max) + ramp * (log(sigma_min) - log(sigma_max)))
+  return xp.append(sigmas, 0.0)
 
 
 def karras_sigmas(num_steps, sigma_min, sigma_max, rho=7.0):
@@ -49,7 +59,7 @@ def karras_sigmas(num_steps, sigma_min, sigma_max, rho=7.0):
   if math.isinf(rho):
     return loglinear_sigmas(num_steps, sigma_min, sigma_max)
   check_num_steps(num_steps)
-  _check_range(sigma_min, sigma_max)
+  xp = _array_module(sigma_min, sigma_max)
   ramp = np.linspace(0.0, 1.0, num_steps)
   max_inv_rho, min_inv_rho = sigma_max**(1 / rho), sigma_min**(1 / rho)
-  return np.append((max_inv_rho + ramp * (min_inv_rho - max_inv_rho))**rho, 0.0)
+  return xp.append((max_inv_rho + ramp * (min_inv_rho - max_inv_rho))**rho, 0.0)

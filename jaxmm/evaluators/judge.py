@@ -26,12 +26,12 @@ from jaxmm import analysis
 from jaxmm import data
 from jaxmm import errors
 from jaxmm import parallel
-from jaxmm import run_files
 from jaxmm.data import preprocess
 from jaxmm.data import shapes
 from jaxmm.evaluators import frechet
 from jaxmm.evaluators import prompts
 from jaxmm.evaluators import zero_shot
+from jaxmm.runs import run_files
 
 # The judge's classes, by the zero-shot task that supplies their prompts and labels;
 # 'held_out_pairs' classifies among all 48 (shape, colour) pairs (its selection of the held-out

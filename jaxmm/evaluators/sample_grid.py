@@ -1,33 +1,14 @@
 """PNG grids of generated images: one row per class, written under workdir/samples/."""
 import io
-import itertools
 import os
 
 import jax
 import numpy as np
 from PIL import Image
 
-from jaxmm import storage
+from jaxmm.runs import storage
 
 SAMPLES_DIR = "samples"
-
-
-def grid_labels(num_classes: tuple[int, ...], per_row: int) -> tuple[np.ndarray | None, int]:
-  """(labels int32 [rows·columns, K] or None, columns) of a class grid.
-
-  Rows are the classes of the first label. With two or more labels the
-  columns are the classes of the second (others 0), e.g. 6 shapes × 8
-  colours; with one label each row repeats its class `per_row` times; an
-  unconditional model (no labels) gets None and `per_row` columns.
-  """
-  if not num_classes:
-    return None, per_row
-  if len(num_classes) == 1:
-    rows = np.repeat(np.arange(num_classes[0]), per_row)[:, None]
-    return rows.astype(np.int32), per_row
-  pairs = np.array(list(itertools.product(range(num_classes[0]), range(num_classes[1]))))
-  rest = np.zeros((len(pairs), len(num_classes) - 2), np.int64)
-  return np.concatenate([pairs, rest], axis=1).astype(np.int32), num_classes[1]
 
 
 def to_uint8(images: np.ndarray) -> np.ndarray:

@@ -21,8 +21,8 @@ import os
 import jax
 import numpy as np
 
-from jaxmm import storage
 from jaxmm.evaluators import features
+from jaxmm.runs import storage
 
 RESULTS_FILE = "zero_shot.json"
 ENSEMBLES = ("mean", "max")

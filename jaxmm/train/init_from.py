@@ -17,9 +17,9 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from jaxmm import run_files
-from jaxmm import storage
 from jaxmm.errors import UserError
+from jaxmm.runs import run_files
+from jaxmm.runs import storage
 from jaxmm.train import checkpoints
 
 

@@ -19,7 +19,7 @@ import numpy as np
 import tensorboardX
 import tqdm
 
-from jaxmm import storage
+from jaxmm.runs import storage
 
 
 def mean_metrics(history: list[Mapping[str, np.ndarray]]) -> dict[str, float]:

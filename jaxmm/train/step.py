@@ -8,8 +8,8 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from jaxmm import host_memory
 from jaxmm import parallel
+from jaxmm.host import memory as host_memory
 from jaxmm.train import ema as ema_lib
 from jaxmm.train.state import TrainState
 

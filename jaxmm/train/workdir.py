@@ -21,8 +21,8 @@ import sys
 import ml_collections
 
 from jaxmm import config_loading
-from jaxmm import storage
 from jaxmm.errors import UserError
+from jaxmm.runs import storage
 
 log = logging.getLogger("jaxmm")
 

@@ -5,7 +5,7 @@
 
 For each device count (default: the devices present) and global batch
 (default: the config's batch_size), the step is compiled on the config's mesh
-and XLA's memory analysis is read (`jaxmm.memory_plan`; the fields are named
+and XLA's memory analysis is read (`memory_plan`; the fields are named
 in `jaxmm.train.memory`). One measurement prints as a list of its parts, several
 as a table with one row per (devices, batch); progress goes to stderr.
 """
@@ -91,7 +91,7 @@ def run(args: argparse.Namespace, overrides: list[str]) -> None:
   device_counts = positive_integers("--devices", args.devices)
   batch_sizes = positive_integers("--batch-sizes", args.batch_sizes)
   # Imported here: JAX's CPU backend must not have started before the plan asks for devices.
-  from jaxmm import memory_plan  # pylint: disable=import-outside-toplevel
+  from jaxmm.commands import memory_plan  # pylint: disable=import-outside-toplevel
   rows = memory_plan.plan(args.config,
                           overrides,
                           device_counts,

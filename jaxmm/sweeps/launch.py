@@ -5,7 +5,7 @@ runs again and `jaxmm train` resumes it from its latest checkpoint. A failing
 point is reported and the others still run; the sweep then ends in an error
 naming the failed points. Run here, each point's stderr passes through the
 sweep, which keeps its last line: how the point ended, with that line when it
-diverged or failed, goes to its folder (`sweep_plan.record_outcome`) for
+diverged or failed, goes to its folder (`plan.record_outcome`) for
 `jaxmm sweep --summarize`. With `dry_run` nothing runs or is submitted: the
 commands are printed, and notes (such as skipped points) as `# ...` lines.
 """
@@ -18,13 +18,13 @@ import threading
 from collections.abc import Callable
 
 from jaxmm import config_loading
-from jaxmm import storage
-from jaxmm import sweep_plan
 from jaxmm.errors import UserError
+from jaxmm.runs import storage
+from jaxmm.sweeps import plan
 
 # tpu/launch.sh --tpu NAME --zone ZONE [--project P] -- COMMAND starts COMMAND on every worker.
-TPU_LAUNCH_SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tpu",
-                                 "launch.sh")
+REPOSITORY = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TPU_LAUNCH_SCRIPT = os.path.join(REPOSITORY, "tpu", "launch.sh")
 SLURM_COMMANDS_FILE = "sweep_commands.txt"
 SLURM_SCRIPT_FILE = "sweep.sbatch"
 TRAIN_ERROR_PREFIX = "jaxmm train: error: "  # how a point's `jaxmm train` reports a UserError
@@ -46,21 +46,21 @@ def _note(text: str, dry_run: bool) -> None:
   print(f"# {text}" if dry_run else text, flush=True)
 
 
-def _labelled(sweep: sweep_plan.Sweep) -> list[tuple[str, sweep_plan.Point]]:
+def _labelled(sweep: plan.Sweep) -> list[tuple[str, plan.Point]]:
   """Each point with its label for progress lines, '[i/n] name'."""
   count = len(sweep.points)
   return [(f"[{i}/{count}] {point.name}", point) for i, point in enumerate(sweep.points, start=1)]
 
 
-def _finished(sweep: sweep_plan.Sweep, label: str, point: sweep_plan.Point, dry_run: bool) -> bool:
+def _finished(sweep: plan.Sweep, label: str, point: plan.Point, dry_run: bool) -> bool:
   """Whether `point` is finished, noted as skipped if so."""
-  if sweep_plan.point_status(sweep.point_dir(point), point.total_steps) != sweep_plan.FINISHED:
+  if plan.point_status(sweep.point_dir(point), point.total_steps) != plan.FINISHED:
     return False
   _note(f"{label}: finished, skipped", dry_run)
   return True
 
 
-def run_in_turn(sweep: sweep_plan.Sweep, command_of: Callable[[sweep_plan.Point], list[str]],
+def run_in_turn(sweep: plan.Sweep, command_of: Callable[[plan.Point], list[str]],
                 dry_run: bool) -> None:
   """Runs `command_of(point)` for each unfinished point, one after another.
 
@@ -78,12 +78,12 @@ def run_in_turn(sweep: sweep_plan.Sweep, command_of: Callable[[sweep_plan.Point]
       continue
     print(f"{label}: running {shlex.join(command)}", flush=True)
     point_dir = sweep.point_dir(point)
-    sweep_plan.record_outcome(point_dir, sweep_plan.RUNNING)
+    plan.record_outcome(point_dir, plan.RUNNING)
     status, received, last_line = _run(command)
     if received is None and status in (128 + signal.SIGINT, 128 + signal.SIGTERM):
       received = status - 128  # the point alone was stopped, and saved
     if received is not None:
-      sweep_plan.record_outcome(point_dir, sweep_plan.STOPPED, status)
+      plan.record_outcome(point_dir, plan.STOPPED, status)
       raise Stopped(received, point.name)
     _record_end(point_dir, status, last_line)
     ran += 1
@@ -110,14 +110,14 @@ def _record_end(point_dir: str, status: int, last_line: str) -> None:
   """Records how a point's run ended: DONE, or DIVERGED or FAILED with what went wrong (its
   `jaxmm train: error:` message, else its exit status and last line)."""
   if not status:
-    sweep_plan.record_outcome(point_dir, sweep_plan.DONE, status)
+    plan.record_outcome(point_dir, plan.DONE, status)
     return
   if last_line.startswith(TRAIN_ERROR_PREFIX):
     error = last_line[len(TRAIN_ERROR_PREFIX):]
   else:
     error = _describe_status(status) + (f": {last_line}" if last_line and status > 0 else "")
-  outcome = sweep_plan.DIVERGED if error.startswith(DIVERGED_PREFIX) else sweep_plan.FAILED
-  sweep_plan.record_outcome(point_dir, outcome, status, error)
+  outcome = plan.DIVERGED if error.startswith(DIVERGED_PREFIX) else plan.FAILED
+  plan.record_outcome(point_dir, outcome, status, error)
 
 
 def _run(command: list[str]) -> tuple[int, int | None, str]:
@@ -191,7 +191,7 @@ def _wait(process: subprocess.Popen) -> tuple[int, int | None]:
     signal.signal(signal.SIGTERM, previous)
 
 
-def launch_on_tpu(sweep: sweep_plan.Sweep, python: str | None, tpu: str, zone: str,
+def launch_on_tpu(sweep: plan.Sweep, python: str | None, tpu: str, zone: str,
                   project: str | None, dry_run: bool) -> None:
   """Runs the sweep itself on every worker of TPU VM or pod slice `tpu`, through tpu/launch.sh.
 
@@ -201,7 +201,8 @@ def launch_on_tpu(sweep: sweep_plan.Sweep, python: str | None, tpu: str, zone: s
   every worker joining each point's run, finished ones skipped.
   """
   remote_sweep = [
-      "python", "-m", "jaxmm.cli", "sweep", "--config", sweep.spec, "--workdir", sweep.workdir,
+      "python", "-m", "jaxmm.commands.cli", "sweep", "--config", sweep.spec, "--workdir",
+      sweep.workdir,
       *(["--python", python] if python else []),
       *[config_loading.OVERRIDE_PREFIX + o for o in sweep.base_overrides]
   ]
@@ -219,7 +220,7 @@ def launch_on_tpu(sweep: sweep_plan.Sweep, python: str | None, tpu: str, zone: s
   print(f"the sweep runs on {tpu}; follow it with tpu/logs.sh --tpu {tpu} --zone {zone}")
 
 
-def submit_slurm(sweep: sweep_plan.Sweep, python: str, task_options: list[str],
+def submit_slurm(sweep: plan.Sweep, python: str, task_options: list[str],
                  dry_run: bool) -> None:
   """Writes the unfinished points' commands and an sbatch array script, and submits it.
 

@@ -30,8 +30,8 @@ from typing import Any
 import ml_collections
 
 from jaxmm import config_loading
-from jaxmm import storage
 from jaxmm.errors import UserError
+from jaxmm.runs import storage
 
 SWEEP_FILE = "sweep.json"
 CONFIG_FILE = "config.json"  # written by `jaxmm train` into every run folder
@@ -67,7 +67,7 @@ class Sweep:
     """The `jaxmm train` command line of `point`: base overrides first, then the point's."""
     overrides = self.base_overrides + override_args(point.overrides)
     return ([
-        python, "-m", "jaxmm.cli", "train", "--config", self.spec, "--workdir",
+        python, "-m", "jaxmm.commands.cli", "train", "--config", self.spec, "--workdir",
         self.point_dir(point)
     ] + [config_loading.OVERRIDE_PREFIX + o for o in overrides])
 
@@ -92,12 +92,12 @@ def _load_points(path: str, arg: str | None) -> list[dict[str, Any]]:
   if not hasattr(module, "get_sweep"):
     raise UserError(f"config file {path!r} defines no get_sweep(); define get_sweep(arg) "
                     "returning a list of override dicts, e.g. "
-                    "jaxmm.sweep.product({'optim.lr': [1e-3, 3e-4]}, seed=[0, 1])")
+                    "jaxmm.sweeps.product({'optim.lr': [1e-3, 3e-4]}, seed=[0, 1])")
   points = config_loading.call_in_file(path, module.get_sweep, arg)
   if (not isinstance(points, list) or not points or
       not all(isinstance(p, dict) and all(isinstance(k, str) for k in p) for p in points)):
     raise UserError(f"get_sweep() of {path!r} returned {points!r:.200}; return a non-empty list "
-                    "of dicts of dotted config key -> value (see jaxmm.sweep)")
+                    "of dicts of dotted config key -> value (see jaxmm.sweeps)")
   return points
 
 
@@ -167,9 +167,9 @@ def point_status(point_dir: str, total_steps: int | None) -> str:
   `total_steps` is None when the point has no config.json, so it cannot be finished.
   """
   # Imported here so that planning a sweep, and its errors, need no JAX start-up.
-  from jaxmm import analysis  # pylint: disable=import-outside-toplevel
+  from jaxmm.runs import run_files  # pylint: disable=import-outside-toplevel
   try:
-    steps = analysis.checkpoint_steps(point_dir)
+    steps = run_files.checkpoint_steps(point_dir)
   except FileNotFoundError:
     steps = []
   if steps and total_steps is not None and steps[-1] >= total_steps:

@@ -5,16 +5,16 @@
   jaxmm sweep --summarize DIR
 
 Every point becomes `jaxmm train --config FILE.py[:ARG] --workdir DIR/<name>`
-with the command line's overrides and then the point's (`jaxmm.sweep_plan`);
-the launchers are in `jaxmm.sweep_launch`, the table in `jaxmm.sweep_summary`.
+with the command line's overrides and then the point's (`jaxmm.sweeps.plan`);
+the launchers are in `jaxmm.sweeps.launch`, the table in `jaxmm.sweeps.summary`.
 """
 import argparse
 import sys
 
-from jaxmm import sweep_launch
-from jaxmm import sweep_plan
-from jaxmm import sweep_summary
 from jaxmm.errors import UserError
+from jaxmm.sweeps import launch
+from jaxmm.sweeps import plan
+from jaxmm.sweeps import summary
 
 USAGE = ("(--config FILE.py[:ARG] --workdir DIR [--dry-run] [--launcher local|slurm|tpu] "
          "[--tpu NAME --zone ZONE] [--config.KEY=VALUE ...] | --summarize DIR)")
@@ -42,8 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       "(started by tpu/launch.sh)")
   parser.add_argument("--python",
                       metavar="PATH",
-                      help="the Python that runs each point's `-m jaxmm.cli train` (default: this "
-                      "one; with --launcher tpu, the workers' .venv)")
+                      help="the Python that runs each point's `-m jaxmm.commands.cli train` "
+                      "(default: this one; with --launcher tpu, the workers' .venv)")
   slurm = parser.add_argument_group("--launcher slurm")
   slurm.add_argument("--slurm-nodes",
                      type=int,
@@ -70,25 +70,25 @@ def run(args: argparse.Namespace, overrides: list[str]) -> None:
   if args.summarize is not None:
     if args.config or args.workdir or overrides:
       raise UserError("--summarize DIR takes no --config, --workdir or --config.KEY overrides")
-    sweep_summary.summarize(args.summarize)
+    summary.summarize(args.summarize)
     return
   _check_flags(args)
-  sweep = sweep_plan.plan(args.config, args.workdir, overrides)
+  sweep = plan.plan(args.config, args.workdir, overrides)
   if args.launcher == "tpu":  # the workers run the sweep, and record it there
-    sweep_launch.launch_on_tpu(sweep, args.python, args.tpu, args.zone, args.project, args.dry_run)
+    launch.launch_on_tpu(sweep, args.python, args.tpu, args.zone, args.project, args.dry_run)
     return
   # A slurm dry run writes the job files, so that the sbatch command it prints can be run as is.
   if not args.dry_run or args.launcher == "slurm":
-    sweep_plan.write_record(sweep)
+    plan.write_record(sweep)
   else:
-    sweep_plan.check_record(sweep)
+    plan.check_record(sweep)
   python = args.python or sys.executable
   if args.launcher == "slurm":
-    sweep_launch.submit_slurm(sweep, python, _sbatch_options(args), args.dry_run)
+    launch.submit_slurm(sweep, python, _sbatch_options(args), args.dry_run)
     return
   try:
-    sweep_launch.run_in_turn(sweep, lambda point: sweep.train_command(point, python), args.dry_run)
-  except sweep_launch.Stopped as e:
+    launch.run_in_turn(sweep, lambda point: sweep.train_command(point, python), args.dry_run)
+  except launch.Stopped as e:
     sys.stderr.write(f"jaxmm sweep: {e}\n")
     sys.exit(128 + e.signum)
 
@@ -99,7 +99,7 @@ def _sbatch_options(args: argparse.Namespace) -> list[str]:
       name: default if getattr(args, name) is None else getattr(args, name)
       for name, default in _SLURM_DEFAULTS.items()
   }
-  return sweep_launch.sbatch_options(nodes=value["slurm_nodes"],
+  return launch.sbatch_options(nodes=value["slurm_nodes"],
                                      gpus_per_node=value["slurm_gpus"],
                                      time=value["slurm_time"],
                                      extra=value["slurm_args"])

@@ -13,8 +13,8 @@ import math
 import os
 import tempfile
 
-from jaxmm import storage
 from jaxmm.errors import UserError
+from jaxmm.runs import storage
 
 
 def finite_float(text: str) -> float:

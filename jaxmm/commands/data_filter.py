@@ -9,7 +9,7 @@ and the highest-scoring fraction is kept as a new dataset (`derived_dataset`:
 the source's name and features; the filtered split holds the kept pairs in
 their source order, every other split is copied unchanged, so a config trains
 on it and evaluates on the original eval split by setting data.data_dir).
-`jaxmm filter` (`filter_command`) is the command line.
+`jaxmm filter` (`jaxmm.commands.filter`) is the command line.
 """
 import io
 import json
@@ -23,10 +23,10 @@ import tensorflow_datasets as tfds
 import tqdm
 
 from jaxmm import evaluators
-from jaxmm import storage
 from jaxmm.data import derived_dataset
 from jaxmm.experiments import image_text
 from jaxmm.experiments import inputs
+from jaxmm.runs import storage
 
 SCORES_FILE = "scores.npz"
 SUMMARY_FILE = "filter.json"

@@ -9,10 +9,10 @@ convolutions, and only them, from the YNNPACK fusion types:
 
     --xla_cpu_experimental_ynn_fusion_type=-individual_convolution
 
-XLA reads XLA_FLAGS when JAX starts its CPU backend, so `jaxmm` commands, the
-benchmarks and the test suite call `use_eigen_convolutions` before their first
-JAX computation. A `xla_cpu_experimental_ynn_fusion_type` already in XLA_FLAGS
-is the user's choice and is kept. Accelerator backends ignore the flag.
+XLA reads XLA_FLAGS when JAX starts its CPU backend, so `jaxmm.host.configure`
+calls `use_eigen_convolutions` before the first JAX computation, where the CPU
+is the default backend. A `xla_cpu_experimental_ynn_fusion_type` already in
+XLA_FLAGS is the user's choice and is kept.
 """
 import os
 

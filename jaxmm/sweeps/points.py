@@ -2,13 +2,13 @@
 
 A config file may define `get_sweep(arg)` beside `get_config(arg)`. It returns
 a list of points, each a dict of dotted config keys -> values, which
-`jaxmm sweep` runs one run each (`jaxmm.sweep_plan`, `jaxmm.sweep_launch`):
+`jaxmm sweep` runs one run each (`jaxmm.sweeps.plan`, `jaxmm.sweeps.launch`):
 
-  from jaxmm import sweep
+  from jaxmm import sweeps
 
   def get_sweep(arg="small"):
     # 4 points: (1e-3, 0), (1e-3, 1), (3e-4, 0), (3e-4, 1)
-    return sweep.product({"optim.lr": [1e-3, 3e-4]}, {"seed": [0, 1]})
+    return sweeps.product({"optim.lr": [1e-3, 3e-4]}, {"seed": [0, 1]})
 
 `product` combines its axes in every way (the first varies slowest), `zipped`
 advances them together. An axis is a key with a list (or range) of values,
@@ -16,8 +16,8 @@ given in a dict part, `{"optim.lr": [1e-3, 3e-4], ...}`, or as a keyword
 (`seed=[0, 1]`) when the key has no dot; a part may also be a list of points,
 such as another `product` or `zipped` returned, so the two nest:
 
-  sweep.product(sweep.zipped({"optim.lr": [1e-3, 3e-4], "optim.warmup_steps": [100, 300]}),
-                seed=[0, 1])                     # 4 points, lr and warmup paired
+  sweeps.product(sweeps.zipped({"optim.lr": [1e-3, 3e-4], "optim.warmup_steps": [100, 300]}),
+                 seed=[0, 1])                    # 4 points, lr and warmup paired
 
 A sweep is a plain list, so `+` puts two sweeps one after the other.
 """

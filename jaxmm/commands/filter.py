@@ -4,7 +4,7 @@
                [--step N] [--data-dir DIR] [--batch-size B]
 
 Scores every pair of NAME's split S by the cosine similarity of its image and
-caption embeddings under the run (`jaxmm.data_filter`, Fang et al. 2023) and
+caption embeddings under the run (`data_filter`, Fang et al. 2023) and
 writes the filtered dataset, the scores and a summary into --out (`EPILOG`).
 Every mistake in the arguments is reported before the run's parameters are
 read or anything is compiled.
@@ -14,8 +14,8 @@ import os
 import re
 
 from jaxmm import errors
-from jaxmm import flag_checks
-from jaxmm import storage
+from jaxmm.commands import flag_checks
+from jaxmm.runs import storage
 
 USAGE = ("--run DIR --dataset NAME --split S --keep F --out DIR [--step N] [--data-dir DIR] "
          "[--batch-size B]")
@@ -93,7 +93,7 @@ def _check_out(out: str) -> None:
 
 def _run_config(run_dir: str, step: int | None):
   """(step, config) of the checkpoint `step` of an image-text run, read without any array."""
-  from jaxmm import run_files  # pylint: disable=import-outside-toplevel
+  from jaxmm.runs import run_files  # pylint: disable=import-outside-toplevel
   try:
     with run_files.read_only_manager(run_dir) as manager:
       step, config = run_files.read_checkpoint(manager, run_dir, step, run_files.saved_config)
@@ -154,7 +154,8 @@ def _checked(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> None:
   """Checks every argument, then scores, filters and writes (module docstring)."""
   keep, _, config, source, mesh = _checked(args)
-  from jaxmm import analysis, data, data_filter  # pylint: disable=import-outside-toplevel
+  from jaxmm import analysis, data  # pylint: disable=import-outside-toplevel
+  from jaxmm.commands import data_filter  # pylint: disable=import-outside-toplevel
   # The latest checkpoint again without --step: a run still training may have rotated out the
   # one whose config was checked, and a damaged one is passed over.
   trained = analysis.load_run(args.run, args.step, mesh=mesh)

@@ -23,7 +23,7 @@ import numpy as np
 
 from jaxmm import config_loading
 from jaxmm import errors
-from jaxmm import storage
+from jaxmm.runs import storage
 from jaxmm.train import checkpoints
 from jaxmm.train.metrics import METRICS_FILE
 

@@ -14,16 +14,16 @@ import json
 import os
 from typing import Any
 
-from jaxmm import storage
-from jaxmm import sweep_plan
+from jaxmm.runs import storage
+from jaxmm.sweeps import plan
 
 SUMMARY_FILE = "summary.csv"
-_ENDED_IN_ERROR = (sweep_plan.DIVERGED, sweep_plan.FAILED)
+_ENDED_IN_ERROR = (plan.DIVERGED, plan.FAILED)
 
 
 def summarize(workdir: str) -> None:
   """Prints the table of the sweep in `workdir` and writes it to `workdir/summary.csv`."""
-  points = sweep_plan.read_record(workdir)["points"]
+  points = plan.read_record(workdir)["points"]
   keys = list(dict.fromkeys(key for overrides in points.values() for key in overrides))
   rows = []
   for name, overrides in points.items():
@@ -52,29 +52,29 @@ def last_metrics(point_dir: str) -> tuple[int | None, dict[str, float]]:
   """(the highest step in the point's metrics.jsonl, {metric: its value at the last step that
   logged it}); (None, {}) before anything was logged."""
   # Imported here so that `jaxmm sweep` without --summarize, and its errors, need no JAX start-up.
-  from jaxmm import analysis  # pylint: disable=import-outside-toplevel
+  from jaxmm.runs import run_files  # pylint: disable=import-outside-toplevel
   if not storage.is_dir(point_dir):
     return None, {}
-  table = analysis.read_metrics(point_dir)
+  table = run_files.read_metrics(point_dir)
   if not len(table["step"]):
     return None, {}
-  latest = analysis.latest_metrics(table)
+  latest = run_files.latest_metrics(table)
   return int(table["step"].max()), {name: value for name, (_, value) in latest.items()}
 
 
 def _status(point_dir: str) -> str:
   """The point's status, against the total_steps of its latest launch (its config.json)."""
-  config_path = os.path.join(point_dir, sweep_plan.CONFIG_FILE)
+  config_path = os.path.join(point_dir, plan.CONFIG_FILE)
   total_steps = None
   if storage.is_file(config_path):
     total_steps = json.loads(storage.read_text(config_path))["total_steps"]
-  return sweep_plan.point_status(point_dir, total_steps)
+  return plan.point_status(point_dir, total_steps)
 
 
 def _error(point_dir: str) -> str:
   """What went wrong in the point's latest run: the first clause of its error (the rest says
   what to change)."""
-  return sweep_plan.read_outcome(point_dir)["error"].split("; ")[0]
+  return plan.read_outcome(point_dir)["error"].split("; ")[0]
 
 
 def format_table(columns: list[str], rows: list[list[Any]]) -> str:

@@ -24,11 +24,9 @@ own threads). Limiting glibc to one arena (M_ARENA_MAX=1) would avoid the
 second change but serialises every thread's malloc, which made compilation
 40 % slower.
 
-`jaxmm train`, `benchmarks/step_throughput.py` and the test suite call it
-before JAX creates its CPU client, which reads the dispatch setting once; set
-JAXMM_KEEP_FREED_MEMORY=0 to leave glibc and JAX at their defaults. With an
-accelerator as the default backend the dispatch setting has no effect and the
-malloc settings only keep the host heap at its peak.
+`jaxmm.host.configure` calls it before JAX creates its CPU client, which reads
+the dispatch setting once, and only where the CPU is the default backend; set
+JAXMM_KEEP_FREED_MEMORY=0 to leave glibc and JAX at their defaults.
 """
 import ctypes
 import ctypes.util
@@ -79,8 +77,9 @@ def wait_for_inputs(tree):
   Measured on the default config's step: a fresh batch passed straight from
   `jaxmm.parallel.global_batch` left 10k-107k page faults (0.17-0.35 s) per
   step, the same batch waited for first none (0.15 s). Returns `tree`; does
-  nothing when computations are dispatched asynchronously (accelerators, or
-  JAXMM_KEEP_FREED_MEMORY=0), where waiting would only stall dispatch.
+  nothing when computations are dispatched asynchronously (an accelerator, or
+  a CPU that `keep_freed_memory` left at JAX's default), where waiting would
+  only stall dispatch.
   """
   if jax.config.read("jax_cpu_enable_async_dispatch") or jax.default_backend() != "cpu":
     return tree

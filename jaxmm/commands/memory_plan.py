@@ -244,7 +244,7 @@ def _in_child_process(spec: str, overrides: Sequence[str], count: int,
   """The rows of `count` CPU devices, measured by `jaxmm inspect --memory --json` in a child
   process whose CPU backend starts with that many; its stderr lines go to `progress`."""
   command = [
-      sys.executable, "-m", "jaxmm.cli", "inspect", "--memory", "--json", "--config", spec,
+      sys.executable, "-m", "jaxmm.commands.cli", "inspect", "--memory", "--json", "--config", spec,
       "--devices",
       str(count), "--batch-sizes", ",".join(map(str, batch_sizes))
   ] + [config_loading.OVERRIDE_PREFIX + override for override in overrides]

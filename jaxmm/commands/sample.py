@@ -1,0 +1,108 @@
+"""`jaxmm sample`: samples of a trained diffusion run, as a PNG grid or an .npz of the arrays.
+
+  jaxmm sample --run DIR [--step N] [--ema NAME] [--num N] [--sampler NAME] [--steps N]
+               [--guidance W] [--labels I,J ...] [--seed S] --out FILE.png|FILE.npz
+
+The samples are those of `Run.sample` with the same arguments
+(`jaxmm.runs.sampling.sample_run`). Every flag and --out are checked before the
+run's parameters are read or anything is compiled.
+"""
+import argparse
+import io
+
+import numpy as np
+
+from jaxmm import errors
+from jaxmm.commands import flag_checks
+from jaxmm.runs import storage
+
+USAGE = ("--run DIR [--step N] [--ema NAME] [--num N] [--sampler NAME] [--steps N] "
+         "[--guidance W] [--labels I,J ...] [--seed S] --out FILE.png|FILE.npz")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+  """The options of `jaxmm sample`."""
+  parser.add_argument("--run", required=True, metavar="DIR", help="the run's workdir")
+  parser.add_argument("--step", type=int, help="checkpoint step (default: the latest)")
+  parser.add_argument("--ema",
+                      metavar="NAME",
+                      help="parameter average to sample with, or 'none' for the raw "
+                      "parameters (default: the run's first average)")
+  parser.add_argument("--num", type=int, default=64, help="number of samples (default 64)")
+  parser.add_argument("--sampler", default="heun", help="jaxmm.diffusion sampler (default heun)")
+  parser.add_argument("--steps", type=int, default=18, help="sampler steps (default 18)")
+  parser.add_argument("--guidance",
+                      type=flag_checks.finite_float,
+                      default=1.0,
+                      help="classifier-free guidance scale w (1: conditional, default)")
+  parser.add_argument("--labels",
+                      nargs="+",
+                      metavar="I,J",
+                      help="one label per label key for each sample, cycled to --num "
+                      "(default: a grid over the classes, one row per class)")
+  parser.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+  parser.add_argument("--out",
+                      required=True,
+                      metavar="FILE",
+                      help="a .png grid (runs on images) or an .npz of the arrays")
+
+
+def _parse_labels(value: str) -> tuple[int, ...]:
+  """'2,5' -> (2, 5)."""
+  try:
+    return tuple(int(part) for part in value.split(","))
+  except ValueError:
+    raise errors.UserError(f"--labels {value}: give one integer per label key, comma-separated, "
+                           "e.g. --labels 2,5") from None
+
+
+def check_samples_path(path: str, config) -> None:
+  """Raises `UserError` if `write_samples` cannot write samples of `config`'s data to `path`: a
+  .png grid needs images, and the 2-D toy's points go to an .npz."""
+  from jaxmm import data  # pylint: disable=import-outside-toplevel
+  shape = data.example_shape(config.data)
+  if path.endswith(".png") and len(shape) != 3:
+    raise errors.UserError(f"--out {path}: the run's examples are points of shape {shape} "
+                           f"(data.name={config.data.name!r}), not images, so there is no PNG "
+                           "grid of them; end it in .npz")
+
+
+def write_samples(path: str, images: np.ndarray, labels: np.ndarray | None, config) -> None:
+  """A grid PNG (one row per class of the first label) or an .npz with 'images' and 'labels'."""
+  # pylint: disable-next=import-outside-toplevel
+  from jaxmm.evaluators import sample_grid
+  from jaxmm.runs import sampling  # pylint: disable=import-outside-toplevel
+  if path.endswith(".npz"):
+    arrays = {"images": images} if labels is None else {"images": images, "labels": labels}
+    npz = io.BytesIO()
+    np.savez(npz, **arrays)
+    storage.write_bytes(storage.absolute(path), npz.getvalue())
+    return
+  _, columns = sampling.grid_labels(tuple(config.model.num_classes), sampling.GRID_COLUMNS)
+  sample_grid.write_png(path, images, columns)
+
+
+def run(args: argparse.Namespace) -> None:
+  """Samples the run of --run into --out (module docstring)."""
+  # Imported here so that the other commands need no diffusion start-up.
+  from jaxmm import analysis  # pylint: disable=import-outside-toplevel
+  from jaxmm.runs import sampling  # pylint: disable=import-outside-toplevel
+  if not args.out.endswith((".png", ".npz")):
+    raise errors.UserError(f"--out {args.out}: end it in .png (a grid) or .npz (the arrays)")
+  flag_checks.check_output_file("--out", args.out)
+  try:
+    trained = analysis.load_run(args.run, args.step)
+  except (FileNotFoundError, ValueError) as e:
+    raise errors.UserError(f"--run {args.run}: {e}") from e
+  check_samples_path(args.out, trained.config)
+  labels = None if args.labels is None else [_parse_labels(value) for value in args.labels]
+  images, used_labels = sampling.sample_run(trained,
+                                            ema=args.ema,
+                                            num=args.num,
+                                            sampler=args.sampler,
+                                            num_steps=args.steps,
+                                            guidance=args.guidance,
+                                            labels=labels,
+                                            seed=args.seed)
+  write_samples(args.out, images, used_labels, trained.config)
+  print(f"wrote {len(images)} samples of {args.run} (step {trained.step}) to {args.out}")
