@@ -19,8 +19,9 @@ $(VENV)/.installed: setup.py constraints.txt
 train: install
 	$(VENV)/bin/jaxmm train --config $(CONFIG) --workdir $(WORKDIR)
 
+# One pytest worker per core; a file's tests stay on one worker, so its fixtures train once.
 test: install
-	$(VENV)/bin/python -m pytest -q
+	$(VENV)/bin/python -m pytest -q -n auto --dist loadfile
 
 test-slow: install
 	$(VENV)/bin/python -m pytest -q -m slow

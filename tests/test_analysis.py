@@ -26,7 +26,7 @@ from jaxmm import train
 from jaxmm.commands import cli
 from jaxmm.experiments import diffusion as diffusion_experiment
 from jaxmm.runs import sampling
-from jaxmm.train import checkpoints
+from jaxmm.runs import checkpoints
 from jaxmm.train import model_init
 from test_checkpoint_damage import (damage_warnings, damaged_copy, live_copy, remove,
                                     rotate_on_first_read, truncate, zero)

@@ -30,7 +30,7 @@ from jaxmm.commands import sample
 from jaxmm.data import sources
 from jaxmm.runs import storage
 from jaxmm.sweeps import plan
-from jaxmm.train import checkpoints
+from jaxmm.runs import checkpoints
 
 from conftest import cli_error_line
 

@@ -16,7 +16,7 @@ from jaxmm import analysis
 from jaxmm import errors
 from jaxmm.commands import filter as filter_command
 from jaxmm.runs import run_files
-from jaxmm.train import checkpoints
+from jaxmm.runs import checkpoints
 
 # Every kind of file in a checkpoint of a one-process run; 'FOLDER/*' is the largest file there.
 LAYOUT = ("_CHECKPOINT_METADATA", "commit_success.txt", "config/metadata", "data/metadata",

@@ -11,7 +11,7 @@ import pytest
 from jaxmm import analysis
 from jaxmm import errors
 from jaxmm import train
-from jaxmm.train import checkpoints
+from jaxmm.runs import checkpoints
 from jaxmm.train import workdir as workdir_lib
 
 TOTAL = 6

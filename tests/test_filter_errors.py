@@ -7,7 +7,7 @@ import pytest
 
 from jaxmm import config_loading
 from jaxmm.commands import cli
-from jaxmm.train import checkpoints
+from jaxmm.runs import checkpoints
 from test_sample_command import on_read_only_mount, without_write_permission
 
 

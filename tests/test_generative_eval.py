@@ -20,7 +20,7 @@ from jaxmm import train
 from jaxmm.data import preprocess
 from jaxmm.data import shapes
 from jaxmm.experiments import image_text
-from jaxmm.train import checkpoints
+from jaxmm.runs import checkpoints
 from jaxmm.train import model_init
 
 STEP = 7

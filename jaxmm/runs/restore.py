@@ -15,7 +15,7 @@ import numpy as np
 
 from jaxmm import models
 from jaxmm.runs import run_files
-from jaxmm.train import checkpoints
+from jaxmm.runs import checkpoints
 from jaxmm.train import model_init
 from jaxmm.train import optim
 from jaxmm.train import state as state_lib

@@ -24,10 +24,12 @@ import numpy as np
 from jaxmm import config_loading
 from jaxmm import errors
 from jaxmm.runs import storage
-from jaxmm.train import checkpoints
-from jaxmm.train.metrics import METRICS_FILE
+from jaxmm.runs import checkpoints
 
 log = logging.getLogger("jaxmm")
+
+# The train loop's log of every scalar, one JSON object per logged step.
+METRICS_FILE = "metrics.jsonl"
 
 # How many times in a row `read_checkpoint` starts again on a newer checkpoint when a run
 # that is training rotates out the one being read.

@@ -20,7 +20,7 @@ import ml_collections
 from jaxmm.errors import UserError
 from jaxmm.runs import run_files
 from jaxmm.runs import storage
-from jaxmm.train import checkpoints
+from jaxmm.runs import checkpoints
 
 
 def _subtree(tree: Any, path: str, what: str) -> Any:

@@ -22,7 +22,7 @@ from jaxmm import config_loading
 from jaxmm import errors
 from jaxmm.errors import Interrupted
 from jaxmm import parallel
-from jaxmm.train import checkpoints
+from jaxmm.runs import checkpoints
 from jaxmm.train import compatibility
 from jaxmm.train import ema as ema_lib
 from jaxmm.train import init_from

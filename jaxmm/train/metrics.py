@@ -20,6 +20,7 @@ import tensorboardX
 import tqdm
 
 from jaxmm.runs import storage
+from jaxmm.runs.run_files import METRICS_FILE
 
 
 def mean_metrics(history: list[Mapping[str, np.ndarray]]) -> dict[str, float]:
@@ -33,8 +34,6 @@ def mean_metrics(history: list[Mapping[str, np.ndarray]]) -> dict[str, float]:
 def format_scalars(scalars: Mapping[str, float]) -> str:
   return ", ".join(f"{name}={value:.4g}" for name, value in sorted(scalars.items()))
 
-
-METRICS_FILE = "metrics.jsonl"
 
 
 class MetricWriter:
