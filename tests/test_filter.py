@@ -160,7 +160,7 @@ def test_filtering_removes_corrupted_pairs_and_what_it_keeps_trains_a_better_mod
   unfiltered_run = str(tmp_path / "unfiltered")
   unfiltered = _train_shapes(unfiltered_run, noisy)
   cli.main([
-      "filter", "--run", unfiltered_run, "--dataset", "shapes", "--data_dir", noisy, "--split",
+      "filter", "--run", unfiltered_run, "--dataset", "shapes", "--data-dir", noisy, "--split",
       "train", "--keep", "0.5", "--out", filtered
   ])
   corrupted, kept = _split(noisy, "train", "shapes")["corrupted"], _scores(filtered)["kept"]

@@ -1,7 +1,7 @@
 """Multi-process runs for real: local processes with 4 CPU devices each form one cluster.
 
-Each process is `jaxmm train` with --coordinator_address/--num_processes/
---process_id on the loopback interface (gloo collectives), exactly as on
+Each process is `jaxmm train` with --coordinator-address/--num-processes/
+--process-id on the loopback interface (gloo collectives), exactly as on
 several hosts. Its results must equal a single process with 8 devices.
 """
 import json
@@ -66,9 +66,9 @@ def _start(command, processes: int, devices: int):
   started = []
   for i in range(processes):
     cluster = [] if processes == 1 else [
-        "--coordinator_address", f"127.0.0.1:{port}", "--num_processes",
-        str(processes), "--process_id",
-        str(i), "--distributed_timeout", "120"
+        "--coordinator-address", f"127.0.0.1:{port}", "--num-processes",
+        str(processes), "--process-id",
+        str(i), "--distributed-timeout", "120"
     ]
     started.append(
         subprocess.Popen(command + cluster,
@@ -240,10 +240,10 @@ def test_sigterm_on_one_process_stops_all_at_one_saved_step(tmp_path, shapes_dat
 
 
 @pytest.mark.parametrize("flags, expected", [
-    (["--num_processes", "2", "--process_id", "2", "--coordinator_address", "127.0.0.1:1"],
-     "--process_id=2 is not below --num_processes=2"),
-    (["--num_processes", "2"], "missing --coordinator_address"),
-    (["--num_processes", "2", "--process_id", "0", "--coordinator_address", "localhost"],
+    (["--num-processes", "2", "--process-id", "2", "--coordinator-address", "127.0.0.1:1"],
+     "--process-id=2 is not below --num-processes=2"),
+    (["--num-processes", "2"], "missing --coordinator-address"),
+    (["--num-processes", "2", "--process-id", "0", "--coordinator-address", "localhost"],
      "expected HOST:PORT"),
 ])
 def test_distributed_flags_that_do_not_add_up(tmp_path, shapes_data_dir, flags, expected):
@@ -258,8 +258,8 @@ def test_distributed_flags_that_do_not_add_up(tmp_path, shapes_data_dir, flags, 
 
 def test_unreachable_coordinator_fails_within_the_timeout(tmp_path, shapes_data_dir):
   command = _command("siglip_shapes.py", tmp_path / "run", shapes_data_dir, SIGLIP) + [
-      "--coordinator_address", f"127.0.0.1:{_free_port()}", "--num_processes", "2",
-      "--process_id", "1", "--distributed_timeout", "3"
+      "--coordinator-address", f"127.0.0.1:{_free_port()}", "--num-processes", "2",
+      "--process-id", "1", "--distributed-timeout", "3"
   ]
   start = time.time()
   result = subprocess.run(command, cwd=REPO, env=_env(1), capture_output=True, text=True,
