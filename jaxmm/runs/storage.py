@@ -17,6 +17,7 @@ Only what jaxmm writes itself goes through here; orbax, TensorFlow Datasets and
 tensorboardX open bucket paths on their own. (`os.path.join` and `os.path.dirname`
 are right for bucket paths too; `os.path.abspath` and `open` are not.)
 """
+import glob as glob_lib
 import logging
 import os
 import socket
@@ -176,6 +177,28 @@ def files_under(path: epath.PathLike) -> list[str]:
   for child in _path(path).iterdir():
     found.extend(files_under(child) if child.is_dir() else [os.fspath(child)])
   return sorted(found)
+
+
+def glob(pattern: str) -> list[str]:
+  """The files matching `pattern` (`*`, `?` and `[...]` in any part of the path), sorted."""
+  if is_local(pattern):
+    return sorted(glob_lib.glob(os.path.expanduser(pattern)))
+  parts = pattern.split("/")
+  first = next((i for i, part in enumerate(parts) if glob_lib.has_magic(part)), None)
+  if first is None:
+    return [pattern] if is_file(pattern) else []
+  base = _path("/".join(parts[:first]))
+  return sorted(os.fspath(path) for path in base.glob("/".join(parts[first:])))
+
+
+def stat(path: epath.PathLike):
+  """`path`'s size in bytes (`.length`) and modification time in seconds (`.mtime`)."""
+  return _path(path).stat()
+
+
+def open_binary(path: epath.PathLike):
+  """`path` opened for reading bytes, seekable (a bucket object reads the ranges asked for)."""
+  return _path(path).open("rb")
 
 
 def read_text(path: epath.PathLike) -> str:
