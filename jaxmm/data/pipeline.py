@@ -299,7 +299,7 @@ def train_iterator(data_config,
   _check_config(data_config, need_text, data_config["train_split"])
   reader = split_reader(data_config, data_config["train_split"])
   views = view_ops_of(data_config)
-  skips = _skips(data_config, reader, process_count)
+  skips = _skips(data_config, reader)
 
   def load(step):
     positions = _host_positions(step, global_batch_size, local, process_index)
@@ -319,7 +319,7 @@ def train_iterator(data_config,
   return _TrainBatches(iter(dataset.to_iter_dataset(_READ_OPTIONS)), counts=skips is not None)
 
 
-def _skips(data_config, reader, process_count) -> skips_lib.Skips | None:
+def _skips(data_config, reader) -> skips_lib.Skips | None:
   """The count of damaged examples for a shard reader; None for a TFDS split, which has none."""
   if isinstance(reader, SplitReader):
     return None
@@ -327,7 +327,7 @@ def _skips(data_config, reader, process_count) -> skips_lib.Skips | None:
   if isinstance(limit, bool) or not isinstance(limit, (int, float)) or not 0 <= limit <= 1:
     raise UserError(f"data.max_skipped_fraction={limit!r} must be a number in [0, 1]: the share "
                     "of a shard's examples that may be damaged")
-  return skips_lib.Skips(reader, limit, process_count)
+  return skips_lib.Skips(reader, limit)
 
 
 class _TrainBatches:
@@ -375,7 +375,7 @@ def eval_batches(data_config, *, split=None, batch_size, process_index=0, proces
   _check_config(data_config, False, split)
   reader = split_reader(data_config, split)
   num_batches = -(-reader.num_examples // batch_size)
-  skips = _skips(data_config, reader, process_count)
+  skips = _skips(data_config, reader)
 
   def load(step):
     positions = _host_positions(step, batch_size, local, process_index)

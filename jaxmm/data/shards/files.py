@@ -10,7 +10,7 @@ EXTENSIONS = {"wds": (".tar",), "parquet": (".parquet",)}
 _COMPRESSED = (".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".tar.zst")
 
 
-def _flag(setting: str) -> str:
+def flag(setting: str) -> str:
   """How the user sets `setting`: a flag ('--files') as it is, a config key with --config."""
   return setting if setting.startswith("--") else f"--config.{setting}"
 
@@ -25,7 +25,7 @@ def shard_files(setting: str, spec, source: str) -> list[str]:
   example = f"'shards/*{EXTENSIONS[source][0]}'"
   if spec is None:
     raise UserError(f"data.source={source!r} reads {setting}, which is None; set "
-                    f"{_flag(setting)} to a glob of the shards, e.g. {example}")
+                    f"{flag(setting)} to a glob of the shards, e.g. {example}")
   patterns = [spec] if isinstance(spec, str) else list(spec)
   if not patterns or not all(isinstance(p, str) for p in patterns):
     raise UserError(f"{setting}={spec!r} must be a glob or a list of globs of the shards, e.g. "
@@ -34,7 +34,7 @@ def shard_files(setting: str, spec, source: str) -> list[str]:
   for pattern in patterns:
     matches = storage.glob(storage.absolute(pattern))
     if not matches:
-      raise UserError(f"{setting}: {pattern!r} matches no file; set {_flag(setting)} to a glob "
+      raise UserError(f"{setting}: {pattern!r} matches no file; set {flag(setting)} to a glob "
                       f"of existing shards, local or gs://, e.g. {example}")
     files.extend(matches)
   for path in files:
@@ -52,12 +52,12 @@ def check_format(setting: str, path: str, source: str) -> None:
   """UserError unless `path` (named by `setting`) is a file of shard format `source`."""
   if os.path.basename(path).endswith(_COMPRESSED):
     raise UserError(f"{setting} names {path}, a compressed tar, which cannot be read by offset; "
-                    f"decompress the shards (e.g. gunzip) and point {_flag(setting)} at the "
+                    f"decompress the shards (e.g. gunzip) and point {flag(setting)} at the "
                     ".tar files")
   other = source_of(path)
   if other != source:
     hint = (f"set --config.data.source={other!r} for such files" if other else
-            f"set {_flag(setting)} to the {EXTENSIONS[source][0]} files only")
+            f"set {flag(setting)} to the {EXTENSIONS[source][0]} files only")
     raise UserError(f"{setting} names {path}, which is not a {' or '.join(EXTENSIONS[source])} "
                     f"shard of data.source={source!r}; {hint}")
 

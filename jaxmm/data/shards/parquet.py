@@ -45,14 +45,14 @@ class ParquetShard:
       try:
         metadata = pq.ParquetFile(f).metadata
       except (pa.ArrowException, OSError) as e:
-        raise UserError(f"{path} is not a parquet file ({type(e).__name__}: {e}); leave it out "
-                        "of data.files, or set --config.data.source to its format") from e
+        raise UserError(f"{path} is not a parquet file ({type(e).__name__}: {e}); leave this "
+                        "file out of the shards") from e
     self._schema = metadata.schema.to_arrow_schema()
     sizes = [metadata.row_group(g).num_rows for g in range(metadata.num_row_groups)]
     self._starts = np.cumsum([0] + sizes)
     self.num_examples = int(self._starts[-1])
-    self.image_column = self._chosen(image_columns, "image", _is_bytes, "binary (image bytes)")
-    self.text_column = self._chosen(text_columns, "text", _is_text, "string or binary")
+    self.image_column = self._first(image_columns)
+    self.text_column = self._first(text_columns)
     self._labels = {
         field.name: bool if pa.types.is_boolean(field.type) else int
         for field in self._schema
@@ -60,15 +60,18 @@ class ParquetShard:
         field.name not in (self.image_column, self.text_column)
     }
 
-  def _chosen(self, columns, what, accepts, expected) -> str | None:
-    """The first of `columns` in the file (None: none is, or none is asked for); UserError if
-    its type is not one that `accepts`."""
-    name = next((c for c in columns if c in self._schema.names), None)
-    if name is not None and not accepts(self._schema.field(name).type):
-      raise UserError(f"column {name!r} of {self.path} holds {self._schema.field(name).type}, "
-                      f"not {expected}; set --config.data.{what}_key to the column of its "
-                      f"{what}s (its columns: {', '.join(self.fields())})")
-    return name
+  def _first(self, columns) -> str | None:
+    """The first of `columns` that the file has; None if none (or none is asked for)."""
+    return next((c for c in columns if c in self._schema.names), None)
+
+  def misfit(self, what: str) -> str | None:
+    """Why the column chosen for `what` ('image' or 'caption') cannot hold it, or None."""
+    name, accepts, expected = {
+        "image": (self.image_column, _is_bytes, "binary (image bytes)"),
+        "caption": (self.text_column, _is_text, "string or binary"),
+    }[what]
+    kind = self._schema.field(name).type
+    return None if accepts(kind) else f"column {name!r} holds {kind}, not {expected}"
 
   def fields(self) -> list[str]:
     return list(self._schema.names)

@@ -36,25 +36,34 @@ class ShardReader:
   under 1 GiB in all are read into memory once.
 
   Raises UserError, naming the shard, when a shard is no file of its format or
-  has none of the image or text key's alternatives (listing what it has).
+  has none of the image or text key's alternatives (listing what it has); the
+  message names the keys as `settings` (config keys, or a command's flags).
   """
 
-  def __init__(self, files: list[str], source: str, image_key: str, text_key: str | None,
-               image_size: int, cache: bool):
+  def __init__(self,
+               files: list[str],
+               source: str,
+               image_key: str,
+               text_key: str | None,
+               image_size: int,
+               cache: bool,
+               settings: tuple[str, str] = ("data.image_key", "data.text_key")):
     self.image_key, self.text_key, self.image_size = image_key, text_key, image_size
     image_keys, text_keys = files_lib.keys_of(image_key), files_lib.keys_of(text_key)
+    image_setting, text_setting = settings
     if not image_keys:
-      raise UserError(f"data.image_key={image_key!r} names no field; set --config.data.image_key "
-                      "to the images' extension or column, e.g. 'jpg;png;webp'")
+      raise UserError(f"{image_setting}={image_key!r} names no field; set "
+                      f"{files_lib.flag(image_setting)} to the images' extension or column, e.g. "
+                      "'jpg;png;webp'")
     cache = cache and sum(storage.stat(path).length for path in files) <= _MAX_CACHED_BYTES
     shard_type = SHARD_TYPES[source]
     with concurrent.futures.ThreadPoolExecutor(_OPENING_THREADS) as pool:
       self.shards = list(
           pool.map(lambda path: shard_type(path, image_keys, text_keys, cache), files))
     for shard in self.shards:
-      _check_has(shard, "image_key", image_key, image_keys)
+      _check_has(shard, image_setting, image_key, image_keys, "image")
       if text_keys:
-        _check_has(shard, "text_key", text_key, text_keys)
+        _check_has(shard, text_setting, text_key, text_keys, "caption")
     self.label_kinds = self.shards[0].label_kinds()
     self._starts = np.cumsum([0] + [shard.num_examples for shard in self.shards])
     self._offset = 0
@@ -70,11 +79,15 @@ class ShardReader:
     view.num_examples = max(0, min(stop, self.num_examples) - start)
     return view
 
-  def locate(self, index: int) -> tuple[int, str]:
-    """(the shard number, 'PATH:KEY') of example `index`."""
-    index = int(index) + self._offset
-    shard = int(np.searchsorted(self._starts, index, side="right")) - 1
-    return shard, self.shards[shard].name(index - int(self._starts[shard]))
+  def shard_numbers(self, indices) -> np.ndarray:
+    """int64 [b]: the number of the shard (in `self.shards`) holding each of examples `indices`."""
+    indices = np.asarray(indices, np.int64) + self._offset
+    return np.searchsorted(self._starts, indices, side="right") - 1
+
+  def name(self, index: int) -> str:
+    """'PATH:KEY' (a tar's) or 'PATH:row R' (a parquet file's) of example `index`."""
+    shard = int(self.shard_numbers([index])[0])
+    return self.shards[shard].name(int(index) + self._offset - int(self._starts[shard]))
 
   def read(self, indices) -> dict:
     """Examples at `indices` [b] as a dict of arrays with leading dim b; a damaged one (see
@@ -89,8 +102,8 @@ class ShardReader:
     damaged example (a member cut short, no image, caption or label, an
     image that does not decode) is zeros there, with an empty caption.
     """
+    shard_of = self.shard_numbers(indices)
     indices = np.asarray(indices, np.int64) + self._offset
-    shard_of = np.searchsorted(self._starts, indices, side="right") - 1
     stored = [None] * len(indices)
     for s in np.unique(shard_of):
       at = np.flatnonzero(shard_of == s)
@@ -127,10 +140,15 @@ class ShardReader:
     return labels
 
 
-def _check_has(shard, key: str, value: str, alternatives) -> None:
-  """UserError, listing what `shard` has, unless it has one of the `alternatives` of data.`key`."""
+def _check_has(shard, setting: str, value: str, alternatives, what: str) -> None:
+  """UserError, listing what `shard` has, unless it has one of the `alternatives` of `setting`,
+  and one that can hold `what` ('image' or 'caption')."""
+  has = ", ".join(shard.fields()) or "nothing"
+  problem = None
   if not set(alternatives) & set(shard.fields()):
-    has = ", ".join(shard.fields()) or "nothing"
-    raise UserError(f"{shard.path} has no {' or '.join(alternatives)} for data.{key}="
-                    f"{value!r} (its {shard.noun}: {has}); set --config.data.{key} to the one "
-                    f"that holds its {'images' if key == 'image_key' else 'captions'}")
+    problem = f"has no {' or '.join(alternatives)} for {setting}={value!r}"
+  elif shard.misfit(what):
+    problem = f"has {setting}={value!r}, but its {shard.misfit(what)}"
+  if problem:
+    raise UserError(f"{shard.path} {problem} (its {shard.noun}: {has}); set "
+                    f"{files_lib.flag(setting)} to the one that holds its {what}s")

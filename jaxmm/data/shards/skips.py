@@ -10,11 +10,15 @@ labels. Neither pipeline stops for one:
   on any number of processes, and a resume reads exactly the same batches;
 - an evaluation pass leaves it out (its row's mask is False).
 
-Each one met is counted (the train loop logs the count of its batches as
+Each one read is counted (the train loop logs the count of its batches as
 `data/skipped`) and the first few are named in the log. A process stops the
-run with a UserError naming the shard once the distinct damaged examples it
-has met in one shard, times the number of processes (each reads its share of
-every shard), exceed data.max_skipped_fraction of that shard's examples.
+run with a UserError naming the shard once the damaged examples it has read
+from one shard exceed data.max_skipped_fraction of the larger of that shard's
+size and the examples it has read from it. With one process that happens
+within the first epoch when more than that fraction of the shard is damaged
+(0: at the first damaged example); with several, each of which reads a share
+of every shard, when its reads have shown as much; and in the long run it
+compares the fraction read damaged, which no number of epochs inflates.
 """
 import logging
 import threading
@@ -38,43 +42,47 @@ def replacement(seed: int, index, epoch, attempt: int, num_examples: int) -> np.
 
 
 class Skips:
-  """Counts the damaged examples that one pipeline of this process meets in `reader`."""
+  """Counts the damaged examples that one pipeline of this process reads from `reader`."""
 
-  def __init__(self, reader, max_fraction: float, process_count: int = 1):
+  def __init__(self, reader, max_fraction: float):
     self._reader = reader
     self._max_fraction = max_fraction
-    self._process_count = process_count
-    self._met = {}  # shard number -> its damaged examples met (indices)
+    self._read = np.zeros(len(reader.shards), np.int64)  # examples read, per shard
+    self._damaged = np.zeros(len(reader.shards), np.int64)  # of them damaged
     self._named = 0
     self._lock = threading.Lock()  # grain reads batches on several threads
 
   def note(self, indices, problems) -> int:
-    """Records the damaged examples among `indices` [b] (`problems` [b]: None, or why); returns
-    how many there are. Raises UserError when a shard passes the limit."""
-    damaged = [(int(i), p) for i, p in zip(indices, problems) if p is not None]
+    """Records the examples `indices` [b] read, damaged where `problems` [b] says why (else
+    None); returns how many are. Raises UserError when a shard passes the limit."""
+    indices = np.asarray(indices, np.int64)
+    damaged = np.array([p is not None for p in problems], bool)
+    shards = self._reader.shard_numbers(indices)
     with self._lock:
-      for index, problem in damaged:
-        shard, name = self._reader.locate(index)
+      np.add.at(self._read, shards, 1)
+      np.add.at(self._damaged, shards[damaged], 1)
+      for row in np.flatnonzero(damaged):
+        name = self._reader.name(indices[row])
         if self._named < NAMED_IN_LOG:
           self._named += 1
-          more = (f"; further ones are counted in data/skipped without a name"
+          more = ("; further ones are counted in data/skipped without a name"
                   if self._named == NAMED_IN_LOG else "")
-          log.warning("skipped %s: %s%s", name, problem, more)
-        met = self._met.setdefault(shard, set())
-        met.add(index)
-        self._check(shard, name, problem, len(met))
-    return len(damaged)
+          log.warning("skipped %s: %s%s", name, problems[row], more)
+        self._check(int(shards[row]), name, problems[row])
+    return int(damaged.sum())
 
-  def _check(self, shard: int, name: str, problem: str, met: int) -> None:
-    size = self._reader.shards[shard].num_examples
-    if met * self._process_count > self._max_fraction * size:
-      error = self._reader.shards[shard].error
+  def _check(self, shard: int, name: str, problem: str) -> None:
+    """UserError naming shard number `shard` if it passes the limit (`name`: an example of its
+    damaged ones, `problem`: what is wrong with it)."""
+    data = self._reader.shards[shard]
+    read, damaged = int(self._read[shard]), int(self._damaged[shard])
+    if damaged > self._max_fraction * max(read, data.num_examples):
+      tar = f"; the tar: {data.error}" if data.error else ""
       raise UserError(
-          f"{self._reader.shards[shard].path} is damaged beyond data.max_skipped_fraction="
-          f"{self._max_fraction}: {met} of its {size} examples skipped"
-          f"{'' if self._process_count == 1 else ' by this process'} (the last: {name}: "
-          f"{problem}{'; the tar: ' + error if error else ''}); repair the shard or leave it "
-          "out of data.files, or raise --config.data.max_skipped_fraction")
+          f"{data.path} is damaged beyond data.max_skipped_fraction={self._max_fraction}: "
+          f"{damaged} damaged examples among {read} read from its {data.num_examples} (e.g. "
+          f"{name}: {problem}{tar}); repair the shard or leave it out of data.files, or raise "
+          "--config.data.max_skipped_fraction")
 
 
 def read_replacing(reader, skips: Skips, index, epoch, seed: int):

@@ -21,7 +21,8 @@ def scan(files: list[str], source: str, image_key: str, text_key: str | None) ->
   'PATH:KEY: why'], 'tar_errors': ['PATH: error'], 'caption_bytes': int64 [n] of the undamaged,
   'labels': {name: number of classes, or 'bool'}}."""
   # Images are only decoded here, never resized: the reader's image size is unused.
-  reader = ShardReader(files, source, image_key, text_key, image_size=1, cache=False)
+  reader = ShardReader(files, source, image_key, text_key, image_size=1, cache=False,
+                       settings=("--image-key", "--text-key"))
   damaged, named, lengths = {}, [], []
   progress = tqdm.tqdm(total=reader.num_examples, desc="examples read", unit="example",
                        dynamic_ncols=True)

@@ -69,7 +69,7 @@ def build(path: str, size: int) -> dict[str, np.ndarray]:
       tar = tarfile.open(fileobj=f, mode="r:")  # pylint: disable=consider-using-with
     except tarfile.TarError as e:
       raise UserError(f"{path} is not a tar file ({e}); a webdataset shard is a plain tar: "
-                      "leave it out of data.files, or set --config.data.source to its format")
+                      "leave this file out of the shards")
     try:
       while (info := tar.next()) is not None:
         parts = split_name(info.name) if info.isfile() else None
