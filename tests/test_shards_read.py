@@ -11,7 +11,6 @@ from PIL import Image
 import pytest
 
 from jaxmm import data
-from jaxmm.data import pipeline
 from jaxmm.data.shards import decode
 from jaxmm.data.shards import tar_index
 
@@ -36,7 +35,8 @@ def _shard_config(data_dir, shards, source, **overrides):
 def records(shapes_data_dir):
   """Every record of the shapes test split, from TFDS: a dict of arrays [2000, ...]."""
   source = data.data_source("shapes", "test", data_dir=shapes_data_dir)
-  return pipeline._stack(source.__getitems__(range(len(source))))  # pylint: disable=protected-access
+  records = source.__getitems__(range(len(source)))
+  return {key: np.stack([r[key] for r in records]) for key in records[0]}
 
 
 def _take(iterator, n):
@@ -173,8 +173,9 @@ def test_the_index_is_cached_beside_the_shard_and_rebuilt_when_it_changes(tmp_pa
   assert tar_index.load(str(shard))["keys"].tolist() == ["b", "c"]
 
 
-def test_shards_in_a_bucket_read_as_local_ones(bucket, shapes_data_dir, shapes_shards, tmp_path,  # noqa: F811
-                                               monkeypatch):
+# pylint: disable-next=redefined-outer-name
+def test_shards_in_a_bucket_read_as_local_ones(bucket, shapes_data_dir, shapes_shards,  # noqa: F811
+                                               tmp_path, monkeypatch):
   monkeypatch.setattr(tar_index, "INDEX_CACHE_DIR", str(tmp_path / "index_cache"))
   (bucket / "shards").mkdir()
   for path in sorted(glob.glob(shapes_shards["wds"]))[:2]:

@@ -25,6 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   """The actions of `jaxmm data` and their options."""
   actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
   export = actions.add_parser("export",
+                              prog="jaxmm data export",
                               help="write a TFDS split as webdataset or parquet shards",
                               description="Write a TFDS split as webdataset tar shards or "
                               "parquet files; record i becomes example i.")
@@ -43,6 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   export.add_argument("--image-format", default="png", choices=("png", "jpg", "webp"),
                       help="png (default) is lossless: the shards train as the TFDS split does")
   stats = actions.add_parser("stats",
+                             prog="jaxmm data stats",
                              help="count the examples, damaged examples, captions and labels",
                              description="Read every example of webdataset or parquet shards "
                              "and print what they hold.")
@@ -74,8 +76,9 @@ def _export(args: argparse.Namespace) -> None:
                                  image_feature=args.image_feature,
                                  text_feature=args.text_feature, image_format=args.image_format)
   ext = "tar" if args.format == "wds" else "parquet"
+  files = "file" if len(written) == 1 else "files"
   print(f"wrote {count} examples of {args.dataset} {args.split} in {len(written)} {args.format} "
-        f"files to {args.out}\n"
+        f"{files} to {args.out}\n"
         f"read them with --config.data.source={args.format} --config.data.files='"
         f"{os.path.join(args.out, '*.' + ext)}' (data.eval_files for an eval split) "
         f"--config.data.image_key={args.image_format}" +

@@ -232,7 +232,7 @@ def _to_batch(raw, data_config, keys=None):
   image_key = _get(data_config, "image_key")
   text_key = _get(data_config, "text_key")
   image = raw[image_key]
-  if image.dtype == np.uint8:  # stored pixels; a shard reader returns images made as these are
+  if _source(data_config) == "tfds":  # stored pixels; a shard reader decodes into these inputs
     image = preprocess.resize(preprocess.normalize(image), data_config["image_size"])
   if keys is not None:
     image = preprocess.augment(image, keys)
@@ -385,8 +385,7 @@ def eval_batches(data_config, *, split=None, batch_size, process_index=0, proces
       raw = reader.read(indices)
     else:
       raw, problems = reader.read_checked(indices)
-      problems = [p if real else None for p, real in zip(problems, mask)]
-      skips.note(indices, problems)
+      skips.note(indices[mask], [p for p, real in zip(problems, mask) if real])
       mask &= np.array([p is None for p in problems])
     batch = _to_batch(raw, data_config)
     batch["mask"] = mask

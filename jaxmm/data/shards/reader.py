@@ -69,8 +69,8 @@ class ShardReader:
     self._offset = 0
     self.num_examples = int(self._starts[-1])
     if not self.num_examples:
-      raise UserError(f"the {len(files)} shards of data.source={source!r} hold no example; point "
-                      "data.files at shards that do")
+      raise UserError(f"the {len(files)} {source} shards ({files[0]}, ...) hold no example; "
+                      "give shards that hold some")
 
   def rows(self, start: int, stop: int) -> "ShardReader":
     """The reader of examples [start, stop) of this one, as index 0 .. stop - start - 1."""

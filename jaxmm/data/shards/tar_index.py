@@ -115,7 +115,7 @@ def _labels(f, index, num_examples) -> dict[str, np.ndarray]:
     except ValueError:
       continue  # an example whose labels are unreadable lacks them
     for name, value in fields.items() if isinstance(fields, dict) else ():
-      if isinstance(value, (bool, int)):
+      if isinstance(value, bool) or isinstance(value, int) and -2**63 <= value < 2**63:
         values.setdefault(name, {})[int(example)] = value
   names = sorted(values)
   label_values = np.zeros((len(names), num_examples), np.int64)
