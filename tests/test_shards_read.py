@@ -15,6 +15,7 @@ from jaxmm.data.shards import decode
 from jaxmm.data.shards import tar_index
 
 from test_bucket_workdir import BUCKET, bucket  # noqa: F401  pylint: disable=unused-import
+from test_data import _assert_batches_equal, _take  # pylint: disable=protected-access
 
 SOURCES = ("wds", "parquet")
 
@@ -37,16 +38,6 @@ def records(shapes_data_dir):
   source = data.data_source("shapes", "test", data_dir=shapes_data_dir)
   records = source.__getitems__(range(len(source)))
   return {key: np.stack([r[key] for r in records]) for key in records[0]}
-
-
-def _take(iterator, n):
-  return [next(iterator) for _ in range(n)]
-
-
-def _assert_batches_equal(a, b):
-  assert a.keys() == b.keys()
-  for key in a:
-    np.testing.assert_array_equal(a[key], b[key], err_msg=key)
 
 
 @pytest.mark.parametrize("source", SOURCES)
