@@ -133,7 +133,8 @@ def test_data_commands_report_mistakes_in_one_line(capsys, tmp_path, shapes_data
   (tmp_path / "full").mkdir()
   (tmp_path / "full" / "x").write_text("")
   for args, expected in [
-      (export + ["--out", str(tmp_path / "full")], "is not an empty folder"),
+      (export + ["--out", str(tmp_path / "full")], "is not empty (it holds x); give a new or "
+       "empty folder for the shards"),
       (["data", "export", "--dataset", "shapes", "--split", "tset", "--format", "wds",
         "--data-dir", shapes_data_dir, "--out", str(tmp_path / "o")], "did you mean 'test'?"),
       (export + ["--out", str(tmp_path / "o"), "--text-feature", "shape"],

@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> None:
 
 
 def _export(args: argparse.Namespace) -> None:
-  flag_checks.check_output_dir("--out", args.out)
+  flag_checks.check_empty_output_dir("--out", args.out, "the shards")
   # Imported here so that `jaxmm --help` needs no TFDS start-up.
   from jaxmm.data.shards import export  # pylint: disable=import-outside-toplevel
   written, count = export.export(args.dataset, args.split, args.format, args.out,

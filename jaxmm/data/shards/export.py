@@ -107,11 +107,6 @@ def _parquet(shard: list, kinds: dict[str, str], image_format: str) -> bytes:
   return buffer.getvalue()
 
 
-def _check_out(out: str) -> None:
-  if storage.is_file(out) or storage.list_dir(out):
-    raise errors.UserError(f"--out {out} is not an empty folder; give a new or empty one")
-
-
 def export(name: str,
            split: str,
            fmt: str,
@@ -123,12 +118,12 @@ def export(name: str,
            text_feature: str = "caption",
            image_format: str = "png") -> tuple[list[str], int]:
   """Writes `split` of TFDS dataset `name` (found as `sources.get_builder` finds it) into folder
-  `out` as `fmt` shards (module docstring); returns (the files written, the examples)."""
+  `out` as `fmt` shards (module docstring), replacing files of the same names; returns (the
+  files written, the examples)."""
   errors.one_of("--format", fmt, FORMATS)
   errors.one_of("--image-format", image_format, list(IMAGE_FORMATS))
   errors.integer_at_least("--shard-size", shard_size, 1)
   out = storage.absolute(out)
-  _check_out(out)
   builder = sources.get_builder(name, data_dir)
   errors.one_of("--split", split, list(builder.info.splits))
   kinds = _feature_kinds(builder.info.features, image_feature, text_feature)
