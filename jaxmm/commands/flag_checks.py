@@ -3,10 +3,11 @@
 - `finite_float`: the argparse type of every float flag; NaN and infinities
   are refused while parsing (a NaN guidance scale would sample black images).
 - `check_output_dir`, `check_output_file`: an --out path must be writable
-  before minutes of work go into what it will hold; `check_empty_output_dir`:
-  and new or empty, so that nothing there is overwritten or taken for output. The folder, or the nearest
-  folder above it that exists, is probed by creating and deleting a file
-  there, which catches a missing write permission and a read-only mount alike.
+  before minutes of work go into what it will hold (`check_empty_output_dir`:
+  and new or empty, so that nothing there is overwritten or taken for
+  output). The folder, or the nearest folder above it that exists, is probed
+  by creating and deleting a file there, which catches a missing write
+  permission and a read-only mount alike.
   Bucket paths (`gs://`) are not probed.
 """
 import argparse
