@@ -73,6 +73,10 @@ def get_config(arg: str, *, schedule: str) -> ml_collections.ConfigDict:
   config.data = dict(
       name="shapes",
       data_dir=None,
+      source="tfds",  # or "wds", "parquet" (jaxmm.data.shards)
+      files=None,
+      eval_files=None,
+      max_skipped_fraction=0.01,
       train_split="train",
       eval_split="test",
       image_key="image",

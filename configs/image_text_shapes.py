@@ -89,6 +89,12 @@ def get_config(arg: str, *, loss: str, init_log_scale: float, init_bias, b2: flo
 
   config.data = dict(name="shapes",
                      data_dir=None,
+                     # Or shards (jaxmm.data.shards): source="wds" or "parquet", with the
+                     # train and eval splits' files (globs or lists, local or gs://).
+                     source="tfds",
+                     files=None,
+                     eval_files=None,
+                     max_skipped_fraction=0.01,  # of a shard's examples, damaged
                      train_split="train",
                      eval_split="test",
                      image_key="image",  # the dataset's feature names

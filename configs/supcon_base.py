@@ -94,6 +94,10 @@ def get_config(arg: str, *, loss: str, dataset: str) -> ml_collections.ConfigDic
 
   config.data = dict(name=dataset,
                      data_dir=None,
+                     source="tfds",  # or "wds", "parquet" (jaxmm.data.shards)
+                     files=None,
+                     eval_files=None,
+                     max_skipped_fraction=0.01,
                      train_split="train",
                      eval_split="test",
                      image_key="image",

@@ -41,6 +41,7 @@ from jaxmm import config_loading  # noqa: E402
 from jaxmm import data  # noqa: E402
 from jaxmm import parallel  # noqa: E402
 from jaxmm import train  # noqa: E402
+from jaxmm.data.shards import export  # noqa: E402
 from jaxmm.experiments import image_text  # noqa: E402
 
 # A two-tower small enough that a train step compiles and runs in seconds.
@@ -96,6 +97,25 @@ def shapes_data_dir(tmp_path_factory):
   path = str(tmp_path_factory.mktemp("tfds"))
   data.data_source("shapes", "train", data_dir=path)  # builds both splits
   return path
+
+
+@pytest.fixture(scope="session")
+def shapes_shards(shapes_data_dir, tmp_path_factory):
+  """The `shapes` test split (2,000 examples) as `jaxmm data export` writes it, 300 examples a
+  file: {'wds': glob of its .tar files, 'parquet': glob of its .parquet files}."""
+  globs = {}
+  for fmt, ext in (("wds", "tar"), ("parquet", "parquet")):
+    out = str(tmp_path_factory.mktemp(f"shapes_{fmt}"))
+    export.export("shapes", "test", fmt, out, shard_size=300, data_dir=shapes_data_dir)
+    globs[fmt] = f"{out}/*.{ext}"
+  return globs
+
+
+def shard_overrides(shards: dict, source: str) -> list[str]:
+  """Overrides that train and evaluate a shapes config on the test split of `shapes_shards`."""
+  return [f"data.source={source}", f"data.files={shards[source]}",
+          f"data.eval_files={shards[source]}", "data.train_split=test", "data.image_key=png",
+          "data.text_key=txt"]
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ Each process is `jaxmm train` with --coordinator-address/--num-processes/
 --process-id on the loopback interface (gloo collectives), exactly as on
 several hosts. Its results must equal a single process with 8 devices.
 """
+import glob
 import json
 import os
 import pathlib
@@ -13,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tarfile
 import time
 
 import numpy as np
@@ -21,6 +23,7 @@ import pytest
 from jaxmm import analysis
 
 from conftest import TINY_OVERRIDES
+from conftest import shard_overrides
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TIMEOUT = 400
@@ -116,10 +119,15 @@ def _assert_same_trees(a, b, scale=1e-3):
                                err_msg=jax.tree_util.keystr(path))
 
 
-def _losses(workdir):
+def _column(workdir, name) -> dict:
+  """{step: value} of metric `name` in workdir's metrics.jsonl."""
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
     records = [json.loads(line) for line in f]
-  return {r["step"]: r["train/loss"] for r in records if "train/loss" in r}
+  return {r["step"]: r[name] for r in records if name in r}
+
+
+def _losses(workdir):
+  return _column(workdir, "train/loss")
 
 
 def test_two_processes_equal_one_siglip_with_zero_shot(tmp_path, shapes_data_dir):
@@ -157,6 +165,41 @@ def test_two_processes_equal_one_diffusion_with_ema_and_grid(tmp_path, shapes_da
   _assert_same_trees(one.ema, two.ema)
   assert sorted(p.name for p in multi.glob("samples*")) == sorted(
       p.name for p in single.glob("samples*")) != []
+
+
+def _damaged_copy(shards_glob, folder):
+  """Copies of the tars of `shards_glob` into `folder` with every fourth image zeroed (same size:
+  the tars stay whole, the images no longer decode); returns the copies' glob."""
+  folder.mkdir()
+  for path in glob.glob(shards_glob):
+    payload = bytearray(pathlib.Path(path).read_bytes())
+    with tarfile.open(path) as tar:
+      images = [m for m in tar.getmembers() if m.name.endswith(".png")]
+    for member in images[::4]:
+      payload[member.offset_data:member.offset_data + member.size] = bytes(member.size)
+    (folder / os.path.basename(path)).write_bytes(bytes(payload))
+  return str(folder / "*.tar")
+
+
+@pytest.mark.slow  # the TFDS test above covers several processes in the default suite
+def test_two_processes_equal_one_on_damaged_shards(tmp_path, shapes_data_dir, shapes_shards):
+  """On webdataset shards with a quarter of the images undecodable: the same stand-ins, the same
+  parameters and zero-shot accuracies, and `data/skipped` summed over the processes."""
+  damaged = {"wds": _damaged_copy(shapes_shards["wds"], tmp_path / "shards")}
+  overrides = SIGLIP + ["total_steps=4", "eval_every=4", "data.max_skipped_fraction=0.5"
+                       ] + shard_overrides(damaged, "wds")
+  single, multi = tmp_path / "1x8", tmp_path / "2x4"
+  _train("siglip_shapes.py", single, None, overrides, 1, 8)
+  _train("siglip_shapes.py", multi, None, overrides, 2, 4)
+  one, two = analysis.load_run(str(single)), analysis.load_run(str(multi))
+  _assert_same_trees(one.params, two.params)
+  skipped = [_column(workdir, "data/skipped") for workdir in (single, multi)]
+  # 16 examples a step, a quarter damaged: about 4 a step, each step logged.
+  assert skipped[0] == skipped[1] and sorted(skipped[0]) == [1, 2, 3, 4] and sum(
+      skipped[0].values()) >= 4
+  expected, got = _results(single, "zero_shot.json", 4), _results(multi, "zero_shot.json", 4)
+  for name in expected:
+    assert got[name] == pytest.approx(expected[name], abs=1e-9), name
 
 
 def _results(workdir, name, step):

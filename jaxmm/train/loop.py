@@ -15,7 +15,9 @@ import logging
 from typing import Any, Protocol
 
 import jax
+from jax.experimental import multihost_utils
 import ml_collections
+import numpy as np
 import tqdm
 
 from jaxmm import config_loading
@@ -42,7 +44,12 @@ Evaluator = Callable[[Any, int], Mapping[str, float]]
 
 
 class ResumableIterator(Protocol):
-  """Host-local batches; the position round-trips through get_state/set_state."""
+  """Host-local batches; the position round-trips through get_state/set_state.
+
+  An iterator may also have `metrics()`: counts (e.g. {'skipped': n}) over the
+  batches since its last call, which the loop logs under `data/` at every
+  log step, summed over processes.
+  """
 
   def __next__(self) -> dict:
     ...
@@ -62,6 +69,15 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   errors.one_of("on_nonfinite", config.on_nonfinite, nonfinite.POLICIES)
   ema_lib.check_config(config.ema)
   check_optim_config(config.optim, config.total_steps)
+
+
+def data_metrics(train_data: ResumableIterator) -> dict[str, int]:
+  """`train_data.metrics()`, summed over processes; {} for an iterator without `metrics`."""
+  counts = train_data.metrics() if hasattr(train_data, "metrics") else {}
+  if counts and jax.process_count() > 1:  # every process logs at the same steps
+    totals = multihost_utils.process_allgather(np.array(list(counts.values()), np.int64))
+    counts = dict(zip(counts, np.sum(totals, axis=0).tolist()))
+  return counts
 
 
 def init_rng(seed: int) -> jax.Array:
@@ -146,7 +162,8 @@ def run(config: ml_collections.ConfigDict,
       names (a flax `init`); the other collections become `state.model_state`.
     loss_fn: (params, model_state, global batch, rng) -> (loss, metrics,
       model_state); traced once.
-    train_data: host-local batches, resumable.
+    train_data: host-local batches, resumable; its `metrics()`, if any, are
+      logged under `data/` (`data_metrics`).
     evaluators: (state, step) -> metrics, called every `config.eval_every`
       steps and at the end.
 
@@ -206,6 +223,7 @@ def _train(config, workdir, mesh, init_variables, loss_fn, train_data, evaluator
       bar.set_postfix(loss=f"{scalars['loss']:.4f}")
       writer.write_scalars(step, scalars, prefix="train/")
     interval.clear()
+    writer.write_scalars(step, data_metrics(train_data), prefix="data/")
 
   def save(step):
     check_pending()  # never write a non-finite state
