@@ -250,7 +250,7 @@ def test_a_run_that_is_not_image_text_is_a_user_error(judge_run, tmp_path):
   config.experiment = "diffusion"
   _write_run(str(tmp_path), config, {"w": np.zeros(3, np.float32)})
   with pytest.raises(errors.UserError,
-                     match=r"eval\.judge\.run=.* is an experiment='diffusion' run.*make train"):
+                     match=r"evals\.judge\.run=.* is an experiment='diffusion' run.*make train"):
     evaluators.make_judge(str(tmp_path))
 
 
@@ -275,5 +275,5 @@ def test_no_run_is_a_user_error(tmp_path, where):
 
 
 def test_a_batch_that_does_not_split_over_the_mesh_is_a_user_error(judge_run):
-  with pytest.raises(errors.UserError, match=r"eval\.judge\.batch_size=100 .*multiple of 8"):
+  with pytest.raises(errors.UserError, match=r"evals\.judge\.batch_size=100 .*multiple of 8"):
     evaluators.make_judge(judge_run.workdir, batch_size=100)
