@@ -24,7 +24,7 @@ from jaxmm.evaluators import zero_shot
 
 def make_zero_shot(key, settings, parts):
   """evaluate(params, step): zero-shot accuracy of each task of the dataset on the eval split."""
-  del key  # batch_size is checked by the registry
+  del key  # its one setting, batch_size, is checked by the registry
   config, batch_size = parts.config, settings.batch_size
   split = config.data.eval_split
   return zero_shot.make_evaluator(
