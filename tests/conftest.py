@@ -50,8 +50,8 @@ TINY_OVERRIDES = ("batch_size=16", "total_steps=10", "optim.warmup_steps=1", "op
                   "model.embed_dim=16", "model.image.patch_size=8", "model.image.width=32",
                   "model.image.depth=1", "model.image.num_heads=2", "model.image.mlp_dim=64",
                   "model.text.width=32", "model.text.depth=1", "model.text.num_heads=2",
-                  "model.text.mlp_dim=64", "eval.zero_shot.batch_size=256",
-                  "eval.linear_probe.train_examples=512", "eval.knn.train_examples=512")
+                  "model.text.mlp_dim=64", "evals.zero_shot.batch_size=256",
+                  "evals.linear_probe.train_examples=512", "evals.knn.train_examples=512")
 
 def cli_error_line(capsys, args) -> str:
   """Runs `jaxmm ARGS` in this process; returns its last stderr line after checking exit status 2

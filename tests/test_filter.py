@@ -140,7 +140,7 @@ def _train_shapes(workdir, data_dir) -> dict:
       "train", "--config", "configs/siglip_shapes.py", "--workdir", workdir,
       f"--config.data.data_dir={data_dir}", f"--config.total_steps={SLOW_STEPS}",
       f"--config.checkpoint_every={SLOW_STEPS}", f"--config.eval_every={SLOW_STEPS}",
-      "--config.eval.linear_probe.train_examples=512", "--config.eval.knn.train_examples=512"
+      "--config.evals.linear_probe.train_examples=512", "--config.evals.knn.train_examples=512"
   ])
   metrics = analysis.latest_metrics(analysis.read_metrics(workdir))
   prefix = "eval/zero_shot/"

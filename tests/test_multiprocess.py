@@ -37,8 +37,8 @@ SIGLIP = [o for o in TINY_OVERRIDES if not o.startswith("total_steps")] + [
 EDM = [
     "batch_size=16", "checkpoint_every=2", "log_every=1", "data.image_size=16",
     "model.channels=8", "model.channel_mult=(1, 2)", "model.attn_resolutions=(8,)",
-    "model.num_heads=2", "optim.warmup_steps=1", "eval.sample_grid.num_steps=2",
-    "eval.sample_grid.sampler=euler"
+    "model.num_heads=2", "optim.warmup_steps=1", "evals.sample_grid.num_steps=2",
+    "evals.sample_grid.sampler=euler"
 ]
 
 
@@ -215,12 +215,12 @@ def test_two_processes_equal_one_judge_and_two_sample(tmp_path, shapes_data_dir)
   _train("siglip_shapes.py", judge, shapes_data_dir, SIGLIP + ["total_steps=2", "data.max_len=48"],
          1, 8)
   judged = EDM + [
-      "total_steps=2", "eval_every=2", f"eval.judge.run={judge}", "eval.judge.per_pair=2",
-      "eval.judge.num_steps=2", "eval.judge.sampler=euler"
+      "total_steps=2", "eval_every=2", f"evals.judge.run={judge}", "evals.judge.per_pair=2",
+      "evals.judge.num_steps=2", "evals.judge.sampler=euler"
   ]
   toy = [
       "total_steps=2", "eval_every=2", "checkpoint_every=2", "batch_size=64",
-      "optim.warmup_steps=1", "eval.two_sample.num=256", "eval.two_sample.num_steps=4"
+      "optim.warmup_steps=1", "evals.two_sample.num=256", "evals.two_sample.num_steps=4"
   ]
   for config, data_dir, overrides, results_file in [
       ("edm_shapes.py", shapes_data_dir, judged, "judge.json"),

@@ -41,6 +41,9 @@ log = logging.getLogger("jaxmm")
 
 # evaluator(state, step) -> {metric name: value}; it gets the whole state (params, ema, ...)
 Evaluator = Callable[[Any, int], Mapping[str, float]]
+# (every, evaluator): called at every multiple of `every` steps and at the last step
+# (`jaxmm.evaluators.build_evaluators` makes them from config.evals).
+ScheduledEvaluator = tuple[int, Evaluator]
 
 
 class ResumableIterator(Protocol):
@@ -154,7 +157,7 @@ def run(config: ml_collections.ConfigDict,
         init_variables: InitVariables,
         loss_fn: LossFn,
         train_data: ResumableIterator,
-        evaluators: Sequence[Evaluator] = ()) -> TrainState:
+        evaluators: Sequence[ScheduledEvaluator] = ()) -> TrainState:
   """Trains `config.total_steps` steps in `workdir`, resuming from its newest intact checkpoint.
 
   Args:
@@ -164,8 +167,9 @@ def run(config: ml_collections.ConfigDict,
       model_state); traced once.
     train_data: host-local batches, resumable; its `metrics()`, if any, are
       logged under `data/` (`data_metrics`).
-    evaluators: (state, step) -> metrics, called every `config.eval_every`
-      steps and at the end.
+    evaluators: (every, evaluator(state, step) -> metrics) pairs: each
+      evaluator is called every `every` steps and at the last step; its
+      metrics are logged under 'eval/'.
 
   Returns:
     The final train state.
@@ -230,9 +234,12 @@ def _train(config, workdir, mesh, init_variables, loss_fn, train_data, evaluator
     checkpoints.save(manager, step, state, train_data.get_state(),
                      json.loads(config_loading.config_to_json(config)))
 
-  def evaluate(step):
-    check_pending()  # never evaluate a non-finite model
-    for evaluator in evaluators:
+  def evaluate(step, last):
+    """Runs the evaluators due at `step`: those whose `every` divides it, all at the last."""
+    due = [evaluator for every, evaluator in evaluators if last or step % every == 0]
+    if due:
+      check_pending()  # never evaluate a non-finite model
+    for evaluator in due:
       writer.write_scalars(step, evaluator(state, step), prefix="eval/")
 
   bar = tqdm.tqdm(total=config.total_steps,
@@ -255,8 +262,7 @@ def _train(config, workdir, mesh, init_variables, loss_fn, train_data, evaluator
           log_interval(step)
         if step % config.checkpoint_every == 0 or last:
           save(step)
-        if config.eval_every and (step % config.eval_every == 0 or last):
-          evaluate(step)
+        evaluate(step, last)
         signum = stop.poll()
         if signum is not None:
           log_interval(step)  # the steps since the last log, which a resume will not repeat
