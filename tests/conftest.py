@@ -3,8 +3,12 @@ import os
 import sys
 
 # Must happen before jax is imported anywhere.
+# The tests' programs are tiny: LLVM's optimisation of their machine code costs
+# more time than it saves (it more than halves the suite's compile time). XLA's
+# own HLO passes (fusion, layout, sharding) run as in any `jaxmm` command.
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
-                           " --xla_force_host_platform_device_count=8").strip()
+                           " --xla_force_host_platform_device_count=8"
+                           " --xla_backend_optimization_level=0").strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # Many tests compile the same small programs, in this process and in the
 # `jaxmm` processes they start (which inherit this environment): JAX's

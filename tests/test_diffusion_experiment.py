@@ -123,10 +123,10 @@ def test_guidance_and_sigma_max_values_share_one_compilation(trained):
 
 
 @pytest.mark.slow  # four more compiles; the objectives themselves are tested in test_diffusion_*
-@pytest.mark.parametrize("name",
-                         ["flow_shapes.py", "vp_shapes.py", "ve_shapes.py", "edm_shapes.py:dit"])
-def test_every_schedule_and_the_dit_train(shapes_data_dir, tmp_path, name):
-  overrides = ("eval_every=0", "total_steps=2")
+@pytest.mark.parametrize("name,schedule", [("flow_shapes.py", "flow"), ("vp_shapes.py", "vp"),
+                                           ("ve_shapes.py", "ve"), ("edm_shapes.py:dit", "edm")])
+def test_every_schedule_and_the_dit_train(shapes_data_dir, tmp_path, name, schedule):
+  overrides = ("eval_every=0", "total_steps=2", "checkpoint_every=1", "log_every=1")
   if name.endswith(":dit"):
     overrides += ("model.patch_size=4", "model.width=32", "model.depth=1", "model.num_heads=2",
                   "model.mlp_dim=64")
@@ -135,9 +135,17 @@ def test_every_schedule_and_the_dit_train(shapes_data_dir, tmp_path, name):
         [o for o in TINY if not o.startswith(("model.channel", "model.attn"))] + list(overrides))
   else:
     config = _config(shapes_data_dir, name, *overrides)
-  state = _train(config, str(tmp_path / "run"))
-  assert int(state.step) == 2
-  assert all(np.isfinite(x).all() for x in jax.tree.leaves(jax.device_get(state.params)))
+  workdir = str(tmp_path / "run")
+  _train(config, workdir)
+  first, second = analysis.load_run(workdir, step=1), analysis.load_run(workdir, step=2)
+  assert second.config.diffusion.schedule == schedule
+  assert second.config.model.name == ("dit" if name.endswith(":dit") else "unet")
+  losses = second.metrics()["train/loss"]
+  assert len(losses) == 2 and np.isfinite(losses).all()
+  # The second step moved every parameter that has a gradient: at least the output layer.
+  moved = [not np.array_equal(a, b)
+           for a, b in zip(jax.tree.leaves(first.params), jax.tree.leaves(second.params))]
+  assert sum(moved) >= len(moved) // 2, moved
 
 
 def _sample_cli(capsys, *args):
