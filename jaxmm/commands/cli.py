@@ -8,6 +8,8 @@
   jaxmm sweep   --config configs/NAME.py[:ARG] --workdir DIR [--dry-run] [--launcher ...]
   jaxmm sweep   --summarize DIR
   jaxmm filter  --run DIR --dataset NAME --split S --keep F --out DIR [...]
+  jaxmm import  open_clip --arch ARCH --weights FILE.safetensors --out DIR
+  jaxmm export  open_clip --run DIR [--step N] --out FILE.safetensors
 
 Each subcommand is a module of `jaxmm.commands`. Overrides are parsed here
 rather than with absl's config_flags so that an unknown key fails before
@@ -28,7 +30,9 @@ import traceback
 from jaxmm import config_loading
 from jaxmm import errors
 from jaxmm import host
+from jaxmm.commands import export_weights
 from jaxmm.commands import filter as filter_command
+from jaxmm.commands import import_weights
 from jaxmm.commands import inspect as inspect_command
 from jaxmm.commands import sample
 from jaxmm.commands import sweep
@@ -98,6 +102,16 @@ def _parser() -> argparse.ArgumentParser:
       takes_config=False)
   filter_parser.epilog = filter_command.EPILOG
   filter_command.add_arguments(filter_parser)
+  import_weights.add_arguments(
+      add_command("import",
+                  "Write a checkpoint trained elsewhere (open_clip) as a jaxmm run.",
+                  import_weights.USAGE,
+                  takes_config=False))
+  export_weights.add_arguments(
+      add_command("export",
+                  "Write a jaxmm run's parameters as a checkpoint of another library (open_clip).",
+                  export_weights.USAGE,
+                  takes_config=False))
   return parser
 
 
@@ -122,6 +136,9 @@ def main(argv=None) -> None:
   show_traceback = args.traceback or os.environ.get("JAXMM_TRACEBACK", "0") not in ("", "0")
   if args.command == "sample" and overrides:
     parser.error("jaxmm sample takes no --config.KEY overrides: it samples the run's own config")
+  if args.command in ("import", "export") and overrides:
+    parser.error(f"jaxmm {args.command} takes no --config.KEY overrides: the architecture sets "
+                 "the config")
   if args.command == "filter" and overrides:
     parser.error("jaxmm filter takes no --config.KEY overrides: it scores with the run's own "
                  "config")
@@ -131,6 +148,12 @@ def main(argv=None) -> None:
       return
     if args.command == "filter":
       filter_command.run(args)
+      return
+    if args.command == "import":
+      import_weights.run(args)
+      return
+    if args.command == "export":
+      export_weights.run(args)
       return
     if args.command == "sweep":
       sweep.run(args, overrides)

@@ -77,20 +77,6 @@ def _check_keep(keep: float) -> float:
   return keep
 
 
-def _check_out(out: str) -> None:
-  """--out must be a new or empty folder, so that nothing there is mistaken for the filtered
-  dataset or overwritten, and writable, so that scoring every pair is not lost."""
-  if storage.is_file(out):
-    raise errors.UserError(f"--out {out} is a file; give a new or empty folder for the filtered "
-                           "dataset")
-  held = storage.list_dir(out)
-  if held:
-    listed = ", ".join(held[:3]) + (", ..." if len(held) > 3 else "")
-    raise errors.UserError(f"--out {out} is not empty (it holds {listed}); give a new or empty "
-                           "folder for the filtered dataset")
-  flag_checks.check_output_dir("--out", out)
-
-
 def _run_config(run_dir: str, step: int | None):
   """(step, config) of the checkpoint `step` of an image-text run, read without any array."""
   from jaxmm.runs import run_files  # pylint: disable=import-outside-toplevel
@@ -133,7 +119,8 @@ def _checked(args: argparse.Namespace):
   """(keep, step, config, source, mesh) once every argument is checked: the run's config with
   its data pointed at --dataset in --data-dir, the dataset's builder, the run's mesh."""
   keep = _check_keep(args.keep)
-  _check_out(args.out)
+  # Writable, so that scoring every pair is not lost.
+  flag_checks.check_new_folder("--out", args.out, "the filtered dataset")
   # Imported here so that the other commands need no JAX start-up.
   from jaxmm import data, parallel  # pylint: disable=import-outside-toplevel
   step, config = _run_config(args.run, args.step)

@@ -1,7 +1,9 @@
 """Training and evaluation input pipelines on grain.
 
 A batch is a dict of host numpy arrays:
-  'image'  float32 [b, S, S, C] in [-1, 1]  (S = data.image_size)
+  'image'  float32 [b, S, S, C] in [-1, 1]  (S = data.image_size; or
+                                             normalised by data.image_mean
+                                             and data.image_std)
   'tokens' int32 [b, L]                     (L = data.max_len; when the
                                              dataset has a text feature)
   one int32 [b] (bool for bool features) per scalar label feature, e.g.
@@ -25,9 +27,11 @@ max_len, tokenizer, augment (shuffle_seed is resolved by the caller into
 `seed`), image_key, text_key (the dataset's image and text features), cache
 (True: splits under 1 GiB are read into memory once per process), views and
 num_views (the ops that make each training image's views, `view_ops`; views
-None: no views). Every config carries the first ones; a data config without
-data_dir, image_key, text_key, cache, views or num_views (e.g. one written in
-a test) gets None, 'image', 'caption', True, None and 2.
+None: no views), image_mean and image_std (`preprocess.normalize`; None: the
+[-1, 1] range). Every config carries the first ones; a data config without
+data_dir, image_key, text_key, cache, views, num_views, image_mean or
+image_std (e.g. one written in a test) gets None, 'image', 'caption', True,
+None, 2, None and None.
 
 Mistakes in these keys raise `jaxmm.errors.UserError` naming the key before any
 batch is made: an image or text key that is not a feature of the dataset
@@ -53,7 +57,7 @@ _MAX_CACHED_BYTES = 1 << 30
 # batches ahead of the training step without starving it.
 _READ_OPTIONS = grain.ReadOptions(num_threads=2, prefetch_buffer_size=2)
 _DEFAULTS = {"data_dir": None, "image_key": "image", "text_key": "caption", "cache": True,
-             "views": None, "num_views": 2}
+             "views": None, "num_views": 2, "image_mean": None, "image_std": None}
 
 
 def _get(data_config, key):
@@ -190,7 +194,9 @@ def _to_batch(raw, data_config, keys=None):
   """Stored examples -> model inputs; augments when per-example keys are given."""
   image_key = _get(data_config, "image_key")
   text_key = _get(data_config, "text_key")
-  image = preprocess.resize(preprocess.normalize(raw[image_key]), data_config["image_size"])
+  image = preprocess.normalize(raw[image_key], _get(data_config, "image_mean"),
+                               _get(data_config, "image_std"))
+  image = preprocess.resize(image, data_config["image_size"])
   if keys is not None:
     image = preprocess.augment(image, keys)
   batch = {"image": image}
