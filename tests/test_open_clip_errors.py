@@ -1,4 +1,5 @@
 """Bad input to `jaxmm import open_clip` and `jaxmm export open_clip`: one line, exit status 2."""
+import json
 import pathlib
 
 import jax
@@ -37,6 +38,27 @@ def test_weights_of_another_architecture_name_the_first_tensor_that_differs(
   line = _import(capsys, tmp_path, arch, GELU)
   assert line.startswith(f"jaxmm import: error: --weights {GELU} (read as --arch {arch}): ")
   assert expected in line and line.endswith("pass the one it was trained as")
+
+
+@pytest.mark.parametrize("edit,expected", [
+    (dict(vision_cfg=dict(pool_type="avg")), "option vision_cfg.pool_type='avg' has no counterpart "
+     "in jaxmm's towers (they hold 'tok' only)"),
+    (dict(custom_text=True), "option custom_text=True has no counterpart"),
+    (dict(text_cfg=dict(hf_model_name="bert-base-uncased")), "option text_cfg.hf_model_name="),
+    (dict(vision_cfg=dict(layers=[3, 4, 6, 3])), "a ResNet image tower"),
+    (dict(future_option=1), "open_clip option future_option is not one jaxmm's towers know"),
+])
+def test_an_option_jaxmm_cannot_hold_is_named(capsys, tmp_path, edit, expected):
+  model_cfg = json.loads((DATA / "gelu.json").read_text())
+  for key, value in edit.items():
+    if isinstance(value, dict):
+      model_cfg[key].update(value)
+    else:
+      model_cfg[key] = value
+  arch = tmp_path / "edited.json"
+  arch.write_text(json.dumps(model_cfg))
+  line = _import(capsys, tmp_path, arch, GELU)
+  assert line.startswith(f"jaxmm import: error: {arch}: ") and expected in line
 
 
 def _edited_copy(tmp_path, edit):

@@ -18,7 +18,10 @@ import pytest
 from jaxmm import analysis
 from jaxmm import config_loading
 from jaxmm.commands import cli
+from jaxmm.weights import links
 from jaxmm.weights import open_clip
+from jaxmm.weights import open_clip_links
+from jaxmm.weights import run_dir
 from jaxmm.weights import safetensors
 
 DATA = pathlib.Path(__file__).resolve().parent / "data" / "open_clip"
@@ -139,6 +142,28 @@ def test_export_writes_open_clips_tensors(imported, tmp_path):
   np.testing.assert_array_equal(written["visual.positional_embedding"][0], 0)
   np.testing.assert_array_equal(written["visual.positional_embedding"][1:], position[1:])
   assert json.loads((tmp_path / "gelu.json").read_text())["vision_cfg"]["head_width"] == 32
+
+
+@pytest.mark.parametrize("name", sorted(open_clip.ARCHS))
+def test_named_architectures_are_open_clips(name):
+  """Each name gives the model of open_clip's own config, with the tensors of its state dict
+  (tests/data/open_clip/archs.json, from open_clip)."""
+  saved = json.loads((DATA / "archs.json").read_text())
+  assert open_clip.run_settings(*open_clip.read_arch(name), name) == open_clip.run_settings(
+      saved["configs"][name], {}, name)
+  config = config_loading.load_config(f"{REPO}/configs/open_clip.py:{name}")
+  shapes = links.peer_shapes(open_clip_links.links(config.model), run_dir.abstract_params(config))
+  family = saved["shapes"][name.removesuffix("-quickgelu")]
+  assert shapes == {key: tuple(shape) for key, shape in family.items()}
+
+
+def test_an_open_clip_config_json_gives_its_image_normalisation(tmp_path):
+  path = tmp_path / "open_clip_config.json"
+  path.write_text(json.dumps(dict(model_cfg=json.loads((DATA / "gelu.json").read_text()),
+                                  preprocess_cfg=dict(mean=[0.5] * 3, std=[0.25] * 3))))
+  settings = open_clip.run_settings(*open_clip.read_arch(str(path)), str(path))
+  assert settings["data"]["image_mean"] == (0.5,) * 3
+  assert settings["data"]["image_std"] == (0.25,) * 3
 
 
 @pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64, "bfloat16"])

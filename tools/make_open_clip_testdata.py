@@ -15,7 +15,9 @@ Run in the peer environment (`make peers`), from the repository root:
    id 0 inside a text) and open_clip's unit-norm image and text embeddings
    and logits of them, in float32.
 2. tokenizer.npz: captions (punctuation, HTML entities, unicode, over-long)
-   and open_clip's token ids of them at context lengths 77 and 16.
+   and open_clip's token ids of them at context lengths 77 and 16; and
+   archs.json: open_clip's own model config of each architecture jaxmm names,
+   and the shape of every tensor of its state dict (ViT-L-14 is built for it).
 3. The export check: `jaxmm import open_clip` then `jaxmm export open_clip` of
    each model (with the --jaxmm executable), then
    `open_clip.create_model(NAME, pretrained=EXPORTED)` on the exported model
@@ -158,6 +160,19 @@ def make_tokenizer_ids() -> None:
            ids_16=tokenizer(CAPTIONS, context_length=16).numpy().astype(np.int32))
 
 
+def make_arch_shapes() -> None:
+  """archs.json: {'configs': {name: model config}, 'shapes': {name: {key: shape}}}, the shapes
+  once per family (the -quickgelu variants have the same)."""
+  configs, shapes = {}, {}
+  for name in ("ViT-B-32", "ViT-B-16", "ViT-L-14"):
+    model = open_clip.create_model(name, pretrained=None)
+    shapes[name] = {key: list(value.shape) for key, value in model.state_dict().items()}
+    for variant in (name, f"{name}-quickgelu"):
+      configs[variant] = open_clip.get_model_config(variant)
+  text = json.dumps(dict(configs=configs, shapes=shapes), separators=(",", ":"))
+  (OUT / "archs.json").write_text(text + "\n")
+
+
 def check_export(jaxmm: str) -> None:
   """jaxmm's export of each imported model, loaded by open_clip, gives step 1's embeddings."""
   with tempfile.TemporaryDirectory() as tmp:
@@ -191,6 +206,7 @@ def main():
   OUT.mkdir(parents=True, exist_ok=True)
   make_models()
   make_tokenizer_ids()
+  make_arch_shapes()
   if not args.skip_export_check:
     check_export(args.jaxmm)
 
