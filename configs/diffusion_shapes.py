@@ -73,6 +73,10 @@ def get_config(arg: str, *, schedule: str) -> ml_collections.ConfigDict:
   config.data = dict(
       name="shapes",
       data_dir=None,
+      source="tfds",  # or "wds", "parquet" (jaxmm.data.shards)
+      files=None,
+      eval_files=None,
+      max_skipped_fraction=0.01,
       train_split="train",
       eval_split="test",
       image_key="image",
@@ -110,13 +114,22 @@ def get_config(arg: str, *, schedule: str) -> ml_collections.ConfigDict:
   # length to the run (σ_rel = 0.10 of the training time).
   config.ema = dict(decays=(), sigma_rels=(0.10,))
 
-  # A grid of every (shape, colour) pair, and a judge: a trained image-text
-  # run (`make train` writes runs/siglip_shapes) that scores samples of every
-  # pair for conditional accuracy and FD. None: no judge. from_sigmas: noise
-  # levels from which test images are also denoised and judged, e.g. (0.3, 1.0).
-  config.eval = dict(
-      sample_grid=dict(rows=6, per_row=8, sampler="heun", num_steps=18, guidance=2.0),
-      judge=dict(run=None,
+  # Evaluators (config.evals.NAME = dict(type=TYPE, every=N, ...); every=None: every
+  # eval_every steps): a grid of every (shape, colour) pair, and a judge: a trained
+  # image-text run (`make train` writes runs/siglip_shapes) that scores samples of every
+  # pair for conditional accuracy and FD. None: no judge. from_sigmas: noise levels from
+  # which test images are also denoised and judged, e.g. (0.3, 1.0).
+  config.evals = dict(
+      sample_grid=dict(type="sample_grid",
+                       every=None,
+                       rows=6,
+                       per_row=8,
+                       sampler="heun",
+                       num_steps=18,
+                       guidance=2.0),
+      judge=dict(type="judge",
+                 every=None,
+                 run=None,
                  per_pair=10,
                  sampler="heun",
                  num_steps=18,

@@ -17,7 +17,7 @@ def get_sweep(arg: str = "unet"):
 
   Six runs. More dropout trains the unconditional denoiser that guidance
   extrapolates from, at the cost of conditional steps; with a judge
-  (`--config.eval.judge.run=runs/siglip_shapes`) the evaluators score
+  (`--config.evals.judge.run=runs/siglip_shapes`) the evaluators score
   samples at guidance 2, so its accuracy and FD show the trade-off.
   """
   lr = get_config(arg).optim.lr

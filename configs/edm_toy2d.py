@@ -43,5 +43,6 @@ def get_config():
                       schedule="cosine",
                       grad_clip_norm=1.0)
   config.ema = dict(decays=(), sigma_rels=(0.10,))
-  config.eval = dict(two_sample=dict(num=4000, sampler="heun", num_steps=18))
+  config.evals = dict(
+      two_sample=dict(type="two_sample", every=None, num=4000, sampler="heun", num_steps=18))
   return config

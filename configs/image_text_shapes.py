@@ -89,6 +89,12 @@ def get_config(arg: str, *, loss: str, init_log_scale: float, init_bias, b2: flo
 
   config.data = dict(name="shapes",
                      data_dir=None,
+                     # Or shards (jaxmm.data.shards): source="wds" or "parquet", with the
+                     # train and eval splits' files (globs or lists, local or gs://).
+                     source="tfds",
+                     files=None,
+                     eval_files=None,
+                     max_skipped_fraction=0.01,  # of a shard's examples, damaged
                      train_split="train",
                      eval_split="test",
                      image_key="image",  # the dataset's feature names
@@ -138,21 +144,26 @@ def get_config(arg: str, *, loss: str, init_log_scale: float, init_bias, b2: flo
                       # (jaxmm.train.partition).
                       partition=())
 
-  # Evaluators by name (experiments.image_text.EVALUATORS), each with its settings.
-  # The probe and k-NN learn from the first `train_examples` of the training
-  # split (None: all of it); 5,000 of shapes' 20,000 take a few seconds on a
-  # 2-core CPU. labels=None classifies every class label of the dataset
-  # (shape, colour, size and position of `shapes`; the digit of `digits`).
+  # Evaluators (config.evals.NAME = dict(type=TYPE, every=N, ...settings); the types are
+  # jaxmm.evaluators.EVALUATORS). every=None: every eval_every steps. The probe and k-NN
+  # learn from the first `train_examples` of the training split (None: all of it); 5,000
+  # of shapes' 20,000 take a few seconds on a 2-core CPU. labels=None classifies every
+  # class label of the dataset (shape, colour, size and position of `shapes`; the digit
+  # of `digits`).
   batch_size = v["eval_batch_size"]
-  config.eval = dict(
-      zero_shot=dict(batch_size=batch_size),
-      retrieval=dict(batch_size=batch_size, ks=(1, 5, 10)),
-      linear_probe=dict(batch_size=batch_size,
+  config.evals = dict(
+      zero_shot=dict(type="zero_shot", every=None, batch_size=batch_size),
+      retrieval=dict(type="retrieval", every=None, batch_size=batch_size, ks=(1, 5, 10)),
+      linear_probe=dict(type="linear_probe",
+                        every=None,
+                        batch_size=batch_size,
                         train_examples=5000,
                         labels=None,
                         l2=1e-4,
                         max_steps=1000),
-      knn=dict(batch_size=batch_size,
+      knn=dict(type="knn",
+               every=None,
+               batch_size=batch_size,
                train_examples=5000,
                labels=None,
                k=20,

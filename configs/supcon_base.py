@@ -94,6 +94,10 @@ def get_config(arg: str, *, loss: str, dataset: str) -> ml_collections.ConfigDic
 
   config.data = dict(name=dataset,
                      data_dir=None,
+                     source="tfds",  # or "wds", "parquet" (jaxmm.data.shards)
+                     files=None,
+                     eval_files=None,
+                     max_skipped_fraction=0.01,
                      train_split="train",
                      eval_split="test",
                      image_key="image",
@@ -132,16 +136,21 @@ def get_config(arg: str, *, loss: str, dataset: str) -> ml_collections.ConfigDic
                       grad_clip_norm=1.0,
                       partition=())
 
-  # Linear probe and k-NN on the frozen encoder (experiments.supcon.EVALUATORS),
-  # classifying the label the supervised losses train on.
+  # Linear probe and k-NN on the frozen encoder (config.evals.NAME = dict(type=TYPE,
+  # every=N, ...); every=None: every eval_every steps), classifying the label the
+  # supervised losses train on.
   batch_size = v["eval_batch_size"]
-  config.eval = dict(
-      linear_probe=dict(batch_size=batch_size,
+  config.evals = dict(
+      linear_probe=dict(type="linear_probe",
+                        every=None,
+                        batch_size=batch_size,
                         train_examples=d["train_examples"],
                         labels=(d["label_key"],),
                         l2=1e-4,
                         max_steps=1000),
-      knn=dict(batch_size=batch_size,
+      knn=dict(type="knn",
+               every=None,
+               batch_size=batch_size,
                train_examples=d["train_examples"],
                labels=(d["label_key"],),
                k=20,

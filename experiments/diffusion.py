@@ -11,20 +11,22 @@ dropped (`jaxmm.diffusion.drop_labels`) with probability
 conditional and the unconditional denoiser. Parameter averages
 (`config.ema`) are what evaluation and `jaxmm sample` use by default.
 
-The evaluators a config names under `eval` are `jaxmm.evaluators.generative`'s.
+Its evaluators (`config.evals`: sample_grid, judge, two_sample) sample with
+the first average through `jaxmm.runs.sampling.make_sampler`.
 """
+import functools
 import logging
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 
-from jaxmm import data
 from jaxmm import diffusion
 from jaxmm import errors
+from jaxmm import evaluators
 from jaxmm import models
-from jaxmm.evaluators import generative
 from jaxmm.experiments import inputs
+from jaxmm.runs import sampling
 from jaxmm.train import ema as ema_lib
 from jaxmm.train import model_init
 
@@ -41,8 +43,6 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     raise errors.UserError(f"data.label_keys={tuple(config.data.label_keys)!r} and "
                            f"model.num_classes={tuple(config.model.num_classes)!r} must have one "
                            "entry per label")
-  for name in config.eval:
-    errors.one_of("evaluator name under eval", name, generative.EVALUATORS)
   if config.eval_every and not ema_lib.names(config.ema):
     log.warning("no parameter average (config.ema); evaluation samples with the raw params")
 
@@ -77,22 +77,25 @@ def make_loss_fn(model, config: ml_collections.ConfigDict):
   return loss_fn
 
 
+def evaluator_parts(model, config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
+                    workdir: str | None) -> evaluators.Parts:
+  """What the evaluators sample with: the run's sampler and the params of its first average;
+  and the eval split's batches, for the judge's real images."""
+  return evaluators.Parts(config=config,
+                          mesh=mesh,
+                          workdir=workdir,
+                          variables=lambda state: sampling.eval_params(state, config),
+                          sample=sampling.make_sampler(model, config),
+                          eval_batches=functools.partial(inputs.eval_batches, config))
+
+
 def build(config: ml_collections.ConfigDict, workdir: str, mesh: jax.sharding.Mesh) -> dict:
-  """The experiment's parts for `jaxmm.train.run`: init, loss, data and the evaluators
-  named under `config.eval` (none when eval_every=0)."""
+  """The experiment's parts for `jaxmm.train.run`: init, loss, data and the evaluators of
+  `config.evals`."""
   check_config(config)
   model = models.get_model(config.model)
-  if config.data.name == data.MIXTURE_2D:
-    train_data = data.MixtureStream(diffusion.mixture_2d(),
-                                    global_batch_size=config.batch_size,
-                                    seed=inputs.shuffle_seed(config),
-                                    process_index=jax.process_index(),
-                                    process_count=jax.process_count())
-  else:
-    train_data = inputs.train_data(config, need_text=False)
   return dict(init_variables=model_init.make_init_variables(model, config),
               loss_fn=make_loss_fn(model, config),
-              train_data=train_data,
-              evaluators=[
-                  generative.EVALUATORS[name](model, config, mesh, workdir) for name in config.eval
-              ] if config.eval_every else [])
+              train_data=inputs.train_data(config, need_text=False),
+              evaluators=evaluators.build_evaluators(evaluator_parts(model, config, mesh,
+                                                                     workdir)))

@@ -1,8 +1,9 @@
 """Image-text contrastive pretraining: CLIP (softmax) or SigLIP (sigmoid) loss.
 
 Composes jaxmm: a two-tower model, a contrastive loss run under `shard_map`
-over the batch axes, the input pipeline, evaluation (zero-shot, retrieval,
-linear probe and k-NN, by name under `config.eval`), and the generic loop.
+over the batch axes, the input pipeline, evaluation (`config.evals`:
+zero-shot, retrieval, linear probe and k-NN of the two towers), and the
+generic loop.
 """
 import functools
 import logging
@@ -17,7 +18,6 @@ from jaxmm import evaluators
 from jaxmm import losses
 from jaxmm import models
 from jaxmm import parallel
-from jaxmm.evaluators import from_config
 from jaxmm.experiments import inputs
 from jaxmm.models import patch_dropout
 from jaxmm.models import vit
@@ -49,9 +49,6 @@ def check_config(config: ml_collections.ConfigDict) -> None:
                            f"data.image_size={config.data.image_size}")
   if image.patch_size > 0:
     patch_dropout.kept_count((config.data.image_size // image.patch_size)**2, image.patch_dropout)
-  for name in config.eval:
-    errors.one_of("evaluator name under eval", name, EVALUATORS)
-    errors.integer_at_least(f"eval.{name}.batch_size", config.eval[name].batch_size, 1)
 
 
 def make_contrastive_loss(loss_config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh):
@@ -125,66 +122,23 @@ def make_split_embeddings(model, config, mesh) -> evaluators.SplitEmbeddings:
       functools.partial(inputs.eval_batches, config), mesh)
 
 
-def _of_params(evaluate):
-  """evaluator(params, step) -> evaluator(state, step), evaluating the trained parameters."""
-  return lambda state, step: evaluate(state.params, step)
-
-
-def make_zero_shot_evaluator(model, config, mesh, workdir, tokenizer, embeddings=None):
-  """evaluator(state, step): zero-shot classification with the trained parameters."""
-  del embeddings  # it embeds the eval split along with its prompts
-  batch_size = config.eval.zero_shot.batch_size
-  return _of_params(
-      evaluators.make_evaluator(
-          tasks=evaluators.zero_shot_tasks(config.data.name),
-          encode_images=encode_image(model),
-          encode_tokens=encode_text(model),
-          tokenize=lambda texts: tokenizer.encode_batch(texts, config.data.max_len),
-          eval_batches=lambda: inputs.eval_batches(config, config.data.eval_split, batch_size),
-          mesh=mesh,
-          text_batch_size=batch_size,
-          workdir=workdir))
-
-
-def make_retrieval_evaluator(model, config, mesh, workdir, tokenizer, embeddings):
-  """evaluator(state, step): image↔text recall@k on the eval split."""
-  del model, mesh, tokenizer  # `embeddings` encodes the eval batches, which carry the tokens
-  settings = config.eval.retrieval
-  return _of_params(
-      evaluators.make_retrieval_evaluator(embeddings,
-                                          split=config.data.eval_split,
-                                          batch_size=settings.batch_size,
-                                          ks=settings.ks,
-                                          workdir=workdir))
-
-
-def make_linear_probe_evaluator(model, config, mesh, workdir, tokenizer, embeddings):
-  """evaluator(state, step): accuracy of linear probes on the frozen image embeddings."""
-  del model, mesh, tokenizer  # `embeddings` encodes the images
-  return _of_params(from_config.linear_probe_evaluator(config, embeddings, workdir))
-
-
-def make_knn_evaluator(model, config, mesh, workdir, tokenizer, embeddings):
-  """evaluator(state, step): k-NN accuracy among the training split's image embeddings."""
-  del model, mesh, tokenizer  # `embeddings` encodes the images
-  return _of_params(from_config.knn_evaluator(config, embeddings, workdir))
-
-
-# The evaluators a config may name under `eval` (their settings beside).
-EVALUATORS = {
-    "zero_shot": make_zero_shot_evaluator,
-    "retrieval": make_retrieval_evaluator,
-    "linear_probe": make_linear_probe_evaluator,
-    "knn": make_knn_evaluator,
-}
+def evaluator_parts(model, tokenizer, config: ml_collections.ConfigDict,
+                    mesh: jax.sharding.Mesh, workdir: str | None) -> evaluators.Parts:
+  """What the evaluators embed with: both towers of the trained params, and the tokenizer."""
+  return evaluators.Parts(
+      config=config,
+      mesh=mesh,
+      workdir=workdir,
+      variables=lambda state: state.params,
+      embeddings=make_split_embeddings(model, config, mesh),
+      encode_text=encode_text(model),
+      tokenize=lambda texts: tokenizer.encode_batch(texts, config.data.max_len))
 
 
 def build(config: ml_collections.ConfigDict, workdir: str, mesh: jax.sharding.Mesh) -> dict:
-  """The experiment's parts for `jaxmm.train.run`: init, loss, data and the evaluators
-  named under `config.eval` (none when eval_every=0)."""
+  """The experiment's parts for `jaxmm.train.run`: init, loss, data and the evaluators of
+  `config.evals`."""
   check_config(config)
-  for name in config.eval:
-    parallel.check_batch_size(config.eval[name].batch_size, mesh, f"eval.{name}.batch_size")
   tokenizer = data.get_tokenizer(config.data.tokenizer)
   check_tokenizer(tokenizer, config)
   model = models.get_model(config.model)
@@ -192,13 +146,8 @@ def build(config: ml_collections.ConfigDict, workdir: str, mesh: jax.sharding.Me
   truncation = data.truncation_warning(config.data)
   if truncation:
     log.warning(truncation)
-  embeddings = make_split_embeddings(model, config, mesh)
   return dict(init_variables=model_init.make_init_variables(model, config),
               loss_fn=make_loss_fn(model, config.loss, mesh),
               train_data=train_data,
-              # In the registry's order, whatever the config's: zero-shot first.
-              evaluators=[
-                  make(model, config, mesh, workdir, tokenizer, embeddings)
-                  for name, make in EVALUATORS.items()
-                  if name in config.eval
-              ] if config.eval_every else [])
+              evaluators=evaluators.build_evaluators(
+                  evaluator_parts(model, tokenizer, config, mesh, workdir)))

@@ -2,12 +2,15 @@
 
 Every experiment reads its training stream and its eval splits the same way:
 `config.data` names the dataset, `config.batch_size` the global batch, and
-each process takes its rows of every global batch (`jaxmm.data`).
+each process takes its rows of every global batch (`jaxmm.data`). The 2-D
+toy `data.name='mixture_2d'` is a stream of exact samples of
+`jaxmm.diffusion.mixture_2d()` (`data.MixtureStream`), a pure function of the step.
 """
 import jax
 import ml_collections
 
 from jaxmm import data
+from jaxmm import diffusion
 
 
 def shuffle_seed(config: ml_collections.ConfigDict) -> int:
@@ -20,12 +23,13 @@ def train_data(config: ml_collections.ConfigDict, need_text: bool = True):
 
   need_text=False reads images (and labels) only, for datasets without captions.
   """
-  return data.train_iterator(config.data,
-                             global_batch_size=config.batch_size,
-                             seed=shuffle_seed(config),
-                             process_index=jax.process_index(),
-                             process_count=jax.process_count(),
-                             need_text=need_text)
+  rows = dict(global_batch_size=config.batch_size,
+              seed=shuffle_seed(config),
+              process_index=jax.process_index(),
+              process_count=jax.process_count())
+  if config.data.name == data.MIXTURE_2D:
+    return data.MixtureStream(diffusion.mixture_2d(), **rows)
+  return data.train_iterator(config.data, need_text=need_text, **rows)
 
 
 def eval_batches(config: ml_collections.ConfigDict, split: str, batch_size: int):

@@ -16,9 +16,9 @@ The contrastive losses run under `shard_map` over the batch axes
 (`jaxmm.parallel.over_batch_axes`); the network runs under the train step's
 jit, where BatchNorm's batch statistics are those of the global batch of
 views (`jaxmm.models.resnet`). The BatchNorm running averages live in the
-train state's `model_state` ('batch_stats'). Evaluation (the `linear_probe`
-and `knn` evaluators under `config.eval`) reads the frozen encoder's
-representation h [B, F] with those running averages.
+train state's `model_state` ('batch_stats'). Evaluation (`config.evals`:
+linear probe and k-NN) reads the frozen encoder's representation h [B, F]
+with those running averages.
 """
 import functools
 
@@ -34,7 +34,6 @@ from jaxmm import losses
 from jaxmm import models
 from jaxmm import parallel
 from jaxmm.data import view_ops
-from jaxmm.evaluators import from_config
 from jaxmm.experiments import inputs
 from jaxmm.models.two_tower import l2_normalize
 from jaxmm.train import model_init
@@ -70,9 +69,6 @@ def check_config(config: ml_collections.ConfigDict) -> None:
                            f"{model.head[-1]}, but data.label_key={label_key!r} has "
                            f"{classes[label_key]} classes; set --config.model.head="
                            f"'({classes[label_key]},)'")
-  for name in config.eval:
-    errors.one_of("evaluator name under eval", name, EVALUATORS)
-    errors.integer_at_least(f"eval.{name}.batch_size", config.eval[name].batch_size, 1)
 
 
 def make_objective(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh):
@@ -136,33 +132,23 @@ def make_split_embeddings(model, config, mesh) -> evaluators.SplitEmbeddings:
                                     functools.partial(inputs.eval_batches, config), mesh)
 
 
-def _of_variables(evaluate):
-  """evaluator(variables, step) -> evaluator(state, step): the params with the model state."""
-  return lambda state, step: evaluate({"params": state.params, **state.model_state}, step)
-
-
-# The evaluators a config may name under `eval` (their settings beside):
-# (config, embeddings, workdir) -> evaluator(variables, step).
-EVALUATORS = {
-    "linear_probe": from_config.linear_probe_evaluator,
-    "knn": from_config.knn_evaluator,
-}
+def evaluator_parts(model, config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
+                    workdir: str | None) -> evaluators.Parts:
+  """What the evaluators embed with: the encoder of the params with BatchNorm's averages."""
+  return evaluators.Parts(config=config,
+                          mesh=mesh,
+                          workdir=workdir,
+                          variables=lambda state: {"params": state.params, **state.model_state},
+                          embeddings=make_split_embeddings(model, config, mesh))
 
 
 def build(config: ml_collections.ConfigDict, workdir: str, mesh: jax.sharding.Mesh) -> dict:
-  """The experiment's parts for `jaxmm.train.run`: init, loss, data and the evaluators
-  named under `config.eval` (none when eval_every=0)."""
+  """The experiment's parts for `jaxmm.train.run`: init, loss, data and the evaluators of
+  `config.evals`."""
   check_config(config)
-  for name in config.eval:
-    parallel.check_batch_size(config.eval[name].batch_size, mesh, f"eval.{name}.batch_size")
   model = models.get_model(config.model)
-  train_data = inputs.train_data(config, need_text=False)
-  embeddings = make_split_embeddings(model, config, mesh)
   return dict(init_variables=model_init.make_init_variables(model, config),
               loss_fn=make_loss_fn(model, config, mesh),
-              train_data=train_data,
-              evaluators=[
-                  _of_variables(make(config, embeddings, workdir))
-                  for name, make in EVALUATORS.items()
-                  if name in config.eval
-              ] if config.eval_every else [])
+              train_data=inputs.train_data(config, need_text=False),
+              evaluators=evaluators.build_evaluators(evaluator_parts(model, config, mesh,
+                                                                     workdir)))

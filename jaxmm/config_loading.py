@@ -23,6 +23,11 @@ import ml_collections
 from jaxmm.errors import UserError
 
 OVERRIDE_PREFIX = "--config."
+# Top-level keys that were renamed: old -> (new, what changed), for the error an override of
+# an old key gets.
+RENAMED_KEYS = {
+    "eval": ("evals", "evaluators are now config.evals.NAME = dict(type=TYPE, ...settings)")
+}
 
 
 class ConfigError(UserError):
@@ -165,8 +170,13 @@ def _all_finite(value) -> bool:
 
 
 def _unknown_key_message(key, keys):
-  nearest = difflib.get_close_matches(key, keys, n=1, cutoff=0.0)
   message = f"unknown config key {key!r}"
+  head, dot, rest = key.partition(".")
+  if head in RENAMED_KEYS:
+    new_head, change = RENAMED_KEYS[head]
+    message += f"; {change}"
+    key = new_head + dot + rest
+  nearest = difflib.get_close_matches(key, keys, n=1, cutoff=0.0)
   return message + (f"; did you mean {nearest[0]!r}?" if nearest else "")
 
 

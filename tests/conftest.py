@@ -3,8 +3,12 @@ import os
 import sys
 
 # Must happen before jax is imported anywhere.
+# The tests' programs are tiny: LLVM's optimisation of their machine code costs
+# more time than it saves (it more than halves the suite's compile time). XLA's
+# own HLO passes (fusion, layout, sharding) run as in any `jaxmm` command.
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
-                           " --xla_force_host_platform_device_count=8").strip()
+                           " --xla_force_host_platform_device_count=8"
+                           " --xla_backend_optimization_level=0").strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # Many tests compile the same small programs, in this process and in the
 # `jaxmm` processes they start (which inherit this environment): JAX's
@@ -41,6 +45,7 @@ from jaxmm import config_loading  # noqa: E402
 from jaxmm import data  # noqa: E402
 from jaxmm import parallel  # noqa: E402
 from jaxmm import train  # noqa: E402
+from jaxmm.data.shards import export  # noqa: E402
 from jaxmm.experiments import image_text  # noqa: E402
 
 # A two-tower small enough that a train step compiles and runs in seconds.
@@ -49,8 +54,8 @@ TINY_OVERRIDES = ("batch_size=16", "total_steps=10", "optim.warmup_steps=1", "op
                   "model.embed_dim=16", "model.image.patch_size=8", "model.image.width=32",
                   "model.image.depth=1", "model.image.num_heads=2", "model.image.mlp_dim=64",
                   "model.text.width=32", "model.text.depth=1", "model.text.num_heads=2",
-                  "model.text.mlp_dim=64", "eval.zero_shot.batch_size=256",
-                  "eval.linear_probe.train_examples=512", "eval.knn.train_examples=512")
+                  "model.text.mlp_dim=64", "evals.zero_shot.batch_size=256",
+                  "evals.linear_probe.train_examples=512", "evals.knn.train_examples=512")
 
 def cli_error_line(capsys, args) -> str:
   """Runs `jaxmm ARGS` in this process; returns its last stderr line after checking exit status 2
@@ -96,6 +101,25 @@ def shapes_data_dir(tmp_path_factory):
   path = str(tmp_path_factory.mktemp("tfds"))
   data.data_source("shapes", "train", data_dir=path)  # builds both splits
   return path
+
+
+@pytest.fixture(scope="session")
+def shapes_shards(shapes_data_dir, tmp_path_factory):
+  """The `shapes` test split (2,000 examples) as `jaxmm data export` writes it, 300 examples a
+  file: {'wds': glob of its .tar files, 'parquet': glob of its .parquet files}."""
+  globs = {}
+  for fmt, ext in (("wds", "tar"), ("parquet", "parquet")):
+    out = str(tmp_path_factory.mktemp(f"shapes_{fmt}"))
+    export.export("shapes", "test", fmt, out, shard_size=300, data_dir=shapes_data_dir)
+    globs[fmt] = f"{out}/*.{ext}"
+  return globs
+
+
+def shard_overrides(shards: dict, source: str) -> list[str]:
+  """Overrides that train and evaluate a shapes config on the test split of `shapes_shards`."""
+  return [f"data.source={source}", f"data.files={shards[source]}",
+          f"data.eval_files={shards[source]}", "data.train_split=test", "data.image_key=png",
+          "data.text_key=txt"]
 
 
 @pytest.fixture

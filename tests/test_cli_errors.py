@@ -53,6 +53,8 @@ def _train_args(workdir, data_dir, tiny_overrides, *overrides):
     ("data.name=shapez", "nearest bundled or prepared datasets: 'shapes'"),
     ("mesh.data=3", "mesh.data=3, mesh.fsdp=1, mesh.tensor=1 needs 3 devices, but 8"),
     ("batch_size=12", "batch_size=12 does not divide over the mesh's batch axes"),
+    ("eval.knn.k=5", "unknown config key 'eval.knn.k'; evaluators are now config.evals.NAME = "
+     "dict(type=TYPE, ...settings); did you mean 'evals.knn.k'?"),
 ])
 def test_bad_value_is_one_line_naming_the_key(capsys, tmp_path, shapes_data_dir, tiny_overrides,
                                               override, expected):

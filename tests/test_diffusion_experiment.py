@@ -30,7 +30,7 @@ from jaxmm.runs import sampling
 TINY = ("batch_size=16", "total_steps=4", "checkpoint_every=2", "log_every=2", "eval_every=4",
         "data.image_size=16", "model.channels=8", "model.channel_mult=(1, 2)",
         "model.attn_resolutions=(8,)", "model.num_heads=2", "optim.warmup_steps=1",
-        "eval.sample_grid.num_steps=2", "eval.sample_grid.sampler=euler")
+        "evals.sample_grid.num_steps=2", "evals.sample_grid.sampler=euler")
 
 CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "configs"
 
@@ -60,7 +60,7 @@ def test_run_keeps_an_ema_and_writes_a_class_grid(trained):
   # The power EMA after 4 updates differs from both the first and the last params.
   averaged = jax.tree.leaves(run.ema["sigma_rel_0.1"])
   assert any(not np.array_equal(a, p) for a, p in zip(averaged, jax.tree.leaves(run.params)))
-  grid = Image.open(sample_grid.grid_path(workdir, 4))
+  grid = Image.open(sample_grid.grid_path(workdir, "sample_grid", 4))
   # 6 rows (shapes) x 8 columns (colours) of 16x16 images with 1-pixel gaps.
   assert grid.size == (8 * 17 - 1, 6 * 17 - 1)
 
@@ -123,10 +123,10 @@ def test_guidance_and_sigma_max_values_share_one_compilation(trained):
 
 
 @pytest.mark.slow  # four more compiles; the objectives themselves are tested in test_diffusion_*
-@pytest.mark.parametrize("name",
-                         ["flow_shapes.py", "vp_shapes.py", "ve_shapes.py", "edm_shapes.py:dit"])
-def test_every_schedule_and_the_dit_train(shapes_data_dir, tmp_path, name):
-  overrides = ("eval_every=0", "total_steps=2")
+@pytest.mark.parametrize("name,schedule", [("flow_shapes.py", "flow"), ("vp_shapes.py", "vp"),
+                                           ("ve_shapes.py", "ve"), ("edm_shapes.py:dit", "edm")])
+def test_every_schedule_and_the_dit_train(shapes_data_dir, tmp_path, name, schedule):
+  overrides = ("eval_every=0", "total_steps=2", "checkpoint_every=1", "log_every=1")
   if name.endswith(":dit"):
     overrides += ("model.patch_size=4", "model.width=32", "model.depth=1", "model.num_heads=2",
                   "model.mlp_dim=64")
@@ -135,9 +135,17 @@ def test_every_schedule_and_the_dit_train(shapes_data_dir, tmp_path, name):
         [o for o in TINY if not o.startswith(("model.channel", "model.attn"))] + list(overrides))
   else:
     config = _config(shapes_data_dir, name, *overrides)
-  state = _train(config, str(tmp_path / "run"))
-  assert int(state.step) == 2
-  assert all(np.isfinite(x).all() for x in jax.tree.leaves(jax.device_get(state.params)))
+  workdir = str(tmp_path / "run")
+  _train(config, workdir)
+  first, second = analysis.load_run(workdir, step=1), analysis.load_run(workdir, step=2)
+  assert second.config.diffusion.schedule == schedule
+  assert second.config.model.name == ("dit" if name.endswith(":dit") else "unet")
+  losses = second.metrics()["train/loss"]
+  assert len(losses) == 2 and np.isfinite(losses).all()
+  # The second step moved every parameter that has a gradient: at least the output layer.
+  moved = [not np.array_equal(a, b)
+           for a, b in zip(jax.tree.leaves(first.params), jax.tree.leaves(second.params))]
+  assert sum(moved) >= len(moved) // 2, moved
 
 
 def _sample_cli(capsys, *args):
@@ -222,14 +230,16 @@ def contrastive_run(shapes_data_dir, tmp_path_factory, tiny_config, run_image_te
 def test_judge_evaluator_scores_samples_of_every_pair(trained, contrastive_run, tmp_path):
   state, _, config = trained
   config = config.copy_and_resolve_references()
-  config.eval.judge.update(run=contrastive_run,
-                           per_pair=1,
-                           sampler="euler",
-                           num_steps=1,
-                           from_sigmas=(0.002, 80.0))
+  config.evals.judge.update(run=contrastive_run,
+                            per_pair=1,
+                            sampler="euler",
+                            num_steps=1,
+                            from_sigmas=(0.002, 80.0))
+  del config.evals.sample_grid
   mesh = parallel.make_mesh(config.mesh)
-  evaluate = generative.make_judge_evaluator(models.get_model(config.model), config, mesh,
-                                             str(tmp_path))
+  parts = diffusion_experiment.evaluator_parts(models.get_model(config.model), config, mesh,
+                                               str(tmp_path))
+  (_, evaluate), = evaluators.build_evaluators(parts)
   results = evaluate(state, 4)
   accuracies = {"conditional_accuracy/shape", "conditional_accuracy/colour",
                 "conditional_accuracy/pair"}
@@ -257,7 +267,7 @@ def test_judge_evaluator_scores_samples_of_every_pair(trained, contrastive_run, 
   assert np.abs(far - batch["image"]).mean() > 0.3
   assert results["judge/fd"] > 0
   assert all(0 <= v <= 1 for k, v in results.items() if "accuracy" in k)
-  with open(tmp_path / generative.JUDGE_FILE) as f:
+  with open(tmp_path / "judge.json") as f:
     assert json.load(f)["4"] == results
 
 
@@ -305,13 +315,13 @@ def _toy_run(workdir, *overrides):
   subprocess.run([
       sys.executable, "-m", "jaxmm.commands.cli", "train", "--config",
       str(CONFIGS / "edm_toy2d.py"), "--workdir",
-      str(workdir), "--config.eval.two_sample.num=2000"
+      str(workdir), "--config.evals.two_sample.num=2000"
   ] + [f"--config.{o}" for o in overrides],
                  env=env,
                  check=True,
                  capture_output=True,
                  timeout=600)
-  with open(workdir / generative.TWO_SAMPLE_FILE) as f:
+  with open(workdir / "two_sample.json") as f:
     return json.load(f)
 
 
@@ -348,8 +358,9 @@ def test_schedule_args_of_another_schedule_say_what_to_do(shapes_data_dir):
 
 
 def test_judge_noise_levels_below_the_schedules_range_fail_before_anything_runs(shapes_data_dir):
-  config = _config(shapes_data_dir, "edm_shapes.py", "eval.judge.from_sigmas=(0.001, 1.0)")
+  config = _config(shapes_data_dir, "edm_shapes.py", "evals.judge.from_sigmas=(0.001, 1.0)")
   with pytest.raises(errors.UserError,
-                     match=r"eval.judge.from_sigmas=\(0.001, 1.0\) must hold noise levels σ of "
+                     match=r"evals.judge.from_sigmas=\(0.001, 1.0\) must hold noise levels σ of "
                      r"at least the schedule's sigma_min=0.002"):
-    generative.make_judge_evaluator(None, config, None, None)
+    generative.make_judge("evals.judge", config.evals.judge,
+                          evaluators.Parts(config=config, mesh=None, workdir=None, variables=None))

@@ -35,9 +35,9 @@ def _train_args(tmp_path, data_dir, *cluster):
 def test_an_invalid_port_is_one_line(capsys, tmp_path, shapes_data_dir, address, expected):
   line = cli_error_line(
       capsys,
-      _train_args(tmp_path, shapes_data_dir, "--coordinator_address", address, "--num_processes",
-                  "2", "--process_id", "1", "--distributed_timeout", "5"))
-  assert line.startswith("jaxmm train: error: --coordinator_address=") and expected in line, line
+      _train_args(tmp_path, shapes_data_dir, "--coordinator-address", address, "--num-processes",
+                  "2", "--process-id", "1", "--distributed-timeout", "5"))
+  assert line.startswith("jaxmm train: error: --coordinator-address=") and expected in line, line
   assert not (tmp_path / "run").exists()
 
 
@@ -57,9 +57,9 @@ def test_a_coordinator_address_where_another_service_listens_is_one_line(
     capsys, tmp_path, shapes_data_dir, web_server):
   line = cli_error_line(
       capsys,
-      _train_args(tmp_path, shapes_data_dir, "--coordinator_address", f"127.0.0.1:{web_server}",
-                  "--num_processes", "2", "--process_id", "1", "--distributed_timeout", "60"))
-  assert line.startswith(f"jaxmm train: error: --coordinator_address=127.0.0.1:{web_server}: "
+      _train_args(tmp_path, shapes_data_dir, "--coordinator-address", f"127.0.0.1:{web_server}",
+                  "--num-processes", "2", "--process-id", "1", "--distributed-timeout", "60"))
+  assert line.startswith(f"jaxmm train: error: --coordinator-address=127.0.0.1:{web_server}: "
                          "something other than a JAX coordinator listens there"), line
 
 
@@ -68,15 +68,15 @@ def test_process_0_alone_says_what_it_waits_for_and_gives_up_with_one_line(
   address = f"127.0.0.1:{_free_port()}"
   result = _run(
       _command(tmp_path / "run", shapes_data_dir, tiny_overrides) + [
-          "--coordinator_address", address, "--num_processes", "2", "--process_id", "0",
-          "--distributed_timeout", "3"
+          "--coordinator-address", address, "--num-processes", "2", "--process-id", "0",
+          "--distributed-timeout", "3"
       ])
   assert result.returncode == 2, result.stderr[-3000:]
   assert result.stderr.splitlines() == [
       f"jaxmm train: process 0 waiting for 2 processes to join at {address} (up to 3 s)",
       f"jaxmm train: error: the cluster did not form within 3 s: 1 of 2 processes joined at "
-      f"{address}; start every process with --coordinator_address {address} --num_processes 2 "
-      "and its own --process_id (0 .. 1), or raise --distributed_timeout"
+      f"{address}; start every process with --coordinator-address {address} --num-processes 2 "
+      "and its own --process-id (0 .. 1), or raise --distributed-timeout"
   ]
 
 

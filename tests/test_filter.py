@@ -140,7 +140,7 @@ def _train_shapes(workdir, data_dir) -> dict:
       "train", "--config", "configs/siglip_shapes.py", "--workdir", workdir,
       f"--config.data.data_dir={data_dir}", f"--config.total_steps={SLOW_STEPS}",
       f"--config.checkpoint_every={SLOW_STEPS}", f"--config.eval_every={SLOW_STEPS}",
-      "--config.eval.linear_probe.train_examples=512", "--config.eval.knn.train_examples=512"
+      "--config.evals.linear_probe.train_examples=512", "--config.evals.knn.train_examples=512"
   ])
   metrics = analysis.latest_metrics(analysis.read_metrics(workdir))
   prefix = "eval/zero_shot/"
@@ -160,7 +160,7 @@ def test_filtering_removes_corrupted_pairs_and_what_it_keeps_trains_a_better_mod
   unfiltered_run = str(tmp_path / "unfiltered")
   unfiltered = _train_shapes(unfiltered_run, noisy)
   cli.main([
-      "filter", "--run", unfiltered_run, "--dataset", "shapes", "--data_dir", noisy, "--split",
+      "filter", "--run", unfiltered_run, "--dataset", "shapes", "--data-dir", noisy, "--split",
       "train", "--keep", "0.5", "--out", filtered
   ])
   corrupted, kept = _split(noisy, "train", "shapes")["corrupted"], _scores(filtered)["kept"]

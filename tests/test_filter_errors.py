@@ -63,7 +63,7 @@ def _args(run, out, *, dataset="toy_pairs", data_dir=None, split="train", keep="
       str(run), "--dataset", dataset, "--split", split, "--keep", keep, "--out",
       str(out)
   ]
-  return args + (["--data_dir", str(data_dir)] if data_dir else [])
+  return args + (["--data-dir", str(data_dir)] if data_dir else [])
 
 
 @pytest.mark.parametrize("keep", ["0", "-0.5", "1.5"])

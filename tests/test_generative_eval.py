@@ -116,13 +116,15 @@ def judge_run(tiny_config, shapes_data_dir, tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("judge_run"))
   _write_run(workdir, config, params)
   model = models.get_model(config.model)
-  evaluate = image_text.make_zero_shot_evaluator(model, config, parallel.make_mesh(config.mesh),
-                                                 None, data.get_tokenizer(config.data.tokenizer))
+  parts = image_text.evaluator_parts(model, data.get_tokenizer(config.data.tokenizer), config,
+                                     parallel.make_mesh(config.mesh), None)
+  evaluate = evaluators.EVALUATORS["zero_shot"].make("evals.zero_shot", config.evals.zero_shot,
+                                                     parts)
   return types.SimpleNamespace(config=config,
                                workdir=workdir,
                                model=model,
                                params=params,
-                               zero_shot=evaluate(types.SimpleNamespace(params=params), STEP))
+                               zero_shot=evaluate(params, STEP))
 
 
 @pytest.fixture(scope="module")
@@ -196,10 +198,10 @@ def test_accuracy_on_real_images_is_the_zero_shot_evaluators(judge, judge_run, t
   labelled = test_split["image"], test_split["shape"], test_split["colour"]
   results = evaluators.judge_samples(judge, *labelled)
   zero_shot = judge_run.zero_shot
-  assert results["conditional_accuracy/shape"] == zero_shot["zero_shot/shape"]
-  assert results["conditional_accuracy/colour"] == zero_shot["zero_shot/colour"]
+  assert results["conditional_accuracy/shape"] == zero_shot["shape"]
+  assert results["conditional_accuracy/colour"] == zero_shot["colour"]
   held_out = evaluators.judge_held_out(judge, *labelled)
-  assert held_out["conditional_accuracy/held_out_pair"] == zero_shot["zero_shot/held_out_pairs"]
+  assert held_out["conditional_accuracy/held_out_pair"] == zero_shot["held_out_pairs"]
   assert set(held_out) == {
       f"conditional_accuracy/held_out_{k}" for k in ("shape", "colour", "pair")
   }
@@ -250,7 +252,7 @@ def test_a_run_that_is_not_image_text_is_a_user_error(judge_run, tmp_path):
   config.experiment = "diffusion"
   _write_run(str(tmp_path), config, {"w": np.zeros(3, np.float32)})
   with pytest.raises(errors.UserError,
-                     match=r"eval\.judge\.run=.* is an experiment='diffusion' run.*make train"):
+                     match=r"evals\.judge\.run=.* is an experiment='diffusion' run.*make train"):
     evaluators.make_judge(str(tmp_path))
 
 
@@ -275,5 +277,5 @@ def test_no_run_is_a_user_error(tmp_path, where):
 
 
 def test_a_batch_that_does_not_split_over_the_mesh_is_a_user_error(judge_run):
-  with pytest.raises(errors.UserError, match=r"eval\.judge\.batch_size=100 .*multiple of 8"):
+  with pytest.raises(errors.UserError, match=r"evals\.judge\.batch_size=100 .*multiple of 8"):
     evaluators.make_judge(judge_run.workdir, batch_size=100)

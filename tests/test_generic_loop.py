@@ -1,7 +1,7 @@
 """The generic loop on its own: a toy loss and a toy iterator, against a float64 NumPy trainer.
 
 `jaxmm.train.run` knows nothing of any experiment: given init_variables, a
-loss, a resumable iterator and evaluators it must train exactly what plain
+loss, a resumable iterator and (every, evaluator) pairs it must train exactly what plain
 SGD on those batches trains, log the interval means, save the input position
 with each checkpoint, call the evaluators, and resume where it stopped.
 """
@@ -89,21 +89,25 @@ def numpy_sgd(w, b, steps):
   return [(w, b)] + out
 
 
-def run(workdir, total_steps=TOTAL, calls=None):
+def run(workdir, total_steps=TOTAL, calls=None, every_two=None):
+  """Trains the toy; with `calls`, an evaluator every eval_every=3 steps records its steps there,
+  and one every 2 steps in `every_two`."""
   config = toy_config(total_steps)
   evaluate = lambda state, step: calls.append(step) or {"w0": float(state.params["kernel"][0, 0])}
+  record = lambda state, step: every_two.append(step) or {"b": float(state.params["bias"][0])}
   return train.run(config,
                    str(workdir),
                    mesh=parallel.make_mesh(config.mesh),
                    init_variables=init_variables,
                    loss_fn=loss_fn,
                    train_data=ToyBatches(),
-                   evaluators=[evaluate] if calls is not None else [])
+                   evaluators=[(config.eval_every, evaluate),
+                               (2, record)] if calls is not None else [])
 
 
 def test_loop_trains_what_plain_sgd_trains_and_logs_interval_means(tmp_path):
-  calls = []
-  state = run(tmp_path / "run", calls=calls)
+  calls, every_two = [], []
+  state = run(tmp_path / "run", calls=calls, every_two=every_two)
   init = jax.device_get(init_variables(train.init_rng(0))["params"])
   trajectory = numpy_sgd(init["kernel"][:, 0].astype(np.float64),
                          float(init["bias"][0]), TOTAL)
@@ -124,9 +128,10 @@ def test_loop_trains_what_plain_sgd_trains_and_logs_interval_means(tmp_path):
                                np.mean([s[3] for s in interval]),
                                rtol=1e-4,
                                atol=1e-6)
-  assert calls == [3, 6]
+  assert calls == [3, 6] and every_two == [2, 4, 6]  # each at its own frequency
   evals = {r["step"]: r["eval/w0"] for r in rows if "eval/w0" in r}
   assert sorted(evals) == [3, 6]
+  assert sorted(r["step"] for r in rows if "eval/b" in r) == [2, 4, 6]
   np.testing.assert_allclose(evals[6], w[0], rtol=1e-5)
 
 

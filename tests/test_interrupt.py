@@ -58,8 +58,8 @@ def test_a_signal_while_waiting_for_other_processes_exits_at_once(tmp_path, shap
                                                                  tiny_overrides):
   """Here the main thread waits inside JAX's C++ client, where Python runs no handler."""
   command = _command(tmp_path / "run", shapes_data_dir, tiny_overrides) + [
-      "--coordinator_address", f"127.0.0.1:{_free_port()}", "--num_processes", "2",
-      "--process_id", "0", "--distributed_timeout", "120"
+      "--coordinator-address", f"127.0.0.1:{_free_port()}", "--num-processes", "2",
+      "--process-id", "0", "--distributed-timeout", "120"
   ]
   process = _start(command)
   read = _wait_for_stderr(process, r"waiting for 2 processes to join")

@@ -4,9 +4,11 @@ import math
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
+from jaxmm import data
 from jaxmm.data import preprocess
 from jaxmm.errors import UserError
 from jaxmm.models import transformer
@@ -180,3 +182,22 @@ def test_mean_std_normalisation_matches_float64():
 def test_mean_without_std_says_to_set_both():
   with pytest.raises(UserError, match="data.image_mean and data.image_std go together"):
     preprocess.normalize(np.zeros((1, 2, 2, 3), np.uint8), (0.5,) * 3, None)
+
+
+@pytest.mark.parametrize("source", ["tfds", "wds"])
+def test_the_pipeline_normalises_with_the_data_configs_mean_and_std(shapes_data_dir, shapes_shards,
+                                                                    source):
+  mean, std = (0.48, 0.45, 0.40), (0.26, 0.26, 0.27)
+  config = ml_collections.ConfigDict(
+      dict(name="shapes", data_dir=shapes_data_dir, train_split="test", eval_split="test",
+           image_size=32, max_len=48, tokenizer="bytes", augment=False, image_mean=mean,
+           image_std=std))
+  if source != "tfds":
+    config.update(source=source, files=shapes_shards[source], eval_files=shapes_shards[source],
+                  image_key="png", text_key="txt")
+  batch = next(iter(data.eval_batches(config, split="test[:64]", batch_size=64)))
+  stored = data.data_source("shapes", "test", data_dir=shapes_data_dir)
+  pixels = np.stack([stored[i]["image"] for i in range(64)])
+  # The stored 32 px images, unresized: three float32 roundings of values up to 1 / 0.26 ~ 4.
+  np.testing.assert_allclose(batch["image"], (pixels / 255.0 - np.asarray(mean)) / np.asarray(std),
+                             rtol=0, atol=4 * 4 * U)

@@ -92,8 +92,8 @@ def trained(tiny_config, digits_data_dir, run_image_text, tmp_path_factory):
                        "data.max_len=40", "batch_size=64", "optim.lr=0.003",
                        "optim.warmup_steps=10", f"total_steps={STEPS}",
                        f"checkpoint_every={STEPS}", f"eval_every={STEPS}", f"log_every={STEPS}",
-                       "eval.retrieval.batch_size=256", "eval.linear_probe.batch_size=256",
-                       "eval.knn.batch_size=256")
+                       "evals.retrieval.batch_size=256", "evals.linear_probe.batch_size=256",
+                       "evals.knn.batch_size=256")
   workdir = tmp_path_factory.mktemp("run")
   run_image_text(config, str(workdir))
   results = {}
@@ -149,18 +149,18 @@ def test_probe_and_knn_beat_chance(trained):
 
 
 @pytest.mark.parametrize("override,expected", [
-    ("eval.knn.k=5000", "eval.knn.k=5000 is more than the 512 examples of the training split "
-     "'train[:512]'; set --config.eval.knn.k to at most 512"),
-    (("eval.knn.k=5000", "eval.knn.train_examples=100000"),
-     "eval.knn.k=5000 is more than the 1442 examples of the training split 'train'; set "
-     "--config.eval.knn.k to at most 1442"),
-    ("eval.knn.vote=mean", "eval.knn.vote='mean' is not one of 'majority', 'similarity'"),
-    ("eval.knn.labels=shape", "eval.knn.labels=('shape',) must name class labels of 'digits', "
-     "which are 'label'; set --config.eval.knn.labels to some of them, or to None for all"),
-    ("eval.linear_probe.l2=0.0", "eval.linear_probe.l2=0.0 must be a number > 0"),
-    ("eval.linear_probe.train_examples=0",
-     "eval.linear_probe.train_examples=0 must be an integer >= 1"),
-    ("eval.retrieval.ks=(1, 0)", "eval.retrieval.ks[1]=0 must be an integer >= 1"),
+    ("evals.knn.k=5000", "evals.knn.k=5000 is more than the 512 examples of the training split "
+     "'train[:512]'; set --config.evals.knn.k to at most 512"),
+    (("evals.knn.k=5000", "evals.knn.train_examples=100000"),
+     "evals.knn.k=5000 is more than the 1442 examples of the training split 'train'; set "
+     "--config.evals.knn.k to at most 1442"),
+    ("evals.knn.vote=mean", "evals.knn.vote='mean' is not one of 'majority', 'similarity'"),
+    ("evals.knn.labels=shape", "evals.knn.labels=('shape',) must name class labels of 'digits', "
+     "which are 'label'; set --config.evals.knn.labels to some of them, or to None for all"),
+    ("evals.linear_probe.l2=0.0", "evals.linear_probe.l2=0.0 must be a number > 0"),
+    ("evals.linear_probe.train_examples=0",
+     "evals.linear_probe.train_examples=0 must be an integer >= 1"),
+    ("evals.retrieval.ks=(1, 0)", "evals.retrieval.ks[1]=0 must be an integer >= 1"),
 ])
 def test_bad_setting_is_one_line_naming_the_key(capsys, digits_data_dir, tmp_path, monkeypatch,
                                                  override, expected):
@@ -173,44 +173,38 @@ def test_bad_setting_is_one_line_naming_the_key(capsys, digits_data_dir, tmp_pat
 
 def test_a_dataset_without_class_labels_is_an_error():
   with pytest.raises(errors.UserError) as e:
-    evaluators.chosen_labels({}, None, "toy", "eval.linear_probe")
+    evaluators.chosen_labels({}, None, "toy", "evals.linear_probe")
   message = str(e.value)
   assert "\n" not in message
-  assert message.startswith("eval.linear_probe classifies class labels, but data.name='toy' has "
+  assert message.startswith("evals.linear_probe classifies class labels, but data.name='toy' has "
                             "none")
   assert message.endswith("--config.eval_every=0")
 
 
 def test_labels_none_means_all_and_a_name_is_one():
   available = {"shape": 6, "colour": 8}
-  assert evaluators.chosen_labels(available, None, "shapes", "eval.knn") == available
-  assert evaluators.chosen_labels(available, "colour", "shapes", "eval.knn") == {"colour": 8}
-
-
-def test_unknown_evaluator_name_lists_the_valid_ones(tiny_config):
-  config = tiny_config("siglip")
-  config.eval.probe = {"batch_size": 8}
-  with pytest.raises(errors.UserError, match="evaluator name under eval='probe' is not one of "
-                     "'zero_shot', 'retrieval', 'linear_probe', 'knn'"):
-    image_text.check_config(config)
+  assert evaluators.chosen_labels(available, None, "shapes", "evals.knn") == available
+  assert evaluators.chosen_labels(available, "colour", "shapes", "evals.knn") == {"colour": 8}
 
 
 def test_probe_and_knn_classify_every_label_of_shapes(tiny_config, shapes_data_dir):
   """Untrained, on shapes: labels=None gives all four labels, from the first train_examples."""
   config = tiny_config("siglip", f"data.data_dir={shapes_data_dir}",
-                       "eval.linear_probe.train_examples=500", "eval.knn.train_examples=500")
+                       "evals.linear_probe.train_examples=500", "evals.knn.train_examples=500")
   mesh = parallel.make_mesh(config.mesh)
   model = models.get_model(config.model)
   params = model_init.make_init_variables(model, config)(jax.random.key(0))["params"]
   state = types.SimpleNamespace(params=jax.device_put(params, parallel.replicated(mesh)))
-  embeddings = image_text.make_split_embeddings(model, config, mesh)
+  del config.evals.zero_shot, config.evals.retrieval
+  parts = image_text.evaluator_parts(model, data.get_tokenizer(config.data.tokenizer), config,
+                                     mesh, None)
   results = {}
-  for make in (image_text.make_linear_probe_evaluator, image_text.make_knn_evaluator):
-    results.update(make(model, config, mesh, None, None, embeddings)(state, 0))
+  for _, evaluate in evaluators.build_evaluators(parts):
+    results.update(evaluate(state, 0))
   assert set(results) == {
       f"{name}/{label}" for name in ("linear_probe", "knn")
       for label in ("shape", "colour", "size", "position")
   }
   assert all(0 <= v <= 1 for v in results.values())
-  train, _ = embeddings(state.params, 0, "train[:500]", config.eval.knn.batch_size)
+  train, _ = parts.embeddings(state.params, 0, "train[:500]", config.evals.knn.batch_size)
   assert len(train) == 500  # the probe and k-NN shared these

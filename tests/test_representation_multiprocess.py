@@ -29,6 +29,7 @@ def _worker(process_id, num_processes, port, data_dir, out, overrides):
 
   from jaxmm import config_loading
   from jaxmm import data
+  from jaxmm import evaluators
   from jaxmm import models
   from jaxmm import parallel
   from jaxmm.experiments import image_text
@@ -45,11 +46,11 @@ def _worker(process_id, num_processes, port, data_dir, out, overrides):
   params = jax.device_get(model_init.make_init_variables(model, config)(jax.random.key(0)))
   state = types.SimpleNamespace(
       params=jax.device_put(params["params"], parallel.replicated(mesh)))
-  embeddings = image_text.make_split_embeddings(model, config, mesh)
-  tokenizer = data.get_tokenizer(config.data.tokenizer)
+  del config.evals.zero_shot
+  parts = image_text.evaluator_parts(model, data.get_tokenizer(config.data.tokenizer), config,
+                                     mesh, None)
   results = {}
-  for name in EVALUATORS:
-    evaluate = image_text.EVALUATORS[name](model, config, mesh, None, tokenizer, embeddings)
+  for _, evaluate in evaluators.build_evaluators(parts):
     results.update(evaluate(state, 0))
   with open(out, "w") as f:
     json.dump(results, f)
@@ -96,7 +97,7 @@ def test_two_processes_compute_what_one_does(tmp_path, tiny_overrides):
   from jaxmm import data  # pylint: disable=import-outside-toplevel
   data_dir = str(tmp_path / "tfds")
   data.data_source("digits", "train", data_dir=data_dir)  # built once, before the workers read
-  overrides = tiny_overrides + [f"eval.{name}.batch_size=64" for name in EVALUATORS]
+  overrides = tiny_overrides + [f"evals.{name}.batch_size=64" for name in EVALUATORS]
   (single,) = _run(1, 8, data_dir, tmp_path, overrides)
   first, second = _run(2, 4, data_dir, tmp_path, overrides)
   assert {key.split("/")[0] for key in single} == set(EVALUATORS)

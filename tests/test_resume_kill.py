@@ -1,4 +1,5 @@
-"""Kill -9 a training process after its second checkpoint; the rerun ends bit-identical."""
+"""Kill -9 a training process after its second checkpoint; the rerun ends bit-identical, on a TFDS
+split and on webdataset shards."""
 import os
 import signal
 import subprocess
@@ -10,6 +11,8 @@ import numpy as np
 import pytest
 
 from jaxmm import analysis
+
+from conftest import shard_overrides
 
 pytestmark = pytest.mark.slow
 
@@ -31,8 +34,12 @@ def _env():
   return env
 
 
-def test_kill_9_after_second_checkpoint_then_rerun(tmp_path, shapes_data_dir, tiny_overrides):
+@pytest.mark.parametrize("source", ["tfds", "wds"])
+def test_kill_9_after_second_checkpoint_then_rerun(tmp_path, shapes_data_dir, shapes_shards,
+                                                   tiny_overrides, source):
   overrides = [o for o in tiny_overrides if not o.startswith("total_steps")]
+  if source != "tfds":  # 200 steps of 16 cross the 2,000 examples' first epoch
+    overrides += shard_overrides(shapes_shards, source)
   killed = str(tmp_path / "killed")
   process = subprocess.Popen(_command(killed, overrides, shapes_data_dir),
                              env=_env(),

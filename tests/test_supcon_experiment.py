@@ -23,8 +23,8 @@ CONFIGS = [f"{loss}_{dataset}" for loss in supcon.LOSSES for dataset in ("digits
 # A ResNet small enough that a step compiles and runs in seconds, on 16x16 images.
 TINY = ("batch_size=16", "total_steps=2", "checkpoint_every=2", "log_every=1", "eval_every=2",
         "optim.warmup_steps=1", "data.image_size=16", "model.stage_sizes=(1, 1)",
-        "model.widths=(4, 8)", "eval.linear_probe.train_examples=256",
-        "eval.knn.train_examples=256", "eval.linear_probe.max_steps=20")
+        "model.widths=(4, 8)", "evals.linear_probe.train_examples=256",
+        "evals.knn.train_examples=256", "evals.linear_probe.max_steps=20")
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@
   memory.py       jaxmm inspect --memory, planned by memory_plan.py
   sweep.py        jaxmm sweep: a config's get_sweep() points (jaxmm.sweeps)
   filter.py       jaxmm filter: a dataset's best image-text pairs, scored by data_filter.py
+  data.py         jaxmm data: a TFDS split written as shards, or what shards hold
   flag_checks.py  checks of flags that several commands share
 
 This is the only part of jaxmm that imports the experiments.

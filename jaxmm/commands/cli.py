@@ -8,6 +8,8 @@
   jaxmm sweep   --config configs/NAME.py[:ARG] --workdir DIR [--dry-run] [--launcher ...]
   jaxmm sweep   --summarize DIR
   jaxmm filter  --run DIR --dataset NAME --split S --keep F --out DIR [...]
+  jaxmm data    export --dataset NAME --split S --format wds|parquet --out DIR [...]
+  jaxmm data    stats --files GLOB [...]
   jaxmm import  open_clip --arch ARCH --weights FILE.safetensors --out DIR
   jaxmm export  open_clip --run DIR [--step N] --out FILE.safetensors
 
@@ -30,6 +32,7 @@ import traceback
 from jaxmm import config_loading
 from jaxmm import errors
 from jaxmm import host
+from jaxmm.commands import data as data_command
 from jaxmm.commands import export_weights
 from jaxmm.commands import filter as filter_command
 from jaxmm.commands import import_weights
@@ -102,6 +105,11 @@ def _parser() -> argparse.ArgumentParser:
       takes_config=False)
   filter_parser.epilog = filter_command.EPILOG
   filter_command.add_arguments(filter_parser)
+  data_command.add_arguments(
+      add_command("data",
+                  "Write a TFDS split as webdataset or parquet shards, or say what shards hold.",
+                  data_command.USAGE,
+                  takes_config=False))
   import_weights.add_arguments(
       add_command("import",
                   "Write a checkpoint trained elsewhere (open_clip) as a jaxmm run.",
@@ -136,6 +144,8 @@ def main(argv=None) -> None:
   show_traceback = args.traceback or os.environ.get("JAXMM_TRACEBACK", "0") not in ("", "0")
   if args.command == "sample" and overrides:
     parser.error("jaxmm sample takes no --config.KEY overrides: it samples the run's own config")
+  if args.command == "data" and overrides:
+    parser.error("jaxmm data takes no --config.KEY overrides")
   if args.command in ("import", "export") and overrides:
     parser.error(f"jaxmm {args.command} takes no --config.KEY overrides: the architecture sets "
                  "the config")
@@ -148,6 +158,9 @@ def main(argv=None) -> None:
       return
     if args.command == "filter":
       filter_command.run(args)
+      return
+    if args.command == "data":
+      data_command.run(args)
       return
     if args.command == "import":
       import_weights.run(args)

@@ -15,6 +15,7 @@ import re
 
 from jaxmm import errors
 from jaxmm.commands import flag_checks
+from jaxmm.commands import flag_spelling
 from jaxmm.runs import storage
 
 USAGE = ("--run DIR --dataset NAME --split S --keep F --out DIR [--step N] [--data-dir DIR] "
@@ -45,12 +46,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       required=True,
                       metavar="NAME",
                       help="the dataset to filter: bundled, or prepared in --data-dir")
-  parser.add_argument("--data-dir",
-                      "--data_dir",
-                      dest="data_dir",
-                      metavar="DIR",
-                      help="where --dataset is prepared (default: the run's data.data_dir, else "
-                      "$JAXMM_DATA_DIR, else ~/.cache/jaxmm/tensorflow_datasets)")
+  flag_spelling.add_flag(parser,
+                         "--data-dir",
+                         metavar="DIR",
+                         help="where --dataset is prepared (default: the run's data.data_dir, "
+                         "else $JAXMM_DATA_DIR, else ~/.cache/jaxmm/tensorflow_datasets)")
   parser.add_argument("--split", required=True, metavar="S", help="the split to filter")
   parser.add_argument("--keep",
                       required=True,
@@ -61,13 +61,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       required=True,
                       metavar="DIR",
                       help="a new or empty folder: the filtered dataset's data dir")
-  parser.add_argument("--batch-size",
-                      "--batch_size",
-                      dest="batch_size",
-                      type=int,
-                      default=DEFAULT_BATCH_SIZE,
-                      metavar="B",
-                      help=f"pairs embedded per global batch (default {DEFAULT_BATCH_SIZE})")
+  flag_spelling.add_flag(parser,
+                         "--batch-size",
+                         type=int,
+                         default=DEFAULT_BATCH_SIZE,
+                         metavar="B",
+                         help=f"pairs embedded per global batch (default {DEFAULT_BATCH_SIZE})")
 
 
 def _check_keep(keep: float) -> float:
@@ -119,8 +118,8 @@ def _checked(args: argparse.Namespace):
   """(keep, step, config, source, mesh) once every argument is checked: the run's config with
   its data pointed at --dataset in --data-dir, the dataset's builder, the run's mesh."""
   keep = _check_keep(args.keep)
-  # Writable, so that scoring every pair is not lost.
-  flag_checks.check_new_folder("--out", args.out, "the filtered dataset")
+  # A new or empty folder: nothing there is taken for the filtered dataset or overwritten.
+  flag_checks.check_empty_output_dir("--out", args.out, "the filtered dataset")
   # Imported here so that the other commands need no JAX start-up.
   from jaxmm import data, parallel  # pylint: disable=import-outside-toplevel
   step, config = _run_config(args.run, args.step)

@@ -3,11 +3,11 @@
 - `finite_float`: the argparse type of every float flag; NaN and infinities
   are refused while parsing (a NaN guidance scale would sample black images).
 - `check_output_dir`, `check_output_file`: an --out path must be writable
-  before minutes of work go into what it will hold; `check_new_folder` also
-  wants it new or empty, so that nothing there is mistaken for what it will
-  hold, or overwritten. The folder, or the nearest
-  folder above it that exists, is probed by creating and deleting a file
-  there, which catches a missing write permission and a read-only mount alike.
+  before minutes of work go into what it will hold (`check_empty_output_dir`:
+  and new or empty, so that nothing there is overwritten or taken for
+  output). The folder, or the nearest folder above it that exists, is probed
+  by creating and deleting a file there, which catches a missing write
+  permission and a read-only mount alike.
   Bucket paths (`gs://`) are not probed.
 """
 import argparse
@@ -57,6 +57,19 @@ def check_output_dir(flag: str, path: str) -> None:
     _check_writable_folder(flag, path, path)
 
 
+def check_empty_output_dir(flag: str, path: str, holds: str) -> None:
+  """Raises `UserError` unless folder `path`, which will hold `holds` (e.g. 'the filtered
+  dataset'), is new or empty and can be written in."""
+  if storage.is_file(path):
+    raise UserError(f"{flag} {path} is a file; give a new or empty folder for {holds}")
+  held = storage.list_dir(path)
+  if held:
+    listed = ", ".join(held[:3]) + (", ..." if len(held) > 3 else "")
+    raise UserError(f"{flag} {path} is not empty (it holds {listed}); give a new or empty "
+                    f"folder for {holds}")
+  check_output_dir(flag, path)
+
+
 def check_output_file(flag: str, path: str) -> None:
   """Raises `UserError` unless the file `path` can be written (its folder created if missing)."""
   if not storage.is_local(path):
@@ -64,16 +77,3 @@ def check_output_file(flag: str, path: str) -> None:
   if os.path.isdir(storage.absolute(path)):
     raise UserError(f"{flag} {path} is a folder; give a file name")
   _check_writable_folder(flag, path, os.path.dirname(storage.absolute(path)))
-
-
-def check_new_folder(flag: str, path: str, holds: str) -> None:
-  """Raises `UserError` unless `path` is a new or empty folder that can be written in; `holds`
-  says what the folder is for, e.g. 'the filtered dataset'."""
-  if storage.is_file(path):
-    raise UserError(f"{flag} {path} is a file; give a new or empty folder for {holds}")
-  held = storage.list_dir(path)
-  if held:
-    listed = ", ".join(held[:3]) + (", ..." if len(held) > 3 else "")
-    raise UserError(f"{flag} {path} is not empty (it holds {listed}); give a new or empty folder "
-                    f"for {holds}")
-  check_output_dir(flag, path)

@@ -37,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> None:
   """Checks the arguments, reads the weights and writes the run (module docstring)."""
-  flag_checks.check_new_folder("--out", args.out, "the run")
+  flag_checks.check_empty_output_dir("--out", args.out, "the run")
   # Imported here so that a mistake in the flags needs no JAX start-up.
   from jaxmm.configs import open_clip as open_clip_config  # pylint: disable=import-outside-toplevel
   from jaxmm.weights import open_clip, run_dir  # pylint: disable=import-outside-toplevel

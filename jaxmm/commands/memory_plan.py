@@ -8,7 +8,7 @@ devices, measured by `jaxmm.train.memory.step_memory` (its docstring names
 each field, all in bytes per device), plus `platform`, `devices`, `mesh`,
 `batch_size`, `batch_per_device` and `loss_temp_bytes`. Nothing trains: the
 experiment's parts come from its `build` in `EXPERIMENTS` with evaluation left
-out (`config.eval` emptied), the batch is abstract, shaped like one example
+out (`config.evals` emptied), the batch is abstract, shaped like one example
 read through the experiment's own input pipeline, and the step is only
 compiled.
 
@@ -109,7 +109,7 @@ def planning_config(spec: str, overrides: Sequence[str],
   extra = [] if batch_size is None else [f"batch_size={batch_size}"]
   config_loading.apply_overrides(config, list(overrides) + extra)
   config.eval_every = 0
-  config.eval = ml_collections.ConfigDict()
+  config.evals = ml_collections.ConfigDict()
   return config
 
 

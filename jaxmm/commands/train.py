@@ -1,7 +1,7 @@
 """`jaxmm train`: an experiment of experiments/ (`config.experiment`) through `jaxmm.train`.
 
   jaxmm train --config FILE.py[:ARG] --workdir DIR [--config.KEY=VALUE ...]
-              [--coordinator_address HOST:PORT --num_processes N --process_id I]
+              [--coordinator-address HOST:PORT --num-processes N --process-id I]
 
 The run resumes from DIR's latest checkpoint when there is one. A run stopped
 by SIGTERM or Ctrl-C exits with 128 + the signal number after saving its
@@ -20,6 +20,7 @@ from absl import flags
 from absl import logging
 
 from jaxmm import errors
+from jaxmm.commands import flag_spelling
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,17 +31,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="where checkpoints, config.json and metrics go")
   cluster = parser.add_argument_group(
       "multi-process runs",
-      "Start the same command on every host with its own --process_id. Without these flags "
+      "Start the same command on every host with its own --process-id. Without these flags "
       "(or JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID), SLURM job steps and "
       "TPU pods are detected; anything else runs as one process.")
-  cluster.add_argument("--coordinator_address", metavar="HOST:PORT", help="process 0's address")
-  cluster.add_argument("--num_processes", type=int, metavar="N", help="processes in the run")
-  cluster.add_argument("--process_id", type=int, metavar="I", help="this process, 0 .. N-1")
-  cluster.add_argument("--distributed_timeout",
-                       type=int,
-                       default=300,
-                       metavar="S",
-                       help="seconds to wait for every process to join (default 300)")
+  flag_spelling.add_flag(cluster, "--coordinator-address", metavar="HOST:PORT",
+                         help="process 0's address")
+  flag_spelling.add_flag(cluster, "--num-processes", type=int, metavar="N",
+                         help="processes in the run")
+  flag_spelling.add_flag(cluster, "--process-id", type=int, metavar="I",
+                         help="this process, 0 .. N-1")
+  flag_spelling.add_flag(cluster,
+                         "--distributed-timeout",
+                         type=int,
+                         default=300,
+                         metavar="S",
+                         help="seconds to wait for every process to join (default 300)")
 
 
 def run(config, args: argparse.Namespace, wants_traceback: bool) -> None:

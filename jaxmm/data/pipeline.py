@@ -20,18 +20,27 @@ stream is the concatenation of one seeded permutation of the split per epoch,
 and host p reads positions p * b ... (p + 1) * b - 1 of it. Augmentation keys
 depend only on (seed, example index, epoch). Grain supplies the prefetching
 iterator whose `get_state()` ({'next_index': step}) resumes the stream exactly.
-Whole batches are gathered and preprocessed with vectorised numpy.
+Whole batches are gathered and preprocessed with vectorised numpy. A shard
+source replaces a damaged example by another chosen by a hash of it
+(`shards.skips`), so the same holds there; its training iterator also has
+`metrics()`: {'skipped': damaged examples met in the batches since the last
+call}.
 
 Data config keys: name, data_dir, train_split, eval_split, image_size,
 max_len, tokenizer, augment (shuffle_seed is resolved by the caller into
 `seed`), image_key, text_key (the dataset's image and text features), cache
 (True: splits under 1 GiB are read into memory once per process), views and
 num_views (the ops that make each training image's views, `view_ops`; views
-None: no views), image_mean and image_std (`preprocess.normalize`; None: the
-[-1, 1] range). Every config carries the first ones; a data config without
-data_dir, image_key, text_key, cache, views, num_views, image_mean or
-image_std (e.g. one written in a test) gets None, 'image', 'caption', True,
-None, 2, None and None.
+None: no views), source ('tfds', or shards: 'wds' or 'parquet', whose
+data.files and data.eval_files hold the train and eval splits, and whose
+image_key and text_key name member extensions or columns, `jaxmm.data.shards`)
+and max_skipped_fraction (the share of a shard's examples that may be
+damaged, `shards.skips`), image_mean and image_std (`preprocess.normalize`;
+None: the [-1, 1] range). Every config carries the first ones; a data config
+without data_dir, image_key, text_key, cache, views, num_views, source, files,
+eval_files, max_skipped_fraction, image_mean or image_std (e.g. one written
+in a test) gets None, 'image', 'caption', True, None, 2, 'tfds', None, None,
+0.01, None and None.
 
 Mistakes in these keys raise `jaxmm.errors.UserError` naming the key before any
 batch is made: an image or text key that is not a feature of the dataset
@@ -46,10 +55,13 @@ import grain
 import numpy as np
 import tensorflow_datasets as tfds
 
+from jaxmm import errors
 from jaxmm.data import preprocess
+from jaxmm.data import shards
 from jaxmm.data import sources
 from jaxmm.data import tokenizers
 from jaxmm.data import view_ops
+from jaxmm.data.shards import skips as skips_lib
 from jaxmm.errors import UserError
 
 _MAX_CACHED_BYTES = 1 << 30
@@ -57,7 +69,8 @@ _MAX_CACHED_BYTES = 1 << 30
 # batches ahead of the training step without starving it.
 _READ_OPTIONS = grain.ReadOptions(num_threads=2, prefetch_buffer_size=2)
 _DEFAULTS = {"data_dir": None, "image_key": "image", "text_key": "caption", "cache": True,
-             "views": None, "num_views": 2, "image_mean": None, "image_std": None}
+             "views": None, "num_views": 2, "source": "tfds", "files": None, "eval_files": None,
+             "max_skipped_fraction": 0.01, "image_mean": None, "image_std": None}
 
 
 def _get(data_config, key):
@@ -95,19 +108,46 @@ def _cached_reader(name, split, data_dir, cache):
   return SplitReader(name, split, data_dir, cache)
 
 
-def split_reader(data_config, split) -> SplitReader:
-  """The (per-process cached) reader of one split of `data_config.name`."""
+def _source(data_config) -> str:
+  """data.source, checked."""
+  return errors.one_of("data.source", _get(data_config, "source"), shards.SOURCES)
+
+
+def split_reader(data_config, split) -> SplitReader | shards.ShardReader:
+  """The (per-process cached) reader of one split of `data_config.name`, or of the shards that
+  hold it (`shards.split_reader`)."""
+  source = _source(data_config)
+  if source != "tfds":
+    return shards.split_reader(source,
+                               split,
+                               files=_get(data_config, "files"),
+                               eval_files=_get(data_config, "eval_files"),
+                               train_split=data_config["train_split"],
+                               eval_split=data_config["eval_split"],
+                               image_key=_get(data_config, "image_key"),
+                               text_key=_get(data_config, "text_key"),
+                               image_size=data_config["image_size"],
+                               cache=bool(_get(data_config, "cache")),
+                               image_mean=_get(data_config, "image_mean"),
+                               image_std=_get(data_config, "image_std"))
   return _cached_reader(data_config["name"], split,
                         sources.resolve_data_dir(_get(data_config, "data_dir")),
                         bool(_get(data_config, "cache")))
 
 
-def check_features(data_config, need_text: bool = True) -> None:
+def check_features(data_config, need_text: bool = True, split: str | None = None) -> None:
   """Raises UserError, listing the features, unless data.name has data.image_key.
 
   data.text_key is checked too when `need_text`; an image-only use of a dataset
-  without text passes need_text=False.
+  without text passes need_text=False. For a shard source: the shards of
+  `split` (default data.train_split) have them (`shards.ShardReader`).
   """
+  if _source(data_config) != "tfds":
+    if need_text and _get(data_config, "text_key") is None:
+      raise UserError("data.text_key=None, but captions are needed; set --config.data.text_key "
+                      "to the shards' caption extension or column, e.g. 'txt'")
+    split_reader(data_config, split or data_config["train_split"])
+    return
   builder = sources.get_builder(data_config["name"], _get(data_config, "data_dir"))
   features = sorted(builder.info.features.keys())
   keys = {"image_key": "images", "text_key": "texts"} if need_text else {"image_key": "images"}
@@ -122,8 +162,11 @@ def check_features(data_config, need_text: bool = True) -> None:
 def class_labels(data_config) -> dict[str, int]:
   """The class labels of data.name (its tfds ClassLabel features): name -> number of classes.
 
-  Batches carry each of them as int32 [b] under its name.
+  Batches carry each of them as int32 [b] under its name. A shard source's are
+  its integer labels, each with 1 + its largest value classes.
   """
+  if _source(data_config) != "tfds":
+    return split_reader(data_config, data_config["train_split"]).class_labels()
   builder = sources.get_builder(data_config["name"], _get(data_config, "data_dir"))
   return {
       name: feature.num_classes
@@ -176,9 +219,9 @@ def truncation_warning(data_config, split=None, sample_size: int = 1000) -> str 
           "them whole")
 
 
-def _check_config(data_config, need_text):
+def _check_config(data_config, need_text, split):
   """The data config's mistakes as UserErrors, before a reader thread meets them."""
-  check_features(data_config, need_text)
+  check_features(data_config, need_text, split)
   if need_text:
     _tokenizer(data_config["tokenizer"])
   view_ops_of(data_config)
@@ -194,9 +237,11 @@ def _to_batch(raw, data_config, keys=None):
   """Stored examples -> model inputs; augments when per-example keys are given."""
   image_key = _get(data_config, "image_key")
   text_key = _get(data_config, "text_key")
-  image = preprocess.normalize(raw[image_key], _get(data_config, "image_mean"),
-                               _get(data_config, "image_std"))
-  image = preprocess.resize(image, data_config["image_size"])
+  image = raw[image_key]
+  if _source(data_config) == "tfds":  # stored pixels; a shard reader decodes into these inputs
+    image = preprocess.normalize(image, _get(data_config, "image_mean"),
+                                 _get(data_config, "image_std"))
+    image = preprocess.resize(image, data_config["image_size"])
   if keys is not None:
     image = preprocess.augment(image, keys)
   batch = {"image": image}
@@ -259,22 +304,68 @@ def train_iterator(data_config,
   is a JSON-serialisable dict).
   """
   local = _local_batch_size(global_batch_size, process_count)
-  _check_config(data_config, need_text)
+  _check_config(data_config, need_text, data_config["train_split"])
   reader = split_reader(data_config, data_config["train_split"])
   views = view_ops_of(data_config)
+  skips = _skips(data_config, reader)
 
   def load(step):
     positions = _host_positions(step, global_batch_size, local, process_index)
     index, epoch = _shuffled(positions, seed, reader.num_examples)
+    if skips is None:
+      raw, skipped = reader.read(index), 0
+    else:
+      raw, index, skipped = skips_lib.read_replacing(reader, skips, index, epoch, seed)
     keys = preprocess.example_keys(seed, index, epoch)
-    batch = _to_batch(reader.read(index), data_config, keys if data_config["augment"] else None)
+    batch = _to_batch(raw, data_config, keys if data_config["augment"] else None)
     if views is not None:
       batch["views"] = view_ops.make_views(batch.pop("image"), keys, views,
                                            _get(data_config, "num_views"))
-    return batch
+    return batch, skipped
 
   dataset = grain.MapDataset.range(sys.maxsize).map(load)
-  return iter(dataset.to_iter_dataset(_READ_OPTIONS))
+  return _TrainBatches(iter(dataset.to_iter_dataset(_READ_OPTIONS)), counts=skips is not None)
+
+
+def _skips(data_config, reader) -> skips_lib.Skips | None:
+  """The count of damaged examples for a shard reader; None for a TFDS split, which has none."""
+  if isinstance(reader, SplitReader):
+    return None
+  limit = _get(data_config, "max_skipped_fraction")
+  if isinstance(limit, bool) or not isinstance(limit, (int, float)) or not 0 <= limit <= 1:
+    raise UserError(f"data.max_skipped_fraction={limit!r} must be a number in [0, 1]: the share "
+                    "of a shard's examples that may be damaged")
+  return skips_lib.Skips(reader, limit)
+
+
+class _TrainBatches:
+  """The training iterator: grain's over (batch, damaged examples met in it), yielding batches."""
+
+  def __init__(self, iterator, counts: bool):
+    self._iterator = iterator
+    self._skipped = 0 if counts else None
+
+  def __iter__(self):
+    return self
+
+  def __next__(self) -> dict:
+    batch, skipped = next(self._iterator)
+    if self._skipped is not None:
+      self._skipped += skipped
+    return batch
+
+  def get_state(self) -> dict:
+    return self._iterator.get_state()
+
+  def set_state(self, state: dict) -> None:
+    self._iterator.set_state(state)
+
+  def metrics(self) -> dict[str, int]:
+    """{'skipped': the damaged examples met since the last call} for a shard source, else {}."""
+    if self._skipped is None:
+      return {}
+    metrics, self._skipped = {"skipped": self._skipped}, 0
+    return metrics
 
 
 def eval_batches(data_config, *, split=None, batch_size, process_index=0, process_count=1):
@@ -282,19 +373,29 @@ def eval_batches(data_config, *, split=None, batch_size, process_index=0, proces
 
   `batch_size` is global, like train_iterator's. Returns a grain MapDataset
   (len() = number of batches, the same on every host); the last batches are
-  padded to the full host batch, with 'mask' False on padding rows. Batches
+  padded to the full host batch, with 'mask' False on padding rows (and on a
+  shard source's damaged examples, `shards.skips`). Batches
   carry 'tokens' when the dataset has data.text_key (data.image_key must be a
   feature: `check_features(data_config, need_text=False)`).
   """
   local = _local_batch_size(batch_size, process_count)
-  _check_config(data_config, need_text=False)
-  reader = split_reader(data_config, split or data_config["eval_split"])
+  split = split or data_config["eval_split"]
+  _check_config(data_config, False, split)
+  reader = split_reader(data_config, split)
   num_batches = -(-reader.num_examples // batch_size)
+  skips = _skips(data_config, reader)
 
   def load(step):
     positions = _host_positions(step, batch_size, local, process_index)
     mask = positions < reader.num_examples
-    batch = _to_batch(reader.read(np.where(mask, positions, 0)), data_config)
+    indices = np.where(mask, positions, 0)
+    if skips is None:
+      raw = reader.read(indices)
+    else:
+      raw, problems = reader.read_checked(indices)
+      skips.note(indices[mask], [p for p, real in zip(problems, mask) if real])
+      mask &= np.array([p is None for p in problems])
+    batch = _to_batch(raw, data_config)
     batch["mask"] = mask
     return batch
 

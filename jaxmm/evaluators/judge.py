@@ -103,7 +103,7 @@ def make_judge(run_dir: str,
                *,
                mesh: jax.sharding.Mesh | None = None,
                batch_size: int = 256,
-               config_key: str = "eval.judge") -> Judge:
+               config_key: str = "evals.judge") -> Judge:
   """The judge of the latest checkpoint of the image-text run in `run_dir`.
 
   Args:

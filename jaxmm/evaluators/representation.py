@@ -2,39 +2,27 @@
 
 Each makes an evaluator(params, step) -> {metric: value} from a
 `features.SplitEmbeddings` (so any experiment with an image encoder can use
-the probe and k-NN, and any with two towers retrieval), and adds its results
-under str(step) to a JSON file in the workdir, as the zero-shot evaluator does:
+the probe and k-NN, and any with two towers retrieval):
 
-  retrieval.json     'retrieval/image_to_text/recall@k', 'retrieval/text_to_image/recall@k'
-                     on the eval split (`retrieval.recall_at_k`)
-  linear_probe.json  'linear_probe/<label>': test accuracy of a probe fitted to
-                     the training split's image embeddings (`linear_probe.fit`)
-  knn.json           'knn/<label>': test accuracy of the k-NN vote among the
-                     training split's image embeddings (`knn.neighbours`, `knn.vote`)
+  retrieval     'image_to_text/recall@k', 'text_to_image/recall@k' on the eval
+                split (`retrieval.recall_at_k`)
+  linear_probe  '<label>': test accuracy of a probe fitted to the training
+                split's image embeddings (`linear_probe.fit`)
+  knn           '<label>': test accuracy of the k-NN vote among the training
+                split's image embeddings (`knn.neighbours`, `knn.vote`)
 
 Settings are checked when the evaluator is made, before any training; a bad
-one is a `UserError` that names its config key (`config_key`, e.g. 'eval.knn').
+one is a `UserError` that names its config key (`config_key`, e.g. 'evals.knn').
 """
 from collections.abc import Callable, Mapping, Sequence
-import os
 
-import jax
 import numpy as np
 
 from jaxmm import errors
 from jaxmm.evaluators import knn
 from jaxmm.evaluators import linear_probe
 from jaxmm.evaluators import retrieval
-from jaxmm.evaluators import zero_shot
 from jaxmm.evaluators.features import SplitEmbeddings
-
-RESULTS_FILES = {"retrieval": "retrieval.json", "linear_probe": "linear_probe.json",
-                 "knn": "knn.json"}
-
-
-def _write(name: str, workdir: str | None, step: int, results: dict[str, float]) -> None:
-  if workdir is not None and jax.process_index() == 0:
-    zero_shot.write_results(os.path.join(workdir, RESULTS_FILES[name]), step, results)
 
 
 def chosen_labels(available: Mapping[str, int], names: str | Sequence[str] | None, dataset: str,
@@ -67,8 +55,7 @@ def make_retrieval_evaluator(embeddings: SplitEmbeddings,
                              split: str,
                              batch_size: int,
                              ks: Sequence[int],
-                             workdir: str | None = None,
-                             config_key: str = "eval.retrieval"):
+                             config_key: str = "evals.retrieval"):
   """evaluator(params, step): image↔text recall@k for each k of `ks` on `split`.
 
   `embeddings` needs encoders 'image' and 'text' (the latter reading 'tokens').
@@ -82,12 +69,7 @@ def make_retrieval_evaluator(embeddings: SplitEmbeddings,
     images, _ = embeddings(params, step, split, batch_size, "image")
     texts, columns = embeddings(params, step, split, batch_size, "text", extra=("tokens",))
     groups = retrieval.caption_groups(columns["tokens"])
-    results = {
-        f"retrieval/{name}": value
-        for name, value in retrieval.recall_at_k(images, texts, groups, ks).items()
-    }
-    _write("retrieval", workdir, step, results)
-    return results
+    return retrieval.recall_at_k(images, texts, groups, ks)
 
   return evaluate
 
@@ -98,9 +80,9 @@ Classify = Callable[[np.ndarray, np.ndarray, dict[str, tuple[np.ndarray, int]]],
                     dict[str, np.ndarray]]
 
 
-def _classification_evaluator(name: str, classify: Classify, embeddings: SplitEmbeddings, *,
+def _classification_evaluator(classify: Classify, embeddings: SplitEmbeddings, *,
                               train_split: str, eval_split: str, batch_size: int,
-                              labels: Mapping[str, int], workdir: str | None):
+                              labels: Mapping[str, int]):
   """evaluator(params, step): each label's eval-split accuracy of `classify`, which learns
   from the training split's image embeddings."""
 
@@ -109,12 +91,7 @@ def _classification_evaluator(name: str, classify: Classify, embeddings: SplitEm
     test, test_labels = embeddings(params, step, eval_split, batch_size)
     tasks = {label: (train_labels[label], classes) for label, classes in labels.items()}
     predicted = classify(train, test, tasks)
-    results = {
-        f"{name}/{label}": float(np.mean(predicted[label] == test_labels[label]))
-        for label in labels
-    }
-    _write(name, workdir, step, results)
-    return results
+    return {label: float(np.mean(predicted[label] == test_labels[label])) for label in labels}
 
   return evaluate
 
@@ -127,8 +104,7 @@ def make_linear_probe_evaluator(embeddings: SplitEmbeddings,
                                 labels: Mapping[str, int],
                                 l2: float,
                                 max_steps: int,
-                                workdir: str | None = None,
-                                config_key: str = "eval.linear_probe"):
+                                config_key: str = "evals.linear_probe"):
   """evaluator(params, step): for each label (name -> number of classes) the `eval_split`
   accuracy of a linear probe fitted on `train_split`'s image embeddings."""
   errors.positive(f"{config_key}.l2", l2)
@@ -142,9 +118,8 @@ def make_linear_probe_evaluator(embeddings: SplitEmbeddings,
         for label, (train_labels, classes) in tasks.items()
     }
 
-  return _classification_evaluator("linear_probe", classify, embeddings, train_split=train_split,
-                                   eval_split=eval_split, batch_size=batch_size, labels=labels,
-                                   workdir=workdir)
+  return _classification_evaluator(classify, embeddings, train_split=train_split,
+                                   eval_split=eval_split, batch_size=batch_size, labels=labels)
 
 
 def make_knn_evaluator(embeddings: SplitEmbeddings,
@@ -157,8 +132,7 @@ def make_knn_evaluator(embeddings: SplitEmbeddings,
                        k: int,
                        vote: str,
                        temperature: float,
-                       workdir: str | None = None,
-                       config_key: str = "eval.knn"):
+                       config_key: str = "evals.knn"):
   """evaluator(params, step): for each label (name -> number of classes) the `eval_split`
   accuracy of a k-NN vote among the `num_train` image embeddings of `train_split`."""
   errors.integer_at_least(f"{config_key}.k", k, 1)
@@ -176,6 +150,5 @@ def make_knn_evaluator(embeddings: SplitEmbeddings,
         for label, (train_labels, classes) in tasks.items()
     }
 
-  return _classification_evaluator("knn", classify, embeddings, train_split=train_split,
-                                   eval_split=eval_split, batch_size=batch_size, labels=labels,
-                                   workdir=workdir)
+  return _classification_evaluator(classify, embeddings, train_split=train_split,
+                                   eval_split=eval_split, batch_size=batch_size, labels=labels)

@@ -1,4 +1,4 @@
-"""PNG grids of generated images: one row per class, written under workdir/samples/."""
+"""PNG grids of generated images: one row per class, written under workdir/samples/NAME/."""
 import io
 import os
 
@@ -37,5 +37,6 @@ def write_png(path: str, images: np.ndarray, columns: int) -> str:
   return path
 
 
-def grid_path(workdir: str, step: int) -> str:
-  return os.path.join(workdir, SAMPLES_DIR, f"step_{step}.png")
+def grid_path(workdir: str, name: str, step: int) -> str:
+  """Where evaluator `name` (config.evals.NAME) writes the grid of step `step`."""
+  return os.path.join(workdir, SAMPLES_DIR, name, f"step_{step}.png")

@@ -13,18 +13,15 @@ Each class is described by one or more prompts. Two ways to combine them:
   embeddings does not isolate one attribute, while the best full caption
   does, and reading one attribute off it marginalises the others.
 """
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 import dataclasses
-import json
-import os
+from typing import Any
 
 import jax
 import numpy as np
 
 from jaxmm.evaluators import features
-from jaxmm.runs import storage
 
-RESULTS_FILE = "zero_shot.json"
 ENSEMBLES = ("mean", "max")
 
 
@@ -70,49 +67,38 @@ def accuracy(scores: np.ndarray, labels: np.ndarray) -> float:
 
 def make_evaluator(*,
                    tasks: Sequence[ZeroShotTask],
-                   encode_images: Callable,
+                   embed_images: Callable[[Any, int], tuple[np.ndarray, dict[str, np.ndarray]]],
                    encode_tokens: Callable,
                    tokenize: Callable[[Sequence[str]], np.ndarray],
-                   eval_batches: Callable[[], Iterable[dict]],
                    mesh: jax.sharding.Mesh,
-                   text_batch_size: int,
-                   workdir: str | None = None):
-  """An evaluator(params, step) -> {'zero_shot/<task>': accuracy}.
+                   text_batch_size: int):
+  """An evaluator(params, step) -> {task name: accuracy}.
 
   Args:
     tasks: the classification problems; their prompts are embedded once per call.
-    encode_images / encode_tokens: (params, global batch array) -> [b, E]
+    embed_images: (params, step) -> the eval split's image embeddings [N, E]
+      and its columns (labels) [N], on every process, e.g. a
+      `features.SplitEmbeddings` of the split.
+    encode_tokens: (params, global batch of tokens [b, L]) -> [b, E]
       embeddings; jitted here.
     tokenize: list of N prompts -> int tokens [N, L].
-    eval_batches: () -> host-local batches of the eval split with a bool
-      'mask' marking real (not padding) examples.
     text_batch_size: prompts per text-encoder call; a multiple of the mesh's
       batch shards.
-    workdir: if given, results are added to workdir/zero_shot.json by step.
   """
-  encode_images, encode_tokens = jax.jit(encode_images), jax.jit(encode_tokens)
+  encode_tokens = jax.jit(encode_tokens)
   prompts = sorted({p for task in tasks for prompts in task.class_prompts for p in prompts})
   prompt_index = {p: i for i, p in enumerate(prompts)}
   tokens = tokenize(prompts)
 
   def evaluate(params, step):
     text = features.embed_inputs(encode_tokens, params, tokens, text_batch_size, mesh)
-    images, examples = features.embed_batches(encode_images, params, eval_batches(), mesh)
+    images, examples = embed_images(params, step)
     results = {}
     for task in tasks:
       selected = np.ones(len(images), bool) if task.select is None else task.select(examples)
       per_class = [text[[prompt_index[p] for p in ps]] for ps in task.class_prompts]
       scores = class_scores(images[selected], per_class, task.ensemble)
-      results[f"zero_shot/{task.name}"] = accuracy(scores, task.labels(examples)[selected])
-    if workdir is not None and jax.process_index() == 0:
-      write_results(os.path.join(workdir, RESULTS_FILE), step, results)
+      results[task.name] = accuracy(scores, task.labels(examples)[selected])
     return results
 
   return evaluate
-
-
-def write_results(path: str, step: int, results: dict[str, float]) -> None:
-  """Adds `results` under key str(step) to the JSON object in `path`."""
-  everything = json.loads(storage.read_text(path)) if storage.exists(path) else {}
-  everything[str(step)] = results
-  storage.write_text(path, json.dumps(everything, indent=2, sort_keys=True))

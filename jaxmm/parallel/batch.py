@@ -35,6 +35,13 @@ def shard_whole_batch(batch: Any, mesh: jax.sharding.Mesh) -> Any:
   return jax.device_put(jax.tree.map(np.asarray, batch), batch_sharding(mesh))
 
 
+def gather_rows(local_batch: Any) -> Any:
+  """Each process's rows [b, ...] (host arrays) -> the whole [b * processes, ...] on every
+  process, in process order: the inverse of reading one's rows of a global batch."""
+  return jax.tree.map(lambda x: np.asarray(multihost_utils.process_allgather(x, tiled=True)),
+                      local_batch)
+
+
 def to_host(tree: Any) -> Any:
   """Numpy copies of (possibly sharded, multi-host) arrays, whole on every process."""
 

@@ -3,8 +3,8 @@
 `initialize` is called once, before anything touches a device. Where it finds
 the cluster's shape:
 
-1. explicit values: `jaxmm train --coordinator_address HOST:PORT
-   --num_processes N --process_id I`, or the environment variables
+1. explicit values: `jaxmm train --coordinator-address HOST:PORT
+   --num-processes N --process-id I`, or the environment variables
    JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID;
 2. a cluster JAX detects by itself (`jax.distributed.initialize()` with no
    arguments): a SLURM job step of several tasks, a TPU pod slice on GKE
@@ -60,23 +60,23 @@ def _explicit(coordinator_address, num_processes, process_id) -> dict:
     return {}
   missing = [f"--{key} (or {ENV[key]})" for key, value in given.items() if value is None]
   if missing:
-    raise errors.UserError(f"a multi-process run needs --coordinator_address, --num_processes "
-                           f"and --process_id together; missing {', '.join(missing)}")
+    raise errors.UserError(f"a multi-process run needs --coordinator-address, --num-processes "
+                           f"and --process-id together; missing {', '.join(missing)}")
   host, _, port = str(given["coordinator_address"]).rpartition(":")
   if not host or not port.isdigit():
-    raise errors.UserError(f"--coordinator_address={given['coordinator_address']!r}: expected "
+    raise errors.UserError(f"--coordinator-address={given['coordinator_address']!r}: expected "
                            "HOST:PORT, the address of process 0, e.g. 10.0.0.2:1234")
   if not 1 <= int(port) <= 65535:
-    raise errors.UserError(f"--coordinator_address={given['coordinator_address']}: the port "
+    raise errors.UserError(f"--coordinator-address={given['coordinator_address']}: the port "
                            "must be a number from 1 to 65535, a free port of process 0's host")
   try:
     num_processes, process_id = int(given["num_processes"]), int(given["process_id"])
   except ValueError as e:
-    raise errors.UserError(f"--num_processes and --process_id must be integers: {e}") from None
-  errors.integer_at_least("--num_processes", num_processes, 1)
-  errors.integer_at_least("--process_id", process_id, 0)
+    raise errors.UserError(f"--num-processes and --process-id must be integers: {e}") from None
+  errors.integer_at_least("--num-processes", num_processes, 1)
+  errors.integer_at_least("--process-id", process_id, 0)
   if process_id >= num_processes:
-    raise errors.UserError(f"--process_id={process_id} is not below --num_processes="
+    raise errors.UserError(f"--process-id={process_id} is not below --num-processes="
                            f"{num_processes}; number the processes 0 .. {num_processes - 1}")
   return {"coordinator_address": given["coordinator_address"], "num_processes": num_processes,
           "process_id": process_id}
@@ -94,14 +94,14 @@ def _check_coordinator(address: str, process_id: int) -> None:
       try:
         s.bind(("", int(port)))
       except OSError as e:
-        raise errors.UserError(f"--coordinator_address={address}: process 0 cannot serve on port "
+        raise errors.UserError(f"--coordinator-address={address}: process 0 cannot serve on port "
                                f"{port} ({e.strerror}); choose a free port") from None
     return
   while (answer := _first_answer(host.strip("[]"), int(port))) is None:
     time.sleep(0.5)
   if answer[3:4] != bytes([_SETTINGS_FRAME]):
     raise errors.UserError(
-        f"--coordinator_address={address}: something other than a JAX coordinator listens there "
+        f"--coordinator-address={address}: something other than a JAX coordinator listens there "
         f"(it answered {answer.splitlines()[0][:40]!r}); give process 0's host and the port that "
         "process 0 was started with")
 
@@ -202,16 +202,16 @@ class _Wait:
   def _timeout_message(self) -> str:
     if self._address is None:
       return (f"the {self._how} cluster did not form within {self._timeout_s} s; check that "
-              "every process of the job started, or raise --distributed_timeout")
+              "every process of the job started, or raise --distributed-timeout")
     if self._id != 0 and not self.reached:
       return (f"could not reach the coordinator {self._address} within {self._timeout_s} s as "
-              f"process {self._id}; start process 0 with the same --coordinator_address (its "
+              f"process {self._id}; start process 0 with the same --coordinator-address (its "
               "own host and a free port) and check that the port is reachable from here")
     joined = self._joined_text() or f"not all {self._num} processes joined"
     return (f"the cluster did not form within {self._timeout_s} s: {joined} at "
-            f"{self._address}; start every process with --coordinator_address {self._address} "
-            f"--num_processes {self._num} and its own --process_id (0 .. {self._num - 1}), or "
-            "raise --distributed_timeout")
+            f"{self._address}; start every process with --coordinator-address {self._address} "
+            f"--num-processes {self._num} and its own --process-id (0 .. {self._num - 1}), or "
+            "raise --distributed-timeout")
 
   def _watch(self) -> None:
     deadline = self._start + self._timeout_s
@@ -251,7 +251,7 @@ def initialize(coordinator_address: str | None = None,
   how = "explicit" if explicit else detect_cluster()
   if how is None:
     return "single"
-  errors.integer_at_least("--distributed_timeout", timeout_s, 1)
+  errors.integer_at_least("--distributed-timeout", timeout_s, 1)
   with _Wait(prog, timeout_s, explicit, how) as wait:
     if explicit:
       _check_coordinator(explicit["coordinator_address"], explicit["process_id"])
@@ -272,5 +272,5 @@ def _join(explicit: dict, how: str, timeout_s: int) -> None:
     first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     raise errors.UserError(
         f"could not join {where} ({first_line}); start every process with the same "
-        "--coordinator_address (process 0's host and a free port) and --num_processes, and "
+        "--coordinator-address (process 0's host and a free port) and --num-processes, and "
         "check that the port is reachable") from e

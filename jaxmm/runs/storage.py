@@ -17,6 +17,8 @@ Only what jaxmm writes itself goes through here; orbax, TensorFlow Datasets and
 tensorboardX open bucket paths on their own. (`os.path.join` and `os.path.dirname`
 are right for bucket paths too; `os.path.abspath` and `open` are not.)
 """
+import fnmatch
+import glob as glob_lib
 import logging
 import os
 import socket
@@ -176,6 +178,35 @@ def files_under(path: epath.PathLike) -> list[str]:
   for child in _path(path).iterdir():
     found.extend(files_under(child) if child.is_dir() else [os.fspath(child)])
   return sorted(found)
+
+
+def glob(pattern: str) -> list[str]:
+  """The files matching `pattern` (`*`, `?` and `[...]` in any part of the path but the bucket's
+  name; as in a shell, they match no name starting with '.'), sorted."""
+  if is_local(pattern):
+    return sorted(glob_lib.glob(os.path.expanduser(pattern)))
+  scheme, _, rest = pattern.partition("://")
+  bucket, *parts = rest.split("/")
+  found, listed = [f"{scheme}://{bucket}"], True
+  for part in parts:
+    if glob_lib.has_magic(part):
+      found = [f"{folder}/{name}" for folder in found for name in list_dir(folder)
+               if fnmatch.fnmatchcase(name, part) and not name.startswith(".")]
+    else:
+      found = [f"{folder}/{part}" for folder in found]
+    listed = glob_lib.has_magic(part)
+  # A name that a listing returned exists; one joined on after it may not.
+  return sorted(found if listed else [path for path in found if is_file(path)])
+
+
+def stat(path: epath.PathLike):
+  """`path`'s size in bytes (`.length`) and modification time in seconds (`.mtime`)."""
+  return _path(path).stat()
+
+
+def open_binary(path: epath.PathLike):
+  """`path` opened for reading bytes, seekable (a bucket object reads the ranges asked for)."""
+  return _path(path).open("rb")
 
 
 def read_text(path: epath.PathLike) -> str:

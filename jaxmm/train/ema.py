@@ -73,5 +73,8 @@ def update(ema: Mapping[str, Any], params: Any, step: jax.Array,
   out = {}
   for name, (kind, constant) in _profiles(ema_config).items():
     beta = constant if kind == "decay" else (1.0 - 1.0 / t)**(constant + 1.0)
-    out[name] = jax.tree.map(lambda avg, p, b=beta: b * avg + (1.0 - b) * p, ema[name], params)
+    # β·θ̄ + (1 − β)·θ written as θ̄ + (1 − β)·(θ − θ̄): a parameter that does not move (a
+    # frozen tower) keeps an average equal to it bit for bit, whatever the compiler fuses.
+    out[name] = jax.tree.map(lambda avg, p, b=beta: avg + (1.0 - b) * (p - avg), ema[name],
+                             params)
   return out

@@ -15,7 +15,9 @@ import logging
 from typing import Any, Protocol
 
 import jax
+from jax.experimental import multihost_utils
 import ml_collections
+import numpy as np
 import tqdm
 
 from jaxmm import config_loading
@@ -39,10 +41,18 @@ log = logging.getLogger("jaxmm")
 
 # evaluator(state, step) -> {metric name: value}; it gets the whole state (params, ema, ...)
 Evaluator = Callable[[Any, int], Mapping[str, float]]
+# (every, evaluator): called at every multiple of `every` steps and at the last step
+# (`jaxmm.evaluators.build_evaluators` makes them from config.evals).
+ScheduledEvaluator = tuple[int, Evaluator]
 
 
 class ResumableIterator(Protocol):
-  """Host-local batches; the position round-trips through get_state/set_state."""
+  """Host-local batches; the position round-trips through get_state/set_state.
+
+  An iterator may also have `metrics()`: counts (e.g. {'skipped': n}) over the
+  batches since its last call, which the loop logs under `data/` at every
+  log step, summed over processes.
+  """
 
   def __next__(self) -> dict:
     ...
@@ -62,6 +72,15 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   errors.one_of("on_nonfinite", config.on_nonfinite, nonfinite.POLICIES)
   ema_lib.check_config(config.ema)
   check_optim_config(config.optim, config.total_steps)
+
+
+def data_metrics(train_data: ResumableIterator) -> dict[str, int]:
+  """`train_data.metrics()`, summed over processes; {} for an iterator without `metrics`."""
+  counts = train_data.metrics() if hasattr(train_data, "metrics") else {}
+  if counts and jax.process_count() > 1:  # every process logs at the same steps
+    totals = multihost_utils.process_allgather(np.array(list(counts.values()), np.int64))
+    counts = dict(zip(counts, np.sum(totals, axis=0).tolist()))
+  return counts
 
 
 def init_rng(seed: int) -> jax.Array:
@@ -138,7 +157,7 @@ def run(config: ml_collections.ConfigDict,
         init_variables: InitVariables,
         loss_fn: LossFn,
         train_data: ResumableIterator,
-        evaluators: Sequence[Evaluator] = ()) -> TrainState:
+        evaluators: Sequence[ScheduledEvaluator] = ()) -> TrainState:
   """Trains `config.total_steps` steps in `workdir`, resuming from its newest intact checkpoint.
 
   Args:
@@ -146,9 +165,11 @@ def run(config: ml_collections.ConfigDict,
       names (a flax `init`); the other collections become `state.model_state`.
     loss_fn: (params, model_state, global batch, rng) -> (loss, metrics,
       model_state); traced once.
-    train_data: host-local batches, resumable.
-    evaluators: (state, step) -> metrics, called every `config.eval_every`
-      steps and at the end.
+    train_data: host-local batches, resumable; its `metrics()`, if any, are
+      logged under `data/` (`data_metrics`).
+    evaluators: (every, evaluator(state, step) -> metrics) pairs: each
+      evaluator is called every `every` steps and at the last step; its
+      metrics are logged under 'eval/'.
 
   Returns:
     The final train state.
@@ -206,15 +227,19 @@ def _train(config, workdir, mesh, init_variables, loss_fn, train_data, evaluator
       bar.set_postfix(loss=f"{scalars['loss']:.4f}")
       writer.write_scalars(step, scalars, prefix="train/")
     interval.clear()
+    writer.write_scalars(step, data_metrics(train_data), prefix="data/")
 
   def save(step):
     check_pending()  # never write a non-finite state
     checkpoints.save(manager, step, state, train_data.get_state(),
                      json.loads(config_loading.config_to_json(config)))
 
-  def evaluate(step):
-    check_pending()  # never evaluate a non-finite model
-    for evaluator in evaluators:
+  def evaluate(step, last):
+    """Runs the evaluators due at `step`: those whose `every` divides it, all at the last."""
+    due = [evaluator for every, evaluator in evaluators if last or step % every == 0]
+    if due:
+      check_pending()  # never evaluate a non-finite model
+    for evaluator in due:
       writer.write_scalars(step, evaluator(state, step), prefix="eval/")
 
   bar = tqdm.tqdm(total=config.total_steps,
@@ -237,8 +262,7 @@ def _train(config, workdir, mesh, init_variables, loss_fn, train_data, evaluator
           log_interval(step)
         if step % config.checkpoint_every == 0 or last:
           save(step)
-        if config.eval_every and (step % config.eval_every == 0 or last):
-          evaluate(step)
+        evaluate(step, last)
         signum = stop.poll()
         if signum is not None:
           log_interval(step)  # the steps since the last log, which a resume will not repeat
