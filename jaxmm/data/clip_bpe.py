@@ -32,7 +32,7 @@ _WORD_PATTERN = "|".join(SPECIAL_TOKENS) + (r"|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|
                                             r"|[^\s\p{L}\p{N}]+")
 
 
-def byte_characters() -> tuple[list[int], list[str]]:
+def _byte_characters() -> tuple[list[int], list[str]]:
   """(bytes, characters): each of the 256 bytes and the printable character that stands for it.
 
   Printable Latin-1 bytes stand for themselves; the others (controls, the
@@ -86,7 +86,7 @@ class ClipBpeTokenizer:
   def __init__(self, vocab_path: str, spec: str):
     self._ftfy, regex = _text_modules(spec)
     merges = _read_merges(vocab_path, spec)
-    byte_order, characters = byte_characters()
+    byte_order, characters = _byte_characters()
     self._byte_character = dict(zip(byte_order, characters))
     self._character_byte = dict(zip(characters, byte_order))
     tokens = characters + [c + "</w>" for c in characters] + ["".join(m) for m in merges]
