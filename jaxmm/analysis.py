@@ -30,6 +30,7 @@ from jaxmm import diffusion
 from jaxmm import errors
 from jaxmm import models
 from jaxmm import parallel
+from jaxmm.data import preprocess
 from jaxmm.runs import restore
 from jaxmm.runs import run_files
 from jaxmm.runs import sampling
@@ -161,22 +162,26 @@ class Run:
     return np.concatenate(outputs)[:num]
 
   def embed_images(self, images, *, batch_size: int = EMBED_BATCH_SIZE) -> np.ndarray:
-    """Unit-norm float32 embeddings [N, E] of float images [N, S, S, 3] in [-1, 1].
+    """Unit-norm float32 embeddings [N, E] of images [N, S, S, 3].
 
-    S is the run's data.image_size and [-1, 1] the input pipeline's range
-    (`jaxmm.data.preprocess.normalize` and `.resize` make such images from
-    uint8 ones). The image tower sees `batch_size` images at a time, so any
-    N fits.
+    S is the run's data.image_size. uint8 images are normalised as the run's
+    input pipeline does (`jaxmm.data.preprocess.normalize` with the run's
+    data.image_mean and data.image_std; [-1, 1] without them); float images
+    are taken as already normalised (`.resize` makes size S). The image tower
+    sees `batch_size` images at a time, so any N fits.
     """
     self._require("image_text", "embed_images")
     images = np.asarray(images)
     size = self.config.data.image_size
     if (images.ndim != 4 or images.shape[1:] != (size, size, 3) or
-        not np.issubdtype(images.dtype, np.floating)):
-      raise errors.UserError(f"run.embed_images takes float images [N, {size}, {size}, 3] in "
-                             f"[-1, 1], not {images.dtype} {list(images.shape)}; "
-                             "jaxmm.data.preprocess.normalize and .resize make them from uint8 "
-                             "images")
+        not (images.dtype == np.uint8 or np.issubdtype(images.dtype, np.floating))):
+      raise errors.UserError(f"run.embed_images takes uint8 images [N, {size}, {size}, 3], or "
+                             "float ones normalised as the run's pipeline does, not "
+                             f"{images.dtype} {list(images.shape)}; "
+                             f"jaxmm.data.preprocess.resize makes images of size {size}")
+    if images.dtype == np.uint8:
+      images = preprocess.normalize(images, self.config.data.get("image_mean"),
+                                    self.config.data.get("image_std"))
     return self._embed("image", images, batch_size)
 
   def embed_texts(self, texts, *, batch_size: int = EMBED_BATCH_SIZE) -> np.ndarray:

@@ -142,11 +142,21 @@ def test_embeddings_are_the_models_in_batches(image_text_run):
   np.testing.assert_allclose(sharded.embed_texts(texts), direct_texts, atol=2e-6)
 
 
+def test_uint8_images_are_normalised_as_the_pipeline_does(image_text_run):
+  run = analysis.load_run(image_text_run[0])
+  pixels = np.random.default_rng(0).integers(0, 256, (3, 16, 16, 3), dtype=np.uint8)
+  minus_one_one = pixels.astype(np.float64) / 127.5 - 1  # the run's data has no image_mean/std
+  # The two inputs differ by at most one float32 ulp (6e-8) per pixel.
+  np.testing.assert_allclose(run.embed_images(pixels),
+                             run.embed_images(minus_one_one.astype(np.float32)),
+                             atol=1e-5)
+
+
 def test_embedding_mistakes_say_what_to_pass(image_text_run):
   run = analysis.load_run(image_text_run[0])
-  with pytest.raises(errors.UserError, match=r"float images \[N, 16, 16, 3\] in \[-1, 1\].*uint8"):
-    run.embed_images(np.zeros((2, 16, 16, 3), np.uint8))
-  with pytest.raises(errors.UserError, match=r"float images \[N, 16, 16, 3\].*\[2, 32, 32, 3\]"):
+  with pytest.raises(errors.UserError, match=r"uint8 images \[N, 16, 16, 3\].*int32 \[2, 16,"):
+    run.embed_images(np.zeros((2, 16, 16, 3), np.int32))
+  with pytest.raises(errors.UserError, match=r"uint8 images \[N, 16, 16, 3\].*\[2, 32, 32, 3\]"):
     run.embed_images(np.zeros((2, 32, 32, 3), np.float32))
   with pytest.raises(errors.UserError, match=r"a list of texts.*\['a red circle'\]"):
     run.embed_texts("a red circle")

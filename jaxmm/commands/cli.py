@@ -10,6 +10,8 @@
   jaxmm filter  --run DIR --dataset NAME --split S --keep F --out DIR [...]
   jaxmm data    export --dataset NAME --split S --format wds|parquet --out DIR [...]
   jaxmm data    stats --files GLOB [...]
+  jaxmm import  open_clip --arch ARCH --weights FILE.safetensors --out DIR
+  jaxmm export  open_clip --run DIR [--step N] --out FILE.safetensors
 
 Each subcommand is a module of `jaxmm.commands`. Overrides are parsed here
 rather than with absl's config_flags so that an unknown key fails before
@@ -31,7 +33,9 @@ from jaxmm import config_loading
 from jaxmm import errors
 from jaxmm import host
 from jaxmm.commands import data as data_command
+from jaxmm.commands import export_weights
 from jaxmm.commands import filter as filter_command
+from jaxmm.commands import import_weights
 from jaxmm.commands import inspect as inspect_command
 from jaxmm.commands import sample
 from jaxmm.commands import sweep
@@ -106,6 +110,16 @@ def _parser() -> argparse.ArgumentParser:
                   "Write a TFDS split as webdataset or parquet shards, or say what shards hold.",
                   data_command.USAGE,
                   takes_config=False))
+  import_weights.add_arguments(
+      add_command("import",
+                  "Write a checkpoint trained elsewhere (open_clip) as a jaxmm run.",
+                  import_weights.USAGE,
+                  takes_config=False))
+  export_weights.add_arguments(
+      add_command("export",
+                  "Write a jaxmm run's parameters as a checkpoint of another library (open_clip).",
+                  export_weights.USAGE,
+                  takes_config=False))
   return parser
 
 
@@ -132,6 +146,9 @@ def main(argv=None) -> None:
     parser.error("jaxmm sample takes no --config.KEY overrides: it samples the run's own config")
   if args.command == "data" and overrides:
     parser.error("jaxmm data takes no --config.KEY overrides")
+  if args.command in ("import", "export") and overrides:
+    parser.error(f"jaxmm {args.command} takes no --config.KEY overrides: the architecture sets "
+                 "the config")
   if args.command == "filter" and overrides:
     parser.error("jaxmm filter takes no --config.KEY overrides: it scores with the run's own "
                  "config")
@@ -144,6 +161,12 @@ def main(argv=None) -> None:
       return
     if args.command == "data":
       data_command.run(args)
+      return
+    if args.command == "import":
+      import_weights.run(args)
+      return
+    if args.command == "export":
+      export_weights.run(args)
       return
     if args.command == "sweep":
       sweep.run(args, overrides)

@@ -1,7 +1,9 @@
 """Training and evaluation input pipelines on grain.
 
 A batch is a dict of host numpy arrays:
-  'image'  float32 [b, S, S, C] in [-1, 1]  (S = data.image_size)
+  'image'  float32 [b, S, S, C] in [-1, 1]  (S = data.image_size; or
+                                             normalised by data.image_mean
+                                             and data.image_std)
   'tokens' int32 [b, L]                     (L = data.max_len; when the
                                              dataset has a text feature)
   one int32 [b] (bool for bool features) per scalar label feature, e.g.
@@ -33,10 +35,12 @@ None: no views), source ('tfds', or shards: 'wds' or 'parquet', whose
 data.files and data.eval_files hold the train and eval splits, and whose
 image_key and text_key name member extensions or columns, `jaxmm.data.shards`)
 and max_skipped_fraction (the share of a shard's examples that may be
-damaged, `shards.skips`). Every config carries the first ones; a data config
+damaged, `shards.skips`), image_mean and image_std (`preprocess.normalize`;
+None: the [-1, 1] range). Every config carries the first ones; a data config
 without data_dir, image_key, text_key, cache, views, num_views, source, files,
-eval_files or max_skipped_fraction (e.g. one written in a test) gets None,
-'image', 'caption', True, None, 2, 'tfds', None, None and 0.01.
+eval_files, max_skipped_fraction, image_mean or image_std (e.g. one written
+in a test) gets None, 'image', 'caption', True, None, 2, 'tfds', None, None,
+0.01, None and None.
 
 Mistakes in these keys raise `jaxmm.errors.UserError` naming the key before any
 batch is made: an image or text key that is not a feature of the dataset
@@ -66,7 +70,7 @@ _MAX_CACHED_BYTES = 1 << 30
 _READ_OPTIONS = grain.ReadOptions(num_threads=2, prefetch_buffer_size=2)
 _DEFAULTS = {"data_dir": None, "image_key": "image", "text_key": "caption", "cache": True,
              "views": None, "num_views": 2, "source": "tfds", "files": None, "eval_files": None,
-             "max_skipped_fraction": 0.01}
+             "max_skipped_fraction": 0.01, "image_mean": None, "image_std": None}
 
 
 def _get(data_config, key):
@@ -123,7 +127,9 @@ def split_reader(data_config, split) -> SplitReader | shards.ShardReader:
                                image_key=_get(data_config, "image_key"),
                                text_key=_get(data_config, "text_key"),
                                image_size=data_config["image_size"],
-                               cache=bool(_get(data_config, "cache")))
+                               cache=bool(_get(data_config, "cache")),
+                               image_mean=_get(data_config, "image_mean"),
+                               image_std=_get(data_config, "image_std"))
   return _cached_reader(data_config["name"], split,
                         sources.resolve_data_dir(_get(data_config, "data_dir")),
                         bool(_get(data_config, "cache")))
@@ -233,7 +239,9 @@ def _to_batch(raw, data_config, keys=None):
   text_key = _get(data_config, "text_key")
   image = raw[image_key]
   if _source(data_config) == "tfds":  # stored pixels; a shard reader decodes into these inputs
-    image = preprocess.resize(preprocess.normalize(image), data_config["image_size"])
+    image = preprocess.normalize(image, _get(data_config, "image_mean"),
+                                 _get(data_config, "image_std"))
+    image = preprocess.resize(image, data_config["image_size"])
   if keys is not None:
     image = preprocess.augment(image, keys)
   batch = {"image": image}

@@ -9,6 +9,8 @@ small brightness change.
 """
 import numpy as np
 
+from jaxmm.errors import UserError
+
 _MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 
 
@@ -42,9 +44,21 @@ def uniform(keys, stream: int) -> np.ndarray:
   return (bits >> np.uint64(11)).astype(np.float64) / float(1 << 53)
 
 
-def normalize(images) -> np.ndarray:
-  """uint8 [..., C] in [0, 255] -> float32 in [-1, 1]."""
-  return np.asarray(images, np.float32) * np.float32(2 / 255) - np.float32(1)
+def normalize(images, mean=None, std=None) -> np.ndarray:
+  """uint8 [..., C] in [0, 255] -> float32: in [-1, 1], or (x / 255 − mean) / std.
+
+  mean, std: C floats on the [0, 1] scale each (data.image_mean and
+  data.image_std), e.g. the statistics of OpenAI's CLIP training images;
+  None for the [-1, 1] range. The second form takes torchvision's steps
+  (ToTensor, then Normalize), so a converted model sees the inputs it trained on.
+  """
+  if mean is None and std is None:
+    return np.asarray(images, np.float32) * np.float32(2 / 255) - np.float32(1)
+  if mean is None or std is None:
+    raise UserError("data.image_mean and data.image_std go together: set both (C floats "
+                    "each, on the [0, 1] scale), or neither for the [-1, 1] range")
+  scaled = np.asarray(images, np.float32) / np.float32(255)
+  return (scaled - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
 
 
 def _linear_weights(in_size, out_size):

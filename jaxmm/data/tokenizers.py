@@ -1,6 +1,6 @@
-"""Text tokenizers: byte-level (no vocabulary file) and SentencePiece.
+"""Text tokenizers: byte-level (no vocabulary file), SentencePiece, and CLIP's BPE.
 
-Both map texts to fixed-length int32 ids, truncated or right-padded with the
+All map texts to fixed-length int32 ids, truncated or right-padded with the
 pad id to `max_len`, so text batches have static shapes under jit;
 `token_count(text)` is the length before truncation.
 """
@@ -8,6 +8,7 @@ import os
 
 import numpy as np
 
+from jaxmm.data import clip_bpe
 from jaxmm.errors import UserError
 
 
@@ -93,13 +94,20 @@ class SentencePieceTokenizer:
 
 
 def get_tokenizer(spec: str):
-  """'bytes' -> BytesTokenizer; a path ending in '.model' -> SentencePiece.
+  """'bytes' -> BytesTokenizer; a path ending in '.model' -> SentencePiece; 'clip_bpe' -> CLIP's
+  BPE with jaxmm's copy of its vocabulary, a path ending in '.txt.gz' -> with that one
+  (`clip_bpe`).
 
   `spec` is data.tokenizer; anything else raises UserError naming it.
   """
   if spec == "bytes":
     return BytesTokenizer()
+  if spec == "clip_bpe":
+    return clip_bpe.ClipBpeTokenizer(clip_bpe.BUNDLED_VOCAB, spec)
   if isinstance(spec, str) and spec.endswith(".model"):
     return SentencePieceTokenizer(spec)
+  if isinstance(spec, str) and spec.endswith(".txt.gz"):
+    return clip_bpe.ClipBpeTokenizer(spec, spec)
   raise UserError(f"data.tokenizer={spec!r} is not a tokenizer; set --config.data.tokenizer to "
-                  "'bytes' or to the path of a SentencePiece .model file")
+                  "'bytes', 'clip_bpe', or the path of a SentencePiece .model file or of a CLIP "
+                  "BPE vocabulary .txt.gz")

@@ -1,14 +1,34 @@
-"""Text transformer tower: token + position embedding, Encoder with padding mask, masked mean pool."""
+"""Text transformer tower: token + position embedding, Encoder, one vector per text.
+
+Two ways to read a text, by `pool`:
+  'mean': bidirectional attention with pad tokens masked, and the mean of the
+          non-pad outputs (jaxmm's default);
+  'eot':  the output at the end-of-text token, found as the largest token id
+          (the end-of-text token is the last id of CLIP's vocabulary), as
+          CLIP's text tower reads it (Radford et al. 2021, section 2.4), which
+          trains with `causal` attention.
+"""
 from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxmm.models.transformer import Encoder, layer_norm, partitioned
+from jaxmm import errors
+from jaxmm.models.transformer import NORM_EPS, Encoder, layer_norm, partitioned
+
+POOLS = ("mean", "eot")
 
 
 class TextTransformer(nn.Module):
-  """Bidirectional text encoder returning the mean of its non-pad token outputs."""
+  """Text encoder returning one vector per text (module docstring).
+
+  causal: token i attends to tokens j <= i only. Such a tower needs no padding
+  mask (pads follow the text, so no text token attends to them) and has none,
+  which matters where id `pad_id` is also a word: CLIP's tokenizer pads with
+  id 0, its '!'.
+  activation, norm_eps: the MLPs' nonlinearity (`transformer.ACTIVATIONS`) and
+  every LayerNorm's epsilon.
+  """
   vocab_size: int
   width: int
   depth: int
@@ -20,14 +40,20 @@ class TextTransformer(nn.Module):
   remat: bool = False
   attention: str = "xla"
   activation_dtype: Any = jnp.float32  # the encoder's residual stream; the output is float32
+  pool: str = "mean"
+  causal: bool = False
+  activation: str = "gelu_tanh"
+  norm_eps: float = NORM_EPS
 
   @nn.compact
   def __call__(self, tokens):
     """tokens int [B, L] with L <= max_len, `pad_id` marking padding -> [B, width] float32.
 
-    Pad positions are masked as attention keys and left out of the mean, so the
-    output does not depend on how much padding follows the text.
+    The output does not depend on how much padding follows the text: pad
+    positions are masked as attention keys (or, `causal`, come after every
+    text token) and left out of the pooling.
     """
+    errors.one_of("model.text.pool", self.pool, POOLS)
     length = tokens.shape[1]
     if length > self.max_len:
       raise ValueError(f"sequence length {length} exceeds max_len {self.max_len}")
@@ -42,6 +68,7 @@ class TextTransformer(nn.Module):
     x = x + pos[:, :length]
 
     is_token = tokens != self.pad_id
+    padding_mask = None if self.causal else is_token
     x = Encoder(self.depth,
                 self.num_heads,
                 self.mlp_dim,
@@ -49,9 +76,15 @@ class TextTransformer(nn.Module):
                 self.remat,
                 self.attention,
                 self.activation_dtype,
-                name="encoder")(x, padding_mask=is_token)
-    x = layer_norm("ln_final")(x)
+                activation=self.activation,
+                norm_eps=self.norm_eps,
+                name="encoder")(x, padding_mask, causal=self.causal)
+    x = layer_norm("ln_final", eps=self.norm_eps)(x)
 
+    if self.pool == "eot":
+      # argmax returns the first of equal ids, as torch's does in open_clip.
+      eot = jnp.argmax(tokens, axis=1)
+      return jnp.take_along_axis(x, eot[:, None, None], axis=1)[:, 0]
     weights = is_token.astype(jnp.float32)[..., None]
     total = jnp.sum(x * weights, axis=1)
     # An all-pad row (empty text) pools to zero rather than 0/0.

@@ -17,17 +17,22 @@ bfloat16 activations against 0.23 s/step with float32 ones. On GPUs and
 TPUs the elementwise ops are memory-bound, and bfloat16 activations halve
 their traffic and the activation memory kept for the backward pass.
 """
+import functools
 from typing import Any, Callable, Optional, Tuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxmm import errors
 from jaxmm.models import matmul
 
 # How `dot_product_attention` may compute: jaxmm's own einsums (any backend), or
 # cuDNN's fused flash attention (NVIDIA GPUs only, bf16/fp16 operands).
 ATTENTION = ("xla", "cudnn")
+
+# flax's LayerNorm epsilon, jaxmm's default (PyTorch's, and so open_clip's, is 1e-5).
+NORM_EPS = 1e-6
 
 # Large negative logit for masked keys: finite so that a row whose keys are all
 # masked gives a uniform (not NaN) distribution.
@@ -165,13 +170,15 @@ class MultiHeadAttention(nn.Module):
                  name="out")(y)
 
 
-def layer_norm(name=None, affine=True, dtype=jnp.float32):
-  """LayerNorm with its scale and bias named along 'embed'; none if not `affine`.
+def layer_norm(name=None, affine=True, dtype=jnp.float32, eps=NORM_EPS):
+  """LayerNorm (x − mean) / √(var + eps), scaled and shifted; scale and bias named along
+  'embed', none if not `affine`.
 
   Its statistics are float32 whatever `dtype` (flax computes them in at least
   float32); `dtype` is the dtype of its output.
   """
-  return nn.LayerNorm(dtype=dtype,
+  return nn.LayerNorm(epsilon=eps,
+                      dtype=dtype,
                       name=name,
                       use_scale=affine,
                       use_bias=affine,
@@ -179,11 +186,34 @@ def layer_norm(name=None, affine=True, dtype=jnp.float32):
                       bias_init=partitioned(nn.initializers.zeros, ("embed",)))
 
 
+def quick_gelu(x):
+  """x·σ(1.702·x): the sigmoid approximation of GELU (Hendrycks & Gimpel 2016, section 2)
+  that OpenAI's CLIP trained with."""
+  return x * jax.nn.sigmoid(1.702 * x)
+
+
+# The MLP's nonlinearity by name. GELU is x·Φ(x) (Hendrycks & Gimpel 2016), Φ the standard
+# normal CDF: 'gelu' computes Φ with erf (PyTorch's nn.GELU, open_clip's towers), 'gelu_tanh'
+# with the tanh approximation (flax's default, jaxmm's own towers); they differ by up to
+# ~5e-4, far more than float32 rounding, so a converted model keeps the one it trained with.
+ACTIVATIONS = {
+    "gelu_tanh": functools.partial(nn.gelu, approximate=True),
+    "gelu": functools.partial(nn.gelu, approximate=False),
+    "quick_gelu": quick_gelu,
+}
+
+
+def activation_fn(name: str) -> Callable:
+  """The function of ACTIVATIONS `name`; a `UserError` listing them for another name."""
+  return ACTIVATIONS[errors.one_of("activation", name, ACTIVATIONS)]
+
+
 class MlpBlock(nn.Module):
-  """Dense(mlp_dim) -> GELU -> Dense(width)."""
+  """Dense(mlp_dim) -> activation (ACTIVATIONS) -> Dense(width)."""
   mlp_dim: int
   dtype: Any = jnp.float32
   activation_dtype: Any = jnp.float32
+  activation: str = "gelu_tanh"
 
   @nn.compact
   def __call__(self, x):
@@ -195,7 +225,8 @@ class MlpBlock(nn.Module):
               bias_init=nn.initializers.normal(1e-6),
               activation_dtype=self.activation_dtype,
               name="fc1")(x)
-    h = nn.with_logical_constraint(nn.gelu(h), ("batch", "length", "act_mlp"))
+    h = activation_fn(self.activation)(h)
+    h = nn.with_logical_constraint(h, ("batch", "length", "act_mlp"))
     return Dense((self.mlp_dim, width), ("mlp", "embed"),
                  1,
                  self.dtype,
@@ -211,25 +242,30 @@ class EncoderBlock(nn.Module):
   dtype: Any = jnp.float32
   attention: str = "xla"
   activation_dtype: Any = jnp.float32
+  activation: str = "gelu_tanh"
+  norm_eps: float = NORM_EPS
 
   @nn.compact
   def __call__(self, x, mask=None):
-    """x [B, L, D], mask bool [B, 1, 1, L] or None -> [B, L, D]."""
+    """x [B, L, D], mask bool broadcastable to [B, 1, L, L] or None -> [B, L, D]."""
     act = ("batch", "length", "act_embed")
-    y = layer_norm("ln_attn", dtype=self.activation_dtype)(x)
+    y = layer_norm("ln_attn", dtype=self.activation_dtype, eps=self.norm_eps)(x)
     y = MultiHeadAttention(self.num_heads,
                            self.dtype,
                            attention=self.attention,
                            activation_dtype=self.activation_dtype,
                            name="attn")(y, y, mask)
     x = nn.with_logical_constraint(x + y, act)
-    y = layer_norm("ln_mlp", dtype=self.activation_dtype)(x)
-    y = MlpBlock(self.mlp_dim, self.dtype, self.activation_dtype, name="mlp")(y)
+    y = layer_norm("ln_mlp", dtype=self.activation_dtype, eps=self.norm_eps)(x)
+    y = MlpBlock(self.mlp_dim, self.dtype, self.activation_dtype, self.activation, name="mlp")(y)
     return nn.with_logical_constraint(x + y, act)
 
 
 class Encoder(nn.Module):
-  """A stack of `depth` EncoderBlocks; `remat` recomputes each block in the backward pass."""
+  """A stack of `depth` EncoderBlocks; `remat` recomputes each block in the backward pass.
+
+  `activation` (ACTIVATIONS) and `norm_eps` (the LayerNorms' epsilon) are every block's.
+  """
   depth: int
   num_heads: int
   mlp_dim: int
@@ -237,17 +273,25 @@ class Encoder(nn.Module):
   remat: bool = False
   attention: str = "xla"
   activation_dtype: Any = jnp.float32
+  activation: str = "gelu_tanh"
+  norm_eps: float = NORM_EPS
 
   @nn.compact
-  def __call__(self, x, padding_mask: Optional[jax.Array] = None):
+  def __call__(self, x, padding_mask: Optional[jax.Array] = None, causal: bool = False):
     """x [B, L, D], padding_mask bool [B, L] (True = real token) or None -> [B, L, D].
 
     The residual stream, and so the result, is in `activation_dtype`.
 
     Padded tokens are dropped as keys; their own outputs are computed but meaningless.
+    With `causal`, token i attends to tokens j <= i only (a GPT-style mask, which
+    CLIP's text tower uses), so an output never depends on the tokens after it.
     """
     block = nn.remat(EncoderBlock) if self.remat else EncoderBlock
     mask = None if padding_mask is None else padding_mask[:, None, None, :]
+    if causal:
+      length = x.shape[1]
+      lower = jnp.tril(jnp.ones((length, length), bool))[None, None]
+      mask = lower if mask is None else mask & lower
     x = nn.with_logical_constraint(x.astype(self.activation_dtype),
                                    ("batch", "length", "act_embed"))
     for i in range(self.depth):
@@ -256,5 +300,7 @@ class Encoder(nn.Module):
                 self.dtype,
                 self.attention,
                 self.activation_dtype,
+                self.activation,
+                self.norm_eps,
                 name=f"block_{i}")(x, mask)
     return x

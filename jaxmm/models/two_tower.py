@@ -33,6 +33,7 @@ class TwoTower(nn.Module):
       fused flash attention on NVIDIA GPUs).
     init_log_scale: initial log of the logit multiplier (log 10 for SigLIP, log 1/0.07 for CLIP).
     init_bias: initial logit bias (−10 for SigLIP); None creates no bias parameter.
+    proj_bias: whether the two projections to embed_dim add a bias (CLIP's have none).
   """
   image: Mapping[str, Any]
   text: Mapping[str, Any]
@@ -43,6 +44,7 @@ class TwoTower(nn.Module):
   activation_dtype: Any = jnp.float32
   init_log_scale: float = math.log(10.0)
   init_bias: Optional[float] = -10.0
+  proj_bias: bool = True
 
   def setup(self):
     dtype = jnp.dtype(self.dtype)
@@ -65,6 +67,7 @@ class TwoTower(nn.Module):
   def _projection(self):
     return nn.Dense(self.embed_dim,
                     dtype=jnp.float32,
+                    use_bias=self.proj_bias,
                     kernel_init=partitioned(nn.initializers.lecun_normal(), ("embed", "joint")),
                     bias_init=partitioned(nn.initializers.zeros, ("joint",)))
 

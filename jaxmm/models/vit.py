@@ -5,8 +5,8 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxmm.models.patch_dropout import drop_patches, kept_count
-from jaxmm.models.transformer import (Dense, Encoder, MlpBlock, MultiHeadAttention, layer_norm,
-                                      partitioned)
+from jaxmm.models.transformer import (NORM_EPS, Dense, Encoder, MlpBlock, MultiHeadAttention,
+                                      layer_norm, partitioned)
 
 POOLS = ("gap", "cls", "map")
 STEMS = ("patch", "conv")
@@ -17,6 +17,8 @@ class MAPHead(nn.Module):
   num_heads: int
   mlp_dim: int
   dtype: Any = jnp.float32
+  activation: str = "gelu_tanh"
+  norm_eps: float = NORM_EPS
 
   @nn.compact
   def __call__(self, x):
@@ -25,7 +27,8 @@ class MAPHead(nn.Module):
                                             (None, None, "embed")), (1, 1, x.shape[-1]))
     probe = jnp.broadcast_to(probe, (x.shape[0], 1, x.shape[-1]))
     y = MultiHeadAttention(self.num_heads, self.dtype, name="attn")(probe, x)
-    y = y + MlpBlock(self.mlp_dim, self.dtype, name="mlp")(layer_norm("ln")(y))
+    mlp = MlpBlock(self.mlp_dim, self.dtype, activation=self.activation, name="mlp")
+    y = y + mlp(layer_norm("ln", eps=self.norm_eps)(y))
     return y[:, 0]
 
 
@@ -77,10 +80,11 @@ class ConvStem(nn.Module):
 
 
 class ViT(nn.Module):
-  """Patchify -> + position embedding -> Encoder -> LayerNorm -> pool.
+  """Patchify -> + position embedding -> [LayerNorm] -> Encoder -> LayerNorm -> pool.
 
   pool: 'gap' (mean over patches), 'cls' (a learned class token prepended), or
-  'map' (multihead attention pooling).
+  'map' (multihead attention pooling). The class token carries no position
+  embedding of its own: it is one learned vector either way.
   stem: 'patch' (one linear map per p×p patch, as in the paper) or 'conv' (a
   few stride-2 3×3 convolutions down to the same p×p grid, ConvStem).
   patch_dropout: the fraction of patch tokens a training call drops (FLIP, Li
@@ -88,6 +92,10 @@ class ViT(nn.Module):
   rng; evaluation (train=False) keeps them all.
   activation_dtype: the encoder's residual stream (`jaxmm.models.transformer`);
   the final LayerNorm and the pooled vector are float32.
+  ln_pre: a LayerNorm on the tokens before the encoder, as CLIP's ViTs have
+  (Radford et al. 2021, section 2.4).
+  activation: the MLPs' nonlinearity (`transformer.ACTIVATIONS`).
+  norm_eps: every LayerNorm's epsilon.
   """
   patch_size: int
   width: int
@@ -101,6 +109,9 @@ class ViT(nn.Module):
   attention: str = "xla"
   patch_dropout: float = 0.0
   activation_dtype: Any = jnp.float32
+  ln_pre: bool = False
+  activation: str = "gelu_tanh"
+  norm_eps: float = NORM_EPS
 
   @nn.compact
   def __call__(self, images, train: bool = False):
@@ -129,6 +140,8 @@ class ViT(nn.Module):
                        (1, 1, self.width))
       x = jnp.concatenate(
           [jnp.broadcast_to(cls, (x.shape[0], 1, self.width)), x], 1)
+    if self.ln_pre:
+      x = layer_norm("ln_pre", eps=self.norm_eps)(x)
 
     x = Encoder(self.depth,
                 self.num_heads,
@@ -137,13 +150,20 @@ class ViT(nn.Module):
                 self.remat,
                 self.attention,
                 self.activation_dtype,
+                activation=self.activation,
+                norm_eps=self.norm_eps,
                 name="encoder")(x)
-    x = layer_norm("ln_final")(x)
+    x = layer_norm("ln_final", eps=self.norm_eps)(x)
 
     if self.pool == "gap":
       return jnp.mean(x, axis=1)
     if self.pool == "cls":
       return x[:, 0]
     if self.pool == "map":
-      return MAPHead(self.num_heads, self.mlp_dim, self.dtype, name="map_head")(x)
+      return MAPHead(self.num_heads,
+                     self.mlp_dim,
+                     self.dtype,
+                     self.activation,
+                     self.norm_eps,
+                     name="map_head")(x)
     raise ValueError(f"unknown pool {self.pool!r}; expected one of {POOLS}")

@@ -34,18 +34,25 @@ class TrainState:
   skipped_steps: jax.Array  # int32 []: updates left out as non-finite (config.on_nonfinite='skip')
 
 
+def first_state(params: Any, model_state: dict[str, Any], tx: optax.GradientTransformation,
+                ema_config: ml_collections.ConfigDict) -> TrainState:
+  """The state at step 0 of `params`: the optimizer's first state and the averages start from
+  them (`jaxmm.weights` writes imported parameters as a run with it)."""
+  return TrainState(step=jnp.zeros([], jnp.int32),
+                    params=params,
+                    opt_state=tx.init(params),
+                    model_state=model_state,
+                    ema=ema_lib.init(params, ema_config),
+                    skipped_steps=jnp.zeros([], jnp.int32))
+
+
 def _boxed_state(init_variables: InitVariables, tx: optax.GradientTransformation,
                  ema_config: ml_collections.ConfigDict, rng: jax.Array) -> TrainState:
   # The optimizer and the averages are initialised from the still-boxed
   # parameters, so that they inherit the parameters' logical axis names.
   variables = dict(init_variables(rng))
   params = variables.pop("params")
-  return TrainState(step=jnp.zeros([], jnp.int32),
-                    params=params,
-                    opt_state=tx.init(params),
-                    model_state=variables,
-                    ema=ema_lib.init(params, ema_config),
-                    skipped_steps=jnp.zeros([], jnp.int32))
+  return first_state(params, variables, tx, ema_config)
 
 
 def state_shardings(init_variables: InitVariables,

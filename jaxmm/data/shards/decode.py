@@ -25,8 +25,9 @@ def pixels(data: bytes) -> np.ndarray:
     raise Undecodable(f"its image does not decode ({type(e).__name__}: {e})") from e
 
 
-def image(data: bytes, size: int) -> np.ndarray:
-  """float32 [size, size, 3] in [-1, 1]: the image's centre square, resized.
+def image(data: bytes, size: int, mean=None, std=None) -> np.ndarray:
+  """float32 [size, size, 3] in [-1, 1] (or normalised by `mean` and `std`): the image's
+  centre square, resized.
 
   `preprocess.normalize` and `preprocess.resize`, as for a TFDS split: a
   stored image of `size` x `size` pixels becomes what the TFDS pipeline makes
@@ -37,4 +38,4 @@ def image(data: bytes, size: int) -> np.ndarray:
   side = min(height, width)
   top, left = (height - side) // 2, (width - side) // 2
   square = rgb[None, top:top + side, left:left + side]
-  return preprocess.resize(preprocess.normalize(square), size)[0]
+  return preprocess.resize(preprocess.normalize(square, mean, std), size)[0]

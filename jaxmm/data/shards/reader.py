@@ -30,7 +30,8 @@ class ShardReader:
   `image_key` and `text_key` name the image and the caption: a tar's member
   extensions or a parquet file's columns, alternatives separated by ';'
   ('jpg;png;webp'); text_key None reads no caption. Images are decoded and
-  made float32 [S, S, 3] in [-1, 1], S = image_size (`decode.image`). The
+  made float32 [S, S, 3] in [-1, 1] (or normalised by image_mean and
+  image_std), S = image_size (`decode.image`). The
   labels are the integer and bool fields of the first shard's first example
   (a tar's JSON member, a parquet file's columns). With `cache`, files of
   under 1 GiB in all are read into memory once.
@@ -47,8 +48,11 @@ class ShardReader:
                text_key: str | None,
                image_size: int,
                cache: bool,
-               settings: tuple[str, str] = ("data.image_key", "data.text_key")):
+               settings: tuple[str, str] = ("data.image_key", "data.text_key"),
+               image_mean=None,
+               image_std=None):
     self.image_key, self.text_key, self.image_size = image_key, text_key, image_size
+    self.image_mean, self.image_std = image_mean, image_std
     image_keys, text_keys = files_lib.keys_of(image_key), files_lib.keys_of(text_key)
     image_setting, text_setting = settings
     if not image_keys:
@@ -116,7 +120,8 @@ class ShardReader:
       problem = example.problem
       if problem is None:
         try:
-          images[i] = decode.image(example.image, self.image_size)
+          images[i] = decode.image(example.image, self.image_size, self.image_mean,
+                                   self.image_std)
         except decode.Undecodable as e:
           problem = str(e)
       problems.append(problem)
