@@ -58,7 +58,9 @@ def _explicit(coordinator_address, num_processes, process_id) -> dict:
       given[key] = os.environ[var]
   if all(value is None for value in given.values()):
     return {}
-  missing = [f"--{key} (or {ENV[key]})" for key, value in given.items() if value is None]
+  missing = [
+      f"--{key.replace('_', '-')} (or {ENV[key]})" for key, value in given.items() if value is None
+  ]
   if missing:
     raise errors.UserError(f"a multi-process run needs --coordinator-address, --num-processes "
                            f"and --process-id together; missing {', '.join(missing)}")
