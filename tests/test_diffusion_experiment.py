@@ -90,7 +90,7 @@ def test_guided_denoiser_is_the_cfg_combination(trained):
     f = model.apply({"params": params}, expand(c_in) * x, c_noise, labels_)
     return expand(c_skip) * x + expand(c_out) * f
 
-  cond, uncond = plain(labels), plain(jnp.full_like(labels, -1))
+  cond, uncond = jax.jit(plain)(labels), jax.jit(plain)(jnp.full_like(labels, -1))
   guided = sampling.denoiser(model, schedule, params, labels, 2.5)(x, sigma)
   np.testing.assert_allclose(guided, uncond + 2.5 * (cond - uncond), rtol=1e-5, atol=1e-5)
   assert not np.allclose(cond, uncond, atol=1e-4)

@@ -1,5 +1,7 @@
 """FLIP's patch dropout: kept token count, random distinct subsets, no effect at evaluation,
 the training FLOP count, and the error for a bad ratio."""
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -24,19 +26,20 @@ def two_tower_config(ratio, pool="gap"):
 
 def init(ratio, pool="gap"):
   model = get_model(two_tower_config(ratio, pool))
-  return model, nn.unbox(model.init(jax.random.key(0), *batch()))["params"]
+  # Jitted: one compilation instead of one per operation of an op-by-op call.
+  return model, nn.unbox(jax.jit(model.init)(jax.random.key(0), *batch()))["params"]
 
 
 @pytest.mark.parametrize("pool,extra", [("gap", 0), ("cls", 1), ("map", 0)])
 def test_encoder_sees_the_kept_tokens_in_training_only(pool, extra):
   model, params = init(0.5, pool)
 
-  def encoder_length(**kw):
-    (zimg, _, _), state = model.apply({"params": params},
-                                      *batch(),
-                                      capture_intermediates=True,
-                                      mutable=["intermediates"],
-                                      **kw)
+  def encoder_length(train=False, rngs=None):
+    apply = functools.partial(model.apply,
+                              capture_intermediates=True,
+                              mutable=["intermediates"],
+                              train=train)
+    (zimg, _, _), state = jax.jit(apply)({"params": params}, *batch(), rngs=rngs)
     assert zimg.shape == (BATCH, 16) and np.all(np.isfinite(zimg))
     return state["intermediates"]["image_tower"]["encoder"]["__call__"][0].shape[1]
 
@@ -59,18 +62,17 @@ def test_kept_patches_are_distinct_originals_that_vary_with_the_rng():
 
 def test_training_output_depends_on_the_rng():
   model, params = init(0.5)
-  train = lambda seed: model.apply({"params": params},
-                                   *batch(),
-                                   train=True,
-                                   rngs={"patch_dropout": jax.random.key(seed)})[0]
+  apply = jax.jit(functools.partial(model.apply, train=True))
+  train = lambda seed: apply({"params": params}, *batch(),
+                             rngs={"patch_dropout": jax.random.key(seed)})[0]
   assert not np.allclose(train(0), train(1))
 
 
 def test_evaluation_equals_the_model_without_dropout():
   model, params = init(0.5)
   plain, _ = init(0.0)
-  got = model.apply({"params": params}, *batch())
-  want = plain.apply({"params": params}, *batch())
+  got = jax.jit(model.apply)({"params": params}, *batch())
+  want = jax.jit(plain.apply)({"params": params}, *batch())
   jax.tree.map(np.testing.assert_array_equal, got, want)
 
 
@@ -111,7 +113,8 @@ def test_the_training_loss_draws_patches_from_the_step_rng(tiny_config):
   config = tiny_config("siglip", "model.image.patch_dropout=0.5", "model.image.patch_size=4")
   model = get_model(config.model)
   mesh = parallel.make_mesh(config.mesh)
-  params = nn.unbox(model_init.make_init_variables(model, config)(jax.random.key(0)))["params"]
+  params = nn.unbox(jax.jit(model_init.make_init_variables(model, config))(
+      jax.random.key(0)))["params"]
   images = jax.random.normal(jax.random.key(1), (16, 16, 16, 3))
   batch = {"image": images, "tokens": jnp.ones((16, 8), jnp.int32)}
   loss_fn = jax.jit(image_text.make_loss_fn(model, config.loss, mesh))
