@@ -142,31 +142,20 @@ def main(argv=None) -> None:
   args = parser.parse_args(rest)
   host.configure()
   show_traceback = args.traceback or os.environ.get("JAXMM_TRACEBACK", "0") not in ("", "0")
-  if args.command == "sample" and overrides:
-    parser.error("jaxmm sample takes no --config.KEY overrides: it samples the run's own config")
-  if args.command == "data" and overrides:
-    parser.error("jaxmm data takes no --config.KEY overrides")
-  if args.command in ("import", "export") and overrides:
-    parser.error(f"jaxmm {args.command} takes no --config.KEY overrides: the architecture sets "
-                 "the config")
-  if args.command == "filter" and overrides:
-    parser.error("jaxmm filter takes no --config.KEY overrides: it scores with the run's own "
-                 "config")
+  # The commands that read no config of their own making: why each refuses overrides.
+  without_config = {
+      "sample": (sample.run, ": it samples the run's own config"),
+      "filter": (filter_command.run, ": it scores with the run's own config"),
+      "data": (data_command.run, ""),
+      "import": (import_weights.run, ": the architecture sets the config"),
+      "export": (export_weights.run, ": the architecture sets the config"),
+  }
+  if args.command in without_config and overrides:
+    parser.error(f"jaxmm {args.command} takes no --config.KEY overrides"
+                 f"{without_config[args.command][1]}")
   try:
-    if args.command == "sample":
-      sample.run(args)
-      return
-    if args.command == "filter":
-      filter_command.run(args)
-      return
-    if args.command == "data":
-      data_command.run(args)
-      return
-    if args.command == "import":
-      import_weights.run(args)
-      return
-    if args.command == "export":
-      export_weights.run(args)
+    if args.command in without_config:
+      without_config[args.command][0](args)
       return
     if args.command == "sweep":
       sweep.run(args, overrides)
