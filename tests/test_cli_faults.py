@@ -2,6 +2,7 @@
 
 Each test drives `jaxmm train` as a subprocess on one CPU device, as a user would.
 """
+import logging
 import os
 import pathlib
 import re
@@ -12,6 +13,7 @@ import sys
 import time
 
 from jaxmm import analysis
+from jaxmm.train import background_errors
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TIMEOUT = 300
@@ -194,3 +196,22 @@ def test_full_disk_with_traceback_shows_the_libraries_reports_too(tmp_path):
   lines = _train_on_a_full_disk(tmp_path / "run", "--traceback")
   assert "Traceback (most recent call last):" in lines
   assert any(line.startswith("ERROR:absl:") for line in lines)
+
+
+def test_orbax_reports_of_a_failed_save_stay_quiet_after_the_loop_has_returned():
+  """A writer thread may log its failure after the loop has reported it and returned."""
+  absl_logger = logging.getLogger("absl")
+  filters = list(absl_logger.filters)
+  background_errors.quiet_failed_saves()
+  try:
+
+    def passes(pathname, exc_info):
+      return absl_logger.filter(
+          logging.LogRecord("absl", logging.ERROR, pathname, 1, "write failed", None, exc_info))
+
+    failure = (ValueError, ValueError("File too large"), None)
+    assert not passes("/site-packages/orbax/checkpoint/_src/futures/future.py", failure)
+    assert passes("/site-packages/orbax/checkpoint/_src/path/deleter.py", failure)
+    assert passes("/site-packages/orbax/checkpoint/_src/futures/future.py", None)
+  finally:
+    absl_logger.filters[:] = filters

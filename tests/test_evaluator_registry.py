@@ -63,6 +63,19 @@ def test_eval_every_zero_makes_none_but_checks_every_name():
     evaluators.build_evaluators(_parts(_config(dict(toy=dict(type="probe")), 0)))
 
 
+def test_every_zero_leaves_one_evaluator_out_but_checks_it():
+  config = _config(dict(off=_two_sample(every=0, num=4), on=_two_sample(every=2, num=8)))
+  built = evaluators.build_evaluators(_parts(config))
+  assert [every for every, _ in built] == [2]
+  nums = []
+  built = evaluators.build_evaluators(_parts(config, None, nums))
+  built[0][1](types.SimpleNamespace(params={}), 2)
+  assert nums == [8]  # the one that runs is `on`
+  config.evals.off.type = "probe"
+  with pytest.raises(errors.UserError, match="evals.off.type='probe' is not one of"):
+    evaluators.build_evaluators(_parts(config))
+
+
 @pytest.mark.parametrize("evals,expected", [
     (dict(probe=dict(type="knn", batch_size=8)),
      "evals.probe.type='knn' is not an evaluator of experiment='toy', whose types are "
@@ -71,7 +84,7 @@ def test_eval_every_zero_makes_none_but_checks_every_name():
      "evals.probe.type='linear_probs' is not one of 'zero_shot', 'retrieval', 'linear_probe', "
      "'knn', 'sample_grid', 'judge', 'two_sample'; did you mean 'linear_probe'?"),
     (dict(grid=dict(rows=2)), "evals.grid needs a type: config.evals.grid = dict(type=TYPE"),
-    (dict(toy=_two_sample(num=4, every=0)), "evals.toy.every=0 must be an integer >= 1"),
+    (dict(toy=_two_sample(num=4, every=-1)), "evals.toy.every=-1 must be an integer >= 0"),
     (dict(toy=_two_sample(num=4, batch_size=12)),
      "evals.toy.batch_size=12 does not divide over the mesh's batch axes"),
 ])

@@ -8,7 +8,6 @@ by SIGTERM or Ctrl-C exits with 128 + the signal number after saving its
 checkpoint; before its first step, at once, with one line (`ExitOnSignal`).
 """
 import argparse
-import contextlib
 import logging as std_logging
 import os
 import signal
@@ -69,8 +68,9 @@ def run(config, args: argparse.Namespace, wants_traceback: bool) -> None:
   std_logging.getLogger("asyncio").setLevel(std_logging.CRITICAL)
   # Orbax's and tensorstore's threads also print it, in hundreds of lines, which only
   # --traceback lets through.
-  with contextlib.nullcontext() if wants_traceback else background_errors.quiet_failed_saves():
-    train_lib.train(config, args.workdir, EXPERIMENTS[config.experiment])
+  if not wants_traceback:
+    background_errors.quiet_failed_saves()
+  train_lib.train(config, args.workdir, EXPERIMENTS[config.experiment])
 
 
 class ExitOnSignal:

@@ -6,9 +6,9 @@
 twice with different settings (`zero_shot` and `zero_shot_big`). NAME names
 the metrics (`eval/NAME/...` in TensorBoard) and the results file
 (`workdir/NAME.json`, {step: {NAME/metric: value}}). `every` is how often the
-loop calls it, in steps (absent or None: `config.eval_every`); every
-evaluator also runs at the last step, and `config.eval_every=0` turns all of
-them off.
+loop calls it, in steps (absent or None: `config.eval_every`; 0: never, so
+`--config.evals.NAME.every=0` turns one off); every evaluator that runs also
+runs at the last step, and `config.eval_every=0` turns all of them off.
 
 Each entry is made as make(key, settings, parts) -> evaluate(variables, step)
 -> {metric: value}, where `key` is 'evals.NAME' (what its errors name),
@@ -99,7 +99,7 @@ def _supplied(parts: Parts, kind: str) -> bool:
 
 
 def check(name: str, settings: Any, parts: Parts) -> int:
-  """How often evaluator `name` runs, in steps, after checking its settings; a `UserError`
+  """How often evaluator `name` runs, in steps (0: never), after checking its settings; a `UserError`
   for an unknown type, one the experiment has no parts for, a bad `every` or `batch_size`."""
   key = f"evals.{name}"
   if not isinstance(settings, ml_collections.ConfigDict) or "type" not in settings:
@@ -116,14 +116,14 @@ def check(name: str, settings: Any, parts: Parts) -> int:
     parallel.check_batch_size(settings.batch_size, parts.mesh, f"{key}.batch_size")
   every = settings.get("every")
   return parts.config.eval_every if every is None else errors.integer_at_least(
-      f"{key}.every", every, 1)
+      f"{key}.every", every, 0)
 
 
 def build_evaluators(parts: Parts) -> list[tuple[int, Evaluator]]:
   """(every, evaluator(state, step)) for each evaluator of `parts.config.evals`, by name.
 
   Every name is checked first (`check`), also when config.eval_every=0, which
-  makes none. Each evaluator evaluates `parts.variables(state)`, returns its
+  makes none, and for a name whose every=0, which is left out. Each evaluator evaluates `parts.variables(state)`, returns its
   metrics under 'NAME/' and adds them to workdir/NAME.json.
   """
   config = parts.config
@@ -135,6 +135,8 @@ def build_evaluators(parts: Parts) -> list[tuple[int, Evaluator]]:
     return []
   built = []
   for name, every in schedule:
+    if not every:
+      continue
     settings = evals[name]
     evaluate = EVALUATORS[settings.type].make(f"evals.{name}", settings, parts)
     built.append((every, _named(name, evaluate, parts)))

@@ -9,8 +9,6 @@ those logs; anything else orbax logs (such as an old checkpoint it failed to
 delete) still appears. (Tensorstore's "Event loop is closed" callbacks that
 follow are dropped for every process by `checkpoints.make_manager`.)
 """
-from collections.abc import Iterator
-import contextlib
 import logging
 import os
 
@@ -28,13 +26,13 @@ def _not_handed_on(record: logging.LogRecord) -> bool:
               record.pathname.endswith(_MODULES_HANDING_ON))
 
 
-@contextlib.contextmanager
-def quiet_failed_saves() -> Iterator[None]:
-  """While active, orbax's logs of the errors it hands on (on the std logger 'absl', where absl
-  logging writes) are not printed."""
+def quiet_failed_saves() -> None:
+  """From now on, for the rest of the process, orbax's logs of the errors it hands on (on the
+  std logger 'absl', where absl logging writes) are not printed.
+
+  Not only while the loop runs: on a busy machine a writer thread may log its
+  failure after the loop has reported it and returned, below the one line.
+  """
   absl_logger = logging.getLogger("absl")
-  absl_logger.addFilter(_not_handed_on)
-  try:
-    yield
-  finally:
-    absl_logger.removeFilter(_not_handed_on)
+  if _not_handed_on not in absl_logger.filters:
+    absl_logger.addFilter(_not_handed_on)
