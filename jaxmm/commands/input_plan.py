@@ -20,6 +20,8 @@ import json
 import math
 
 from jaxmm import config_loading
+from jaxmm.commands import flag_checks
+from jaxmm.commands import flag_spelling
 from jaxmm.commands import memory
 from jaxmm.errors import UserError
 
@@ -35,14 +37,16 @@ def add_arguments(inspect: argparse.ArgumentParser) -> None:
   group.add_argument("--input",
                      action="store_true",
                      help="plan the host cores that feed the config's train step")
-  group.add_argument("--step-time",
-                     type=float,
-                     metavar="SECONDS",
-                     help="the accelerator's seconds per train step")
-  group.add_argument("--images-per-core-s",
-                     type=float,
-                     metavar="RATE",
-                     help="images per second one host core prepares (" + MEASURE + ")")
+  flag_spelling.add_flag(group,
+                         "--step-time",
+                         type=flag_checks.finite_float,
+                         metavar="SECONDS",
+                         help="the accelerator's seconds per train step")
+  flag_spelling.add_flag(group,
+                         "--images-per-core-s",
+                         type=flag_checks.finite_float,
+                         metavar="RATE",
+                         help="images per second one host core prepares (" + MEASURE + ")")
   group.add_argument("--processes",
                      type=int,
                      default=1,
@@ -101,6 +105,7 @@ def run(args: argparse.Namespace, overrides: list[str]) -> None:
     return
   print(f"input of {args.config}: {step_time:g} s a step, {rate:g} images/s per host core")
   for row in rows:
-    print(f"  global batch {row['batch_size']} over {row['processes']} processes: "
+    processes = f"{row['processes']} process" + ("es" if row["processes"] > 1 else "")
+    print(f"  global batch {row['batch_size']} over {processes}: "
           f"{row['images_per_s_per_process']:.0f} images/s per process, "
           f"{row['cores_per_process']} cores per process")
