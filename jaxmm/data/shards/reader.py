@@ -15,7 +15,6 @@ from jaxmm.data import host_threads
 from jaxmm.data.shards import crop as crop_lib
 from jaxmm.data.shards import decode
 from jaxmm.data.shards import files as files_lib
-from jaxmm.data.shards.crop import RandomResizedCrop
 from jaxmm.data.shards.parquet import ParquetShard
 from jaxmm.data.shards.wds import TarShard
 from jaxmm.errors import UserError
@@ -101,7 +100,7 @@ class ShardReader:
     `read_checked`) as zeros and an empty caption."""
     return self.read_checked(indices)[0]
 
-  def read_checked(self, indices, *, crop: RandomResizedCrop | None = None, keys=None,
+  def read_checked(self, indices, *, crop: crop_lib.RandomResizedCrop | None = None, keys=None,
                    threads: int = 1) -> tuple[dict, list[str | None]]:
     """(the examples at `indices` [b], why each cannot be used: None, or a reason [b]).
 
