@@ -20,6 +20,7 @@ INSTALL_REQUIRES = [
     "numpy>=2.0",
     "scikit-learn>=1.6,<2",  # load_digits: the bundled `digits` dataset ships inside it
     "pillow>=11",
+    "simplejpeg>=1.8,<2",  # JPEG decoded at a reduced DCT scale (jaxmm.data.shards.crop)
     "pyarrow>=26",  # parquet shards (jaxmm.data.shards)
     "tensorboardX>=2.6",
     "tqdm>=4.66",

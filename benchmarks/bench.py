@@ -1,4 +1,4 @@
-"""jaxmm against its PyTorch peers: the three side-by-side comparisons, one run, one table.
+"""jaxmm against its PyTorch peers: the four side-by-side comparisons, one run, one table.
 
   make bench                  # the full tables: each script's own settings
   make bench ARGS=--quick     # small settings: a few minutes on 2 cores, to check that all runs
@@ -12,6 +12,9 @@ inherits another's x64 mode, XLA flags or heap):
                       of eager and torch.compile)
   sampler_nfe.py      samplers at equal NFE, jaxmm's against k-diffusion's
                       (MMD² to exact samples, lower is better)
+  input_pipeline.py   224 x 224 random-resized crops of JPEG photographs per
+                      second per core, jaxmm's pipeline against open_clip's
+                      webdataset one (reported as core-ms per image)
 
 Each script writes its results with --json; this collects them, with the CPU
 (model, family, vector extensions), the core count, the load average, the
@@ -37,11 +40,13 @@ import machine
 
 BENCHMARKS = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(BENCHMARKS)
-PACKAGES = ("jax", "jaxlib", "torch", "torchvision", "open_clip_torch", "diffusers", "k-diffusion")
+PACKAGES = ("jax", "jaxlib", "torch", "torchvision", "open_clip_torch", "diffusers", "k-diffusion",
+            "webdataset", "pillow", "simplejpeg")
 TITLES = {
     "siglip": "SigLIP train step vs open_clip",
     "unet": "EDM U-Net train step vs diffusers",
     "samplers": "Samplers vs k-diffusion",
+    "input": "Input pipeline vs open_clip webdataset",
 }
 
 
@@ -50,7 +55,7 @@ class Row:
   """One line of the summary: jaxmm's and the peer's value in one setting (lower is better in
   both units) and `ratio` = peer / jaxmm (above 1: jaxmm ahead; None where jaxmm's MMD² ≤ 0)."""
   setting: str
-  unit: str  # "s/step" (median over rounds) or "MMD²"
+  unit: str  # "s/step" (median over rounds), "MMD²" or "core-ms/image" (1000 / images/s/core)
   jaxmm: float
   peer: float
   peer_label: str
@@ -104,7 +109,20 @@ def sampler_rows(output: dict) -> list[Row]:
   return rows
 
 
-SUMMARIES = {"siglip": siglip_rows, "unet": unet_rows, "samplers": sampler_rows}
+def input_rows(output: dict) -> list[Row]:
+  """input_pipeline.py's --json: jaxmm's core-ms per image against each open_clip variant's."""
+  rates, args = output["images_per_core_s"], output["args"]
+  return [
+      Row(setting=f"{args['cores']} cores, batch {args['batch']}",
+          unit="core-ms/image",
+          jaxmm=1000 / rates["jaxmm"],
+          peer=1000 / rates[peer],
+          peer_label=peer) for peer in rates if peer != "jaxmm"
+  ]
+
+
+SUMMARIES = {"siglip": siglip_rows, "unet": unet_rows, "samplers": sampler_rows,
+             "input": input_rows}
 
 
 def commands(quick: bool, dtypes: list[str]) -> dict[str, list[str]]:
@@ -114,11 +132,13 @@ def commands(quick: bool, dtypes: list[str]) -> dict[str, list[str]]:
       "siglip": ["step_throughput.py", "--dtype", "both" if len(dtypes) == 2 else dtypes[0]],
       "unet": ["diffusion_step.py", "--dtypes", ",".join(dtypes)],
       "samplers": ["sampler_nfe.py"],
+      "input": ["input_pipeline.py", "--decoders"],
   }
   if quick:
     scripts["siglip"] += ["--rounds", "2", "--steps", "2", "--warmup", "1"]
     scripts["unet"] += ["--rounds", "2", "--steps", "1"]
     scripts["samplers"] += ["--samples", "1000", "--nfe", "10", "25", "50"]
+    scripts["input"] += ["--images", "128", "--rounds", "1", "--repeats", "1"]
   python = os.path.relpath(sys.executable, REPO)
   return {
       name: [python, os.path.join("benchmarks", script), *args]
@@ -194,7 +214,9 @@ def cpu_slug(info: dict) -> str:
 
 
 def fmt(value: float, unit: str) -> str:
-  return f"{value:.3f} s/step" if unit == "s/step" else f"{value:.1e}"
+  if unit == "MMD²":
+    return f"{value:.1e}"
+  return f"{value:.3f} {unit}" if unit == "s/step" else f"{value:.2f} {unit}"
 
 
 def ratio_cell(row: Row) -> str:
@@ -235,8 +257,9 @@ def markdown(report: dict) -> str:
       f"| jaxmm commit | {report['commit']} |",
       f"| dtypes timed | {dtypes} |",
       "",
-      "Ratios: the peer's value over jaxmm's (seconds per step, or MMD² at equal NFE; lower is "
-      "better in both), so above 1 jaxmm is ahead; in brackets the median of the per-round "
+      "Ratios: the peer's value over jaxmm's (seconds per step, MMD² at equal NFE, or core-ms "
+      "per input image; lower is "
+      "better in all), so above 1 jaxmm is ahead; in brackets the median of the per-round "
       "ratios. MMD² values closer than twice the noise's std are within noise.",
       "",
       "| comparison | setting | jaxmm | peer | peer / jaxmm |",

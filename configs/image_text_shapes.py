@@ -101,6 +101,12 @@ def get_config(arg: str, *, loss: str, init_log_scale: float, init_bias, b2: flo
                      text_key="caption",
                      cache=True,  # read splits under 1 GiB into memory once
                      image_size=v["image_size"],
+                     # A shard source's training images as random-resized crops of the stored
+                     # ones, e.g. open_clip's crop_scale=(0.9, 1.0) (jaxmm.data.shards.crop);
+                     # None: the centre square. host_threads decode them (None: every core).
+                     crop_scale=None,
+                     crop_ratio=(3 / 4, 4 / 3),
+                     host_threads=None,
                      max_len=v["max_len"],
                      tokenizer="bytes",
                      augment=v["augment"],

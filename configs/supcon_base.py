@@ -104,6 +104,11 @@ def get_config(arg: str, *, loss: str, dataset: str) -> ml_collections.ConfigDic
                      text_key=None,  # images and labels only
                      cache=True,
                      image_size=d["image_size"],
+                     # Shards only: random-resized crops of the stored images, decoded on
+                     # host_threads threads (None: every core), before the views.
+                     crop_scale=None,
+                     crop_ratio=(3 / 4, 4 / 3),
+                     host_threads=None,
                      augment=False,  # the views are the augmentation
                      # The ops that make each view (jaxmm.data.view_ops), and how many views.
                      views=d["views"],

@@ -56,7 +56,8 @@ def test_cpu_slug():
 def test_quick_commands_run_fp32_with_this_interpreter():
   commands = bench.commands(quick=True, dtypes=["fp32"])
   assert [c[1] for c in commands.values()] == [
-      "benchmarks/step_throughput.py", "benchmarks/diffusion_step.py", "benchmarks/sampler_nfe.py"
+      "benchmarks/step_throughput.py", "benchmarks/diffusion_step.py", "benchmarks/sampler_nfe.py",
+      "benchmarks/input_pipeline.py"
   ]
   assert os.path.samefile(os.path.join(REPO, commands["siglip"][0]), sys.executable)
   assert commands["siglip"][2:4] == ["--dtype", "fp32"]
@@ -102,3 +103,9 @@ def test_summary_rows_from_the_scripts_json():
   assert (ten.jaxmm_label, ten.peer_label) == ("unipc", "kd dpmpp_2m")
   assert bench.ratio_cell(ten) == "3.00×"
   assert bench.ratio_cell(fifty) == "within noise"
+  rates = {"jaxmm": 100.0, "open_clip": 25.0, "open_clip, bilinear": 40.0}
+  bicubic, bilinear = bench.input_rows(dict(args={"cores": 2, "batch": 32},
+                                            images_per_core_s=rates))
+  assert (bicubic.setting, bicubic.jaxmm, bicubic.peer) == ("2 cores, batch 32", 10.0, 40.0)
+  assert (bicubic.ratio, bilinear.ratio, bilinear.peer_label) == (4.0, 2.5, "open_clip, bilinear")
+  assert bench.fmt(bicubic.jaxmm, bicubic.unit) == "10.00 core-ms/image"

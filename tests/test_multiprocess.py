@@ -184,9 +184,11 @@ def _damaged_copy(shards_glob, folder):
 @pytest.mark.slow  # the TFDS test above covers several processes in the default suite
 def test_two_processes_equal_one_on_damaged_shards(tmp_path, shapes_data_dir, shapes_shards):
   """On webdataset shards with a quarter of the images undecodable: the same stand-ins, the same
-  parameters and zero-shot accuracies, and `data/skipped` summed over the processes."""
+  random-resized crops (on 2 host threads), parameters and zero-shot accuracies, and
+  `data/skipped` summed over the processes."""
   damaged = {"wds": _damaged_copy(shapes_shards["wds"], tmp_path / "shards")}
-  overrides = SIGLIP + ["total_steps=4", "eval_every=4", "data.max_skipped_fraction=0.5"
+  overrides = SIGLIP + ["total_steps=4", "eval_every=4", "data.max_skipped_fraction=0.5",
+                        "data.crop_scale=(0.5, 1.0)", "data.host_threads=2"
                        ] + shard_overrides(damaged, "wds")
   single, multi = tmp_path / "1x8", tmp_path / "2x4"
   _train("siglip_shapes.py", single, None, overrides, 1, 8)

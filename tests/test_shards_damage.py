@@ -91,8 +91,10 @@ def test_the_reader_says_what_is_wrong_with_each_damaged_example(damaged_shards)
     assert what in problems[i], problems[i]
 
 
-def test_training_batches_replace_damaged_examples_deterministically(damaged_shards, caplog):
-  config = _config(damaged_shards, max_skipped_fraction=0.5)
+# Random-resized crops of the uniform images keep their grey level: the stand-ins come cropped.
+@pytest.mark.parametrize("crop", [{}, dict(crop_scale=(0.5, 1.0), host_threads=2)])
+def test_training_batches_replace_damaged_examples_deterministically(damaged_shards, caplog, crop):
+  config = _config(damaged_shards, max_skipped_fraction=0.5, **crop)
   caplog.set_level(logging.WARNING, logger="jaxmm")
   iterator = data.train_iterator(config, global_batch_size=8, seed=SEED)
   batches = [next(iterator) for _ in range(15)]  # three epochs of 5 batches
@@ -152,7 +154,8 @@ class _FakeReader:
   def name(self, index):
     return f"fake:{index}"
 
-  def read_checked(self, indices):
+  def read_checked(self, indices, **decoding):
+    del decoding  # no images to crop
     problems = ["broken" if int(i) in self.damaged else None for i in indices]
     self.reported += sum(p is not None for p in problems)
     return {"x": np.array(indices, np.int64)}, problems

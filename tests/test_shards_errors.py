@@ -102,6 +102,9 @@ def test_files_that_are_no_shards_of_the_source(capsys, tmp_path, tiny_overrides
      "--config.data.files to a glob of the shards"),
     (["data.source=wds", "data.files={wds}", "data.image_key=png", "data.text_key=txt",
       "data.max_skipped_fraction=2.0"], "data.max_skipped_fraction=2.0 must be a number in [0, 1]"),
+    (["data.source=wds", "data.files={wds}", "data.image_key=png", "data.text_key=txt",
+      "data.crop_scale=(0.0, 1.0)"], "data.crop_scale or data.crop_ratio: scale=(0.0, 1.0) must "
+     "satisfy 0 < low <= high <= 1"),
 ])
 def test_bad_shard_settings(capsys, tmp_path, tiny_overrides, shapes_shards, overrides, expected):
   overrides = [o.format(**shapes_shards) for o in overrides]

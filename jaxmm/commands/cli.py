@@ -5,6 +5,7 @@
   jaxmm inspect --config configs/NAME.py[:ARG] [--json] [--config.KEY=VALUE ...]
   jaxmm inspect --run DIR [--step N] [--json]
   jaxmm inspect --memory --config FILE.py[:ARG] [--devices N,...] [--batch-sizes B,...] [--json]
+  jaxmm inspect --input --config FILE.py[:ARG] --step-time S --images-per-core-s R [--json]
   jaxmm sweep   --config configs/NAME.py[:ARG] --workdir DIR [--dry-run] [--launcher ...]
   jaxmm sweep   --summarize DIR
   jaxmm filter  --run DIR --dataset NAME --split S --keep F --out DIR [...]
@@ -80,8 +81,8 @@ def _parser() -> argparse.ArgumentParser:
                   "--config FILE.py[:ARG] --workdir DIR"))
   inspect_parser = add_command(
       "inspect", "Print a config resolved with its overrides, or a trained run's summary: its "
-      "config, checkpoints and latest metrics, or (--memory) the per-device memory of a "
-      "config's train step.",
+      "config, checkpoints and latest metrics, (--memory) the per-device memory of a "
+      "config's train step, or (--input) the host cores that keep it fed.",
       inspect_command.USAGE,
       takes_config=False)
   inspect_parser.epilog = _OVERRIDES_HELP

@@ -1,19 +1,25 @@
-"""`jaxmm inspect`: a config resolved with its overrides, a trained run's summary, or (--memory,
-`jaxmm.commands.memory`) the per-device memory of a config's train step.
+"""`jaxmm inspect`: a config resolved with its overrides, a trained run's summary, (--memory,
+`jaxmm.commands.memory`) the per-device memory of a config's train step, or (--input,
+`jaxmm.commands.input_plan`) the host cores that feed it.
 
   jaxmm inspect --config FILE.py[:ARG] [--json] [--config.KEY=VALUE ...]
   jaxmm inspect --run DIR [--step N] [--json]
   jaxmm inspect --memory --config FILE.py[:ARG] [--devices N,...] [--batch-sizes B,...] [--json]
+  jaxmm inspect --input --config FILE.py[:ARG] --step-time S --images-per-core-s R
+                [--batch-sizes B,...] [--processes P] [--json]
 """
 import argparse
 import json
 
 from jaxmm import config_loading
 from jaxmm import errors
+from jaxmm.commands import input_plan
 from jaxmm.commands import memory
 
 USAGE = ("(--config FILE.py[:ARG] [--config.KEY=VALUE ...] | --run DIR [--step N] | --memory "
-         "--config FILE.py[:ARG] [--devices N,...] [--batch-sizes B,...]) [--json]")
+         "--config FILE.py[:ARG] [--devices N,...] [--batch-sizes B,...] | --input --config "
+         "FILE.py[:ARG] --step-time S --images-per-core-s R [--batch-sizes B,...] [--processes "
+         "P]) [--json]")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,12 +31,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--step", type=int, help="with --run: checkpoint step (default: the latest)")
   parser.add_argument("--json", action="store_true", help="print JSON instead of text")
   memory.add_arguments(parser)
+  input_plan.add_arguments(parser)
 
 
 def run(args: argparse.Namespace, overrides: list[str]) -> None:
-  """Prints the config of --config with its overrides, the summary of the run in --run, or
-  with --memory the per-device memory of the config's train step."""
+  """Prints the config of --config with its overrides, the summary of the run in --run, with
+  --memory the per-device memory of the config's train step, or with --input its host cores."""
   memory.check_flags(args)
+  input_plan.check_flags(args)
   if args.config is not None and args.run is not None:
     raise errors.UserError("give --config FILE.py[:ARG] or --run DIR, not both")
   if args.config is None and args.run is None:
@@ -41,6 +49,9 @@ def run(args: argparse.Namespace, overrides: list[str]) -> None:
       raise errors.UserError("--step goes with --run DIR (a checkpoint of that run)")
     if args.memory:
       memory.run(args, overrides)
+      return
+    if args.input:
+      input_plan.run(args, overrides)
       return
     config = config_loading.load_config(args.config)
     config_loading.apply_overrides(config, overrides)

@@ -67,9 +67,11 @@ def check_flags(args: argparse.Namespace) -> None:
   """Raises `UserError` for a memory option used without --memory, or --memory with --run."""
   if args.memory and args.run is not None:
     raise UserError("--memory plans a config's train step: give --config FILE.py[:ARG], not --run")
-  for flag, value in (("--devices", args.devices), ("--batch-sizes", args.batch_sizes)):
-    if value is not None and not args.memory:
-      raise UserError(f"{flag} goes with --memory (the plan of the train step's memory)")
+  if args.devices is not None and not args.memory:
+    raise UserError("--devices goes with --memory (the plan of the train step's memory)")
+  if args.batch_sizes is not None and not (args.memory or args.input):
+    raise UserError("--batch-sizes goes with --memory or --input (the plans of the train step's "
+                    "memory and of its host cores)")
 
 
 def positive_integers(flag: str, text: str | None) -> list[int] | None:

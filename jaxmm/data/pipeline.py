@@ -40,7 +40,12 @@ None: the [-1, 1] range). Every config carries the first ones; a data config
 without data_dir, image_key, text_key, cache, views, num_views, source, files,
 eval_files, max_skipped_fraction, image_mean or image_std (e.g. one written
 in a test) gets None, 'image', 'caption', True, None, 2, 'tfds', None, None,
-0.01, None and None.
+0.01, None and None. For a shard source, data.crop_scale and data.crop_ratio
+(default None and (3/4, 4/3)) make each training image a random-resized crop
+of the stored image (`shards.crop`; None: its centre square), and
+data.host_threads (default None: every core this process may use) decodes
+images and makes views on that many threads (`host_threads`); neither
+changes a batch's values with the number of threads or processes.
 
 Mistakes in these keys raise `jaxmm.errors.UserError` naming the key before any
 batch is made: an image or text key that is not a feature of the dataset
@@ -56,11 +61,13 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from jaxmm import errors
+from jaxmm.data import host_threads
 from jaxmm.data import preprocess
 from jaxmm.data import shards
 from jaxmm.data import sources
 from jaxmm.data import tokenizers
 from jaxmm.data import view_ops
+from jaxmm.data.shards import crop as crop_lib
 from jaxmm.data.shards import skips as skips_lib
 from jaxmm.errors import UserError
 
@@ -70,7 +77,8 @@ _MAX_CACHED_BYTES = 1 << 30
 _READ_OPTIONS = grain.ReadOptions(num_threads=2, prefetch_buffer_size=2)
 _DEFAULTS = {"data_dir": None, "image_key": "image", "text_key": "caption", "cache": True,
              "views": None, "num_views": 2, "source": "tfds", "files": None, "eval_files": None,
-             "max_skipped_fraction": 0.01, "image_mean": None, "image_std": None}
+             "max_skipped_fraction": 0.01, "image_mean": None, "image_std": None,
+             "crop_scale": None, "crop_ratio": (3 / 4, 4 / 3), "host_threads": None}
 
 
 def _get(data_config, key):
@@ -225,6 +233,19 @@ def _check_config(data_config, need_text, split):
   if need_text:
     _tokenizer(data_config["tokenizer"])
   view_ops_of(data_config)
+  host_threads.count(_get(data_config, "host_threads"))
+
+
+def train_crop(data_config) -> crop_lib.RandomResizedCrop | None:
+  """The random-resized crop of data.crop_scale and data.crop_ratio, or None (no crop_scale)."""
+  scale = _get(data_config, "crop_scale")
+  if scale is None:
+    return None
+  if _source(data_config) == "tfds":
+    raise UserError("data.crop_scale crops the stored images of a shard source; set "
+                    "--config.data.source to 'wds' or 'parquet', or data.crop_scale=None")
+  return crop_lib.RandomResizedCrop(data_config["image_size"], scale,
+                                    _get(data_config, "crop_ratio")).check()
 
 
 def view_ops_of(data_config) -> list | None:
@@ -308,6 +329,8 @@ def train_iterator(data_config,
   reader = split_reader(data_config, data_config["train_split"])
   views = view_ops_of(data_config)
   skips = _skips(data_config, reader)
+  crop = train_crop(data_config)
+  threads = host_threads.count(_get(data_config, "host_threads"))
 
   def load(step):
     positions = _host_positions(step, global_batch_size, local, process_index)
@@ -315,12 +338,14 @@ def train_iterator(data_config,
     if skips is None:
       raw, skipped = reader.read(index), 0
     else:
-      raw, index, skipped = skips_lib.read_replacing(reader, skips, index, epoch, seed)
+      raw, index, skipped = skips_lib.read_replacing(reader, skips, index, epoch, seed,
+                                                     crop=crop, threads=threads)
     keys = preprocess.example_keys(seed, index, epoch)
     batch = _to_batch(raw, data_config, keys if data_config["augment"] else None)
     if views is not None:
-      batch["views"] = view_ops.make_views(batch.pop("image"), keys, views,
-                                           _get(data_config, "num_views"))
+      make_views = functools.partial(view_ops.make_views, ops=views,
+                                     num_views=_get(data_config, "num_views"))
+      batch["views"] = host_threads.map_chunks(make_views, (batch.pop("image"), keys), threads)
     return batch, skipped
 
   dataset = grain.MapDataset.range(sys.maxsize).map(load)
@@ -384,6 +409,7 @@ def eval_batches(data_config, *, split=None, batch_size, process_index=0, proces
   reader = split_reader(data_config, split)
   num_batches = -(-reader.num_examples // batch_size)
   skips = _skips(data_config, reader)
+  threads = host_threads.count(_get(data_config, "host_threads"))
 
   def load(step):
     positions = _host_positions(step, batch_size, local, process_index)
@@ -392,7 +418,7 @@ def eval_batches(data_config, *, split=None, batch_size, process_index=0, proces
     if skips is None:
       raw = reader.read(indices)
     else:
-      raw, problems = reader.read_checked(indices)
+      raw, problems = reader.read_checked(indices, threads=threads)
       skips.note(indices[mask], [p for p, real in zip(problems, mask) if real])
       mask &= np.array([p is None for p in problems])
     batch = _to_batch(raw, data_config)

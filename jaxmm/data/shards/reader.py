@@ -11,6 +11,8 @@ import copy
 
 import numpy as np
 
+from jaxmm.data import host_threads
+from jaxmm.data.shards import crop as crop_lib
 from jaxmm.data.shards import decode
 from jaxmm.data.shards import files as files_lib
 from jaxmm.data.shards.parquet import ParquetShard
@@ -98,13 +100,18 @@ class ShardReader:
     `read_checked`) as zeros and an empty caption."""
     return self.read_checked(indices)[0]
 
-  def read_checked(self, indices) -> tuple[dict, list[str | None]]:
+  def read_checked(self, indices, *, crop: crop_lib.RandomResizedCrop | None = None, keys=None,
+                   threads: int = 1) -> tuple[dict, list[str | None]]:
     """(the examples at `indices` [b], why each cannot be used: None, or a reason [b]).
 
     The examples: image_key -> float32 [b, S, S, 3]; text_key -> captions
     (bytes or str) [b] when it is set; each label -> int64 or bool [b]. A
     damaged example (a member cut short, no image, caption or label, an
     image that does not decode) is zeros there, with an empty caption.
+    Images are the centre squares (`decode.image`), or with `crop` the
+    random-resized crops of the examples' uint64 `keys` [b] (`crop.image`,
+    whose size replaces S); they are decoded on `threads` threads
+    (`host_threads`).
     """
     shard_of = self.shard_numbers(indices)
     indices = np.asarray(indices, np.int64) + self._offset
@@ -114,17 +121,24 @@ class ShardReader:
       rows = indices[at] - self._starts[s]
       for i, example in zip(at, self.shards[s].read(rows, self.label_kinds)):
         stored[i] = example
-    images = np.zeros((len(indices), self.image_size, self.image_size, 3), np.float32)
-    problems = []
-    for i, example in enumerate(stored):
-      problem = example.problem
-      if problem is None:
-        try:
-          images[i] = decode.image(example.image, self.image_size, self.image_mean,
-                                   self.image_std)
-        except decode.Undecodable as e:
-          problem = str(e)
-      problems.append(problem)
+    size = self.image_size if crop is None else crop.size
+    images = np.zeros((len(indices), size, size, 3), np.float32)
+
+    def decode_one(i: int) -> str | None:
+      """Decodes example i into images[i]; why it cannot be used, or None."""
+      if stored[i].problem is not None:
+        return stored[i].problem
+      try:
+        if crop is None:
+          images[i] = decode.image(stored[i].image, size, self.image_mean, self.image_std)
+        else:
+          images[i] = crop_lib.image(stored[i].image, crop, keys[i], self.image_mean,
+                                     self.image_std)
+      except decode.Undecodable as e:
+        return str(e)
+      return None
+
+    problems = host_threads.map_examples(decode_one, range(len(stored)), threads)
     examples = {self.image_key: images}
     if self.text_key is not None:
       examples[self.text_key] = np.array(

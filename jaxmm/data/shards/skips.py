@@ -85,10 +85,17 @@ class Skips:
           "--config.data.max_skipped_fraction")
 
 
-def read_replacing(reader, skips: Skips, index, epoch, seed: int):
+def read_replacing(reader, skips: Skips, index, epoch, seed: int, *, crop=None, threads: int = 1):
   """(examples, the indices read [b], damaged examples met) for training examples `index` [b] of
-  `epoch` [b]: each damaged one replaced as the module docstring says."""
-  examples, problems = reader.read_checked(index)
+  `epoch` [b]: each damaged one replaced as the module docstring says. With `crop` (a
+  `crop.RandomResizedCrop`), each image is the crop of the key of the example read in its place
+  (`preprocess.example_keys(seed, read, epoch)`); images decode on `threads` threads."""
+
+  def read_checked(rows, epochs):
+    keys = None if crop is None else preprocess.example_keys(seed, rows, epochs)
+    return reader.read_checked(rows, crop=crop, keys=keys, threads=threads)
+
+  examples, problems = read_checked(index, epoch)
   skipped = skips.note(index, problems)
   damaged = np.array([p is not None for p in problems], bool)
   read = np.array(index, np.int64)
@@ -98,7 +105,7 @@ def read_replacing(reader, skips: Skips, index, epoch, seed: int):
     rows = np.flatnonzero(damaged)
     read[rows] = replacement(seed, np.asarray(index)[rows], np.asarray(epoch)[rows], attempt,
                              reader.num_examples)
-    again, problems = reader.read_checked(read[rows])
+    again, problems = read_checked(read[rows], np.asarray(epoch)[rows])
     for key, column in again.items():
       examples[key][rows] = column
     skipped += skips.note(read[rows], problems)
