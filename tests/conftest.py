@@ -39,6 +39,7 @@ import jax  # noqa: E402  pylint: disable=wrong-import-position
 
 assert jax.device_count() == 8, jax.devices()
 
+import filelock  # noqa: E402
 import pytest  # noqa: E402
 
 from jaxmm import config_loading  # noqa: E402
@@ -48,6 +49,10 @@ from jaxmm import train  # noqa: E402
 from jaxmm.data.shards import export  # noqa: E402
 from jaxmm.experiments import image_text  # noqa: E402
 
+# Every image-text run evaluates at its last step; of its evaluators only zero-shot stays in the
+# tiny runs (the others cost a compilation each, and test_representation tests them).
+EVALUATORS_OFF = tuple(f"evals.{name}.every=0" for name in ("retrieval", "linear_probe", "knn"))
+EVALUATORS_ON = tuple(f"evals.{name}.every=None" for name in ("retrieval", "linear_probe", "knn"))
 # A two-tower small enough that a train step compiles and runs in seconds.
 TINY_OVERRIDES = ("batch_size=16", "total_steps=10", "optim.warmup_steps=1", "optim.lr=0.01",
                   "data.image_size=16", "data.max_len=8", "model.dtype=float32",
@@ -55,7 +60,8 @@ TINY_OVERRIDES = ("batch_size=16", "total_steps=10", "optim.warmup_steps=1", "op
                   "model.image.depth=1", "model.image.num_heads=2", "model.image.mlp_dim=64",
                   "model.text.width=32", "model.text.depth=1", "model.text.num_heads=2",
                   "model.text.mlp_dim=64", "evals.zero_shot.batch_size=256",
-                  "evals.linear_probe.train_examples=512", "evals.knn.train_examples=512")
+                  "evals.linear_probe.train_examples=512", "evals.knn.train_examples=512",
+                  *EVALUATORS_OFF)
 
 def cli_error_line(capsys, args) -> str:
   """Runs `jaxmm ARGS` in this process; returns its last stderr line after checking exit status 2
@@ -95,12 +101,28 @@ class Builder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 """
 
 
+def _bundled(tmp_path_factory, name: str) -> str:
+  """A data dir holding the bundled dataset `name`, built once per `pytest` run: the first of the
+  xdist workers to take the lock builds it, the others wait and read it. Tests only read it."""
+  root = tmp_path_factory.getbasetemp()
+  if os.environ.get("PYTEST_XDIST_WORKER"):
+    root = root.parent  # this run's folder, above each worker's own
+  path = root / f"bundled_{name}"
+  with filelock.FileLock(str(root / f"bundled_{name}.lock")):
+    data.data_source(name, "train", data_dir=str(path))  # builds both splits, or opens them
+  return str(path)
+
+
 @pytest.fixture(scope="session")
 def shapes_data_dir(tmp_path_factory):
-  """A data dir with the bundled `shapes` dataset built once per test session."""
-  path = str(tmp_path_factory.mktemp("tfds"))
-  data.data_source("shapes", "train", data_dir=path)  # builds both splits
-  return path
+  """A data dir with the bundled `shapes` dataset (20,000 + 2,000 examples)."""
+  return _bundled(tmp_path_factory, "shapes")
+
+
+@pytest.fixture(scope="session")
+def digits_data_dir(tmp_path_factory):
+  """A data dir with the bundled `digits` dataset (scikit-learn's 1,797 digits, captioned)."""
+  return _bundled(tmp_path_factory, "digits")
 
 
 @pytest.fixture(scope="session")

@@ -22,13 +22,6 @@ NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight",
 
 
 @pytest.fixture(scope="module")
-def digits_data_dir(tmp_path_factory):
-  path = str(tmp_path_factory.mktemp("tfds"))
-  data.data_source("digits", "train", data_dir=path)  # builds both splits
-  return path
-
-
-@pytest.fixture(scope="module")
 def records(digits_data_dir):
   return {
       split: pipeline._stack(source.__getitems__(range(len(source))))

@@ -25,11 +25,10 @@ KEEP = 0.3
 
 
 @pytest.fixture(scope="module")
-def noisy_dir(tmp_path_factory):
+def noisy_dir(digits_data_dir, tmp_path_factory):
   """A data dir holding digits with 30 % of its train captions replaced."""
-  source, noisy = (str(tmp_path_factory.mktemp("filter") / name) for name in ("digits", "noisy"))
-  data.get_builder("digits", source)
-  corrupted_captions.write_corrupted_copy("digits", "train", 0.3, noisy, data_dir=source)
+  noisy = str(tmp_path_factory.mktemp("filter") / "noisy")
+  corrupted_captions.write_corrupted_copy("digits", "train", 0.3, noisy, data_dir=digits_data_dir)
   return noisy
 
 

@@ -40,9 +40,8 @@ def _split(data_dir, split):
   return reader.read(np.arange(reader.num_examples))
 
 
-def test_corrupted_copy_differs_from_its_source_exactly_where_marked(tmp_path):
-  source_dir, copy_dir = str(tmp_path / "source"), str(tmp_path / "noisy")
-  data.get_builder("digits", source_dir)
+def test_corrupted_copy_differs_from_its_source_exactly_where_marked(digits_data_dir, tmp_path):
+  source_dir, copy_dir = digits_data_dir, str(tmp_path / "noisy")
   corrupted_captions.write_corrupted_copy("digits",
                                           "train",
                                           0.3,

@@ -17,18 +17,11 @@ from jaxmm import parallel
 from jaxmm.experiments import image_text
 from jaxmm.train import model_init
 
-from conftest import TINY_OVERRIDES, cli_error_line
+from conftest import EVALUATORS_ON, TINY_OVERRIDES, cli_error_line
 from test_cli_errors import _train_args
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 STEPS = 100
-
-
-@pytest.fixture(scope="module")
-def digits_data_dir(tmp_path_factory):
-  path = str(tmp_path_factory.mktemp("tfds"))
-  data.data_source("digits", "train", data_dir=path)
-  return path
 
 
 # ------------------------------------------------------- feature extraction
@@ -93,7 +86,7 @@ def trained(tiny_config, digits_data_dir, run_image_text, tmp_path_factory):
                        "optim.warmup_steps=10", f"total_steps={STEPS}",
                        f"checkpoint_every={STEPS}", f"eval_every={STEPS}", f"log_every={STEPS}",
                        "evals.retrieval.batch_size=256", "evals.linear_probe.batch_size=256",
-                       "evals.knn.batch_size=256")
+                       "evals.knn.batch_size=256", *EVALUATORS_ON)
   workdir = tmp_path_factory.mktemp("run")
   run_image_text(config, str(workdir))
   results = {}
@@ -165,7 +158,8 @@ def test_probe_and_knn_beat_chance(trained):
 def test_bad_setting_is_one_line_naming_the_key(capsys, digits_data_dir, tmp_path, monkeypatch,
                                                  override, expected):
   monkeypatch.chdir(REPO)
-  args = _train_args(tmp_path / "run", digits_data_dir, TINY_OVERRIDES, "data.name=digits",
+  args = _train_args(tmp_path / "run", digits_data_dir, TINY_OVERRIDES + EVALUATORS_ON,
+                     "data.name=digits",
                      *((override,) if isinstance(override, str) else override))
   assert cli_error_line(capsys, args) == f"jaxmm train: error: {expected}"
   assert not (tmp_path / "run" / "checkpoints").exists()  # nothing trained

@@ -97,7 +97,8 @@ def test_two_processes_compute_what_one_does(tmp_path, tiny_overrides):
   from jaxmm import data  # pylint: disable=import-outside-toplevel
   data_dir = str(tmp_path / "tfds")
   data.data_source("digits", "train", data_dir=data_dir)  # built once, before the workers read
-  overrides = tiny_overrides + [f"evals.{name}.batch_size=64" for name in EVALUATORS]
+  overrides = tiny_overrides + [f"evals.{name}.batch_size=64" for name in EVALUATORS
+                                ] + [f"evals.{name}.every=None" for name in EVALUATORS]
   (single,) = _run(1, 8, data_dir, tmp_path, overrides)
   first, second = _run(2, 4, data_dir, tmp_path, overrides)
   assert {key.split("/")[0] for key in single} == set(EVALUATORS)

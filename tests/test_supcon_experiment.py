@@ -27,13 +27,6 @@ TINY = ("batch_size=16", "total_steps=2", "checkpoint_every=2", "log_every=1", "
         "evals.knn.train_examples=256", "evals.linear_probe.max_steps=20")
 
 
-@pytest.fixture(scope="module")
-def digits_data_dir(tmp_path_factory):
-  path = str(tmp_path_factory.mktemp("tfds"))
-  data.data_source("digits", "train", data_dir=path)  # builds both splits
-  return path
-
-
 def _overrides(name, data_dir=None):
   """TINY for config `name`, with a head of 8 outputs for the contrastive losses."""
   overrides = list(TINY) + ([] if name.startswith("ce_") else ["model.head=(8, 8)"])

@@ -110,8 +110,7 @@ def test_trains_on_any_prepared_tfds_dataset(tiny_config, toy_pairs_data_dir, tm
                f"data.data_dir={toy_pairs_data_dir}", "data.name=toy_pairs", "data.image_key=img",
                "data.text_key=text", "data.max_len=8")
   with pytest.raises(ValueError, match="no zero-shot prompts.*toy_pairs.*eval_every=0"):
-    # k-NN (made before zero-shot, in name order) among its 12 examples
-    run(tiny_config("siglip", *overrides, "evals.knn.k=4"), str(tmp_path / "with_eval"))
+    run(tiny_config("siglip", *overrides), str(tmp_path / "with_eval"))
   config = tiny_config("siglip", *overrides, "eval_every=0")
   workdir = str(tmp_path / "run")
   state = run(config, workdir)

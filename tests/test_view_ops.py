@@ -173,13 +173,6 @@ def test_one_view_needs_no_op():
   np.testing.assert_array_equal(_views(images, np.arange(2), spec="", num_views=1)[:, 0], images)
 
 
-@pytest.fixture(scope="module")
-def digits_data_dir(tmp_path_factory):
-  path = str(tmp_path_factory.mktemp("tfds"))
-  data.data_source("digits", "train", data_dir=path)  # builds both splits
-  return path
-
-
 def _data_config(data_dir, **overrides):
   return dict(dict(name="digits", data_dir=data_dir, train_split="train", eval_split="test",
                    image_size=16, augment=False, text_key=None, views=SPEC, num_views=2),
