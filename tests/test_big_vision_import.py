@@ -17,6 +17,7 @@ import jax
 import numpy as np
 import pytest
 
+from conftest import assert_same_bits, short_train_config
 from jaxmm import analysis
 from jaxmm import config_loading
 from jaxmm import data
@@ -124,10 +125,6 @@ def test_load_run_reads_an_imported_run(imported):
   assert (scan.model.image.pool, scan.model.init_bias, scan.loss.name) == ("cls", None, "clip")
 
 
-def _leaves(tree):
-  return jax.tree_util.tree_flatten_with_path(tree)[0]
-
-
 @pytest.mark.parametrize("name", MODELS)
 def test_export_then_import_is_bit_exact(imported, name, tmp_path):
   exported = tmp_path / f"{name}_exported.npz"
@@ -135,8 +132,7 @@ def test_export_then_import_is_bit_exact(imported, name, tmp_path):
   _import(tmp_path / f"{name}_exported.json", exported, tmp_path / "again")
   first, again = analysis.load_run(imported[name]), analysis.load_run(str(tmp_path / "again"))
   assert again.config.model == first.config.model
-  for (path, a), (_, b) in zip(_leaves(first.params), _leaves(again.params), strict=True):
-    assert a.dtype == b.dtype and np.array_equal(a.view(np.uint32), b.view(np.uint32)), path
+  assert_same_bits(first.params, again.params)
 
 
 def test_export_writes_big_visions_tensors(imported, tmp_path):
@@ -173,17 +169,11 @@ def test_scanned_blocks_are_read_as_the_python_loops():
     np.testing.assert_array_equal(block.view(np.uint16), raw[i].view(np.uint16))
 
 
-def _train_config(spec, shapes_data_dir, *overrides):
-  config = config_loading.load_config(spec)
-  return config_loading.apply_overrides(
-      config, ["batch_size=16", "total_steps=2", "eval_every=0", "optim.warmup_steps=1",
-               f"data.data_dir={shapes_data_dir}", *overrides])
-
-
 def test_lit_locks_the_imported_image_tower(imported, shapes_data_dir, run_image_text, tmp_path):
-  config = _train_config(f"{REPO}/configs/lit_open_clip.py:{imported['map']}", shapes_data_dir,
-                         "model.text.width=32", "model.text.depth=1", "model.text.mlp_dim=64",
-                         "model.text.num_heads=2", "data.max_len=16", "loss.variant=gather")
+  config = short_train_config(f"{REPO}/configs/lit_open_clip.py:{imported['map']}",
+                              shapes_data_dir, "model.text.width=32", "model.text.depth=1",
+                              "model.text.mlp_dim=64", "model.text.num_heads=2", "data.max_len=16",
+                              "loss.variant=gather")
   run_image_text(config, str(tmp_path / "lit"))
   lit, source = analysis.load_run(str(tmp_path / "lit")), analysis.load_run(imported["map"])
   assert lit.step == 2 and "image_proj" not in lit.params
@@ -194,18 +184,19 @@ def test_lit_locks_the_imported_image_tower(imported, shapes_data_dir, run_image
 @pytest.mark.slow  # a second training run beside LiT's
 def test_init_from_an_imported_run_fine_tunes_it(imported, shapes_data_dir, run_image_text,
                                                  tmp_path):
-  config = _train_config(f"{REPO}/configs/siglip_big_vision.py:{DATA / 'map.json'}",
-                         shapes_data_dir, f"init_from.workdir={imported['map']}",
-                         f"data.tokenizer=big_vision:{VOCAB}", "loss.variant=gather")
+  config = short_train_config(f"{REPO}/configs/siglip_big_vision.py:{DATA / 'map.json'}",
+                              shapes_data_dir, f"init_from.workdir={imported['map']}",
+                              f"data.tokenizer=big_vision:{VOCAB}", "loss.variant=gather")
   state = run_image_text(config, str(tmp_path / "tuned"))
   source = analysis.load_run(imported["map"])
   assert int(state.step) == 2
   # Started from the imported parameters, then moved by two AdamW steps of lr <= 1e-5, each
   # at most lr·(|m/√v| <= ~1 + weight decay 0.1·|w|) per entry: far below 1e-3 for |w| < 100.
-  for path, value in _leaves(source.params):
+  leaves = jax.tree_util.tree_flatten_with_path(source.params)[0]
+  for path, value in leaves:
     assert np.abs(_at(state.params, path) - value).max() < 1e-3, path
   assert any(not np.array_equal(_at(state.params, path), value)
-             for path, value in _leaves(source.params))
+             for path, value in leaves)
 
 
 def _at(tree, path):

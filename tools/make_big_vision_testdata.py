@@ -1,4 +1,4 @@
-"""Makes tests/data/big_vision/ with big_vision's own model code, then checks jaxmm's export with it.
+"""Makes tests/data/big_vision/ with big_vision's own model code, then checks jaxmm's export.
 
 big_vision is not a package: put a copy of its source on PYTHONPATH and run,
 in the peer environment (`make peers`), from the repository root:
@@ -64,7 +64,6 @@ SEED = 0
 IMAGE_SIZE = 32
 TEXT_LEN = 16
 EOS = 1
-EMBEDDING_TOL = 96 * 2.0**-24  # tests/test_big_vision_import.py
 # The bundled shapes dataset's vocabulary (jaxmm/data/shapes/shapes_dataset_builder.py).
 SHAPES = ("circle", "square", "triangle", "diamond", "star", "cross")
 COLOURS = ("red", "green", "blue", "yellow", "cyan", "magenta", "orange", "white")
@@ -94,6 +93,7 @@ def _gfile_stand_in() -> None:
 
 _gfile_stand_in()
 # pylint: disable=wrong-import-position
+import export_check  # tools/export_check.py, beside this script
 from big_vision import utils as bv_utils
 from big_vision.models.proj.image_text import two_towers
 
@@ -254,16 +254,7 @@ def check_export(jaxmm: str) -> None:
       params = two_towers.load(None, exported, ml_collections.ConfigDict(model_cfg))
       saved = np.load(OUT / f"{name}_outputs.npz")
       got = outputs(two_towers.Model(**model_cfg), params, saved["pixels"], saved["tokens"])
-      # tests/test_big_vision_import.py derives these bounds of float32 rounding in sums taken
-      # in another order (the dropped key bias).
-      for key, value in got.items():
-        bound = EMBEDDING_TOL
-        if key == "logits":
-          embed_dim = saved["image_embeddings"].shape[1]
-          bound = float(np.exp(params["t"][0])) * 2 * np.sqrt(embed_dim) * EMBEDDING_TOL
-        error = np.abs(value - saved[key]).max()
-        print(f"{name} {key}: max |exported - original| = {error:.2e} (bound {bound:.2e})")
-        assert error <= bound, (name, key, error)
+      export_check.assert_outputs_equal(name, got, saved, float(np.exp(params["t"][0])))
 
 
 def main():

@@ -28,7 +28,6 @@ them) into the parameters of such a run's model, by `big_vision_links`'s
 table; `write_checkpoint` writes a run's parameters back as the python-loop
 layout that `big_vision.utils.load_params` and `two_towers.load` read.
 """
-import copy
 import json
 import math
 import os
@@ -40,6 +39,7 @@ import numpy as np
 
 from jaxmm import errors
 from jaxmm.errors import UserError
+from jaxmm.weights import archs
 from jaxmm.weights import big_vision_links
 from jaxmm.weights import links
 from jaxmm.weights import run_dir
@@ -105,22 +105,8 @@ _TOWER_DEFAULTS = {
 def read_arch(arch: str) -> dict:
   """{'model': big_vision's config.model, 'init_shapes': ...} of `arch`: a name in ARCHS or the
   path of a .json holding them."""
-  if arch in ARCHS:
-    return copy.deepcopy(ARCHS[arch])
-  if not arch.endswith(".json"):
-    try:
-      errors.one_of("big_vision architecture", arch, ARCHS)
-    except UserError as e:
-      raise UserError(f"{e}; or give the path of a .json with big_vision's model config and "
-                      "init_shapes") from None
-  if not os.path.isfile(arch):
-    raise UserError(f"big_vision architecture {arch!r} is not a file; give the path of a .json "
-                    f"with big_vision's model config and init_shapes, or one of {', '.join(ARCHS)}")
-  try:
-    with open(arch, encoding="utf-8") as f:
-      saved = json.load(f)
-  except (UnicodeDecodeError, json.JSONDecodeError) as e:
-    raise UserError(f"big_vision architecture {arch!r} is not JSON ({e})") from None
+  saved = archs.named_or_json(arch, ARCHS, "big_vision",
+                              "a .json with big_vision's model config and init_shapes")
   if not isinstance(saved, dict) or not {"model", "init_shapes"} <= set(saved):
     raise UserError(f"{arch} is not a big_vision architecture: it needs 'model' (the two-tower "
                     "config.model) and 'init_shapes' ([[1, S, S, 3], [1, L]])")
@@ -129,15 +115,8 @@ def read_arch(arch: str) -> dict:
 
 def _tower(settings: dict, part: str, arch: str) -> dict:
   """big_vision's settings of tower `part` ('image' or 'text'), variant decoded, checked."""
-  for key, value in settings.items():
-    if key in _READ[part] or key in _IGNORED:
-      continue
-    if key not in _DEFAULTS_ONLY[part]:
-      raise UserError(f"{arch}: big_vision option {part}.{key} is not one jaxmm's towers know; "
-                      "jaxmm imports big_vision's two-tower ViT SigLIPs")
-    if value not in _DEFAULTS_ONLY[part][key]:
-      raise UserError(f"{arch}: big_vision option {part}.{key}={value!r} has no counterpart in "
-                      f"jaxmm's towers (they hold {_DEFAULTS_ONLY[part][key][0]!r} only)")
+  archs.check_options(settings, _READ[part] + _IGNORED, _DEFAULTS_ONLY[part],
+                      f"{arch}: big_vision option {part}.", "big_vision's two-tower ViT SigLIPs")
   tower = dict(_TOWER_DEFAULTS[part])
   variant = settings.get("variant")
   if variant is not None:
