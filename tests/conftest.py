@@ -36,6 +36,7 @@ from jaxmm import host  # noqa: E402  pylint: disable=wrong-import-position
 assert host.configure()  # the CPU settings of every `jaxmm` command
 
 import jax  # noqa: E402  pylint: disable=wrong-import-position
+import numpy as np  # noqa: E402
 
 assert jax.device_count() == 8, jax.devices()
 
@@ -62,6 +63,23 @@ TINY_OVERRIDES = ("batch_size=16", "total_steps=10", "optim.warmup_steps=1", "op
                   "model.text.mlp_dim=64", "evals.zero_shot.batch_size=256",
                   "evals.linear_probe.train_examples=512", "evals.knn.train_examples=512",
                   *EVALUATORS_OFF)
+
+def assert_same_bits(first, again) -> None:
+  """Two trees of float32 parameters hold the same bits, leaf by leaf (paths and dtypes too)."""
+  leaves = [jax.tree_util.tree_flatten_with_path(tree)[0] for tree in (first, again)]
+  for (path, a), (other, b) in zip(*leaves, strict=True):
+    assert path == other and a.dtype == b.dtype, (path, other)
+    assert np.array_equal(a.view(np.uint32), b.view(np.uint32)), path
+
+
+def short_train_config(spec: str, shapes_data_dir: str, *overrides: str):
+  """The config `spec` ('configs/x.py:ARG') for two steps of batch 16 on the session's shapes
+  data, evaluators off, with `overrides` ('key=value')."""
+  config = config_loading.load_config(spec)
+  return config_loading.apply_overrides(
+      config, ["batch_size=16", "total_steps=2", "eval_every=0", "optim.warmup_steps=1",
+               f"data.data_dir={shapes_data_dir}", *overrides])
+
 
 def cli_error_line(capsys, args) -> str:
   """Runs `jaxmm ARGS` in this process; returns its last stderr line after checking exit status 2

@@ -15,6 +15,7 @@ import jax
 import numpy as np
 import pytest
 
+from conftest import assert_same_bits, short_train_config
 from jaxmm import analysis
 from jaxmm import config_loading
 from jaxmm.commands import cli
@@ -103,10 +104,6 @@ def test_load_run_reads_an_imported_run(imported):
       json.loads(config_loading.config_to_json(run.config)))
 
 
-def _leaves(tree):
-  return jax.tree_util.tree_flatten_with_path(tree)[0]
-
-
 @pytest.mark.parametrize("name", MODELS)
 def test_export_then_import_is_bit_exact(imported, name, tmp_path):
   exported = tmp_path / f"{name}_exported.safetensors"
@@ -114,8 +111,7 @@ def test_export_then_import_is_bit_exact(imported, name, tmp_path):
   _import(tmp_path / f"{name}_exported.json", exported, tmp_path / "again")
   first, again = analysis.load_run(imported[name]), analysis.load_run(str(tmp_path / "again"))
   assert again.config.model == first.config.model
-  for (path, a), (_, b) in zip(_leaves(first.params), _leaves(again.params), strict=True):
-    assert a.dtype == b.dtype and np.array_equal(a.view(np.uint32), b.view(np.uint32)), path
+  assert_same_bits(first.params, again.params)
 
 
 def test_export_writes_open_clips_tensors(imported, tmp_path):
@@ -178,17 +174,11 @@ def test_safetensors_round_trip(tmp_path, dtype):
     np.testing.assert_array_equal(back[key], value)
 
 
-def _train_config(spec, shapes_data_dir, *overrides):
-  config = config_loading.load_config(spec)
-  return config_loading.apply_overrides(
-      config, ["batch_size=16", "total_steps=2", "eval_every=0", "optim.warmup_steps=1",
-               f"data.data_dir={shapes_data_dir}", *overrides])
-
-
 def test_lit_locks_the_imported_image_tower(imported, shapes_data_dir, run_image_text, tmp_path):
-  config = _train_config(f"{REPO}/configs/lit_open_clip.py:{imported['gelu']}", shapes_data_dir,
-                         "model.text.width=32", "model.text.depth=1", "model.text.mlp_dim=64",
-                         "model.text.num_heads=2", "data.max_len=16", "loss.variant=gather")
+  config = short_train_config(f"{REPO}/configs/lit_open_clip.py:{imported['gelu']}",
+                              shapes_data_dir, "model.text.width=32", "model.text.depth=1",
+                              "model.text.mlp_dim=64", "model.text.num_heads=2", "data.max_len=16",
+                              "loss.variant=gather")
   run_image_text(config, str(tmp_path / "lit"))
   lit, source = analysis.load_run(str(tmp_path / "lit")), analysis.load_run(imported["gelu"])
   assert lit.step == 2
@@ -202,8 +192,8 @@ def test_jaxmm_train_fine_tunes_an_imported_run(imported, shapes_data_dir, run_i
   workdir = str(tmp_path / "fine_tuned")
   shutil.copytree(imported["gelu"], workdir)
   # The test model's 256 ids take the bytes tokenizer's; CLIP's BPE needs 49408.
-  config = _train_config(f"{REPO}/configs/open_clip.py:{DATA / 'gelu.json'}", shapes_data_dir,
-                         "data.tokenizer=bytes")
+  config = short_train_config(f"{REPO}/configs/open_clip.py:{DATA / 'gelu.json'}",
+                              shapes_data_dir, "data.tokenizer=bytes")
   run_image_text(config, workdir)
   tuned, source = analysis.load_run(workdir), analysis.load_run(imported["gelu"])
   assert tuned.step == 2

@@ -113,12 +113,13 @@ def _parser() -> argparse.ArgumentParser:
                   takes_config=False))
   import_weights.add_arguments(
       add_command("import",
-                  "Write a checkpoint trained elsewhere (open_clip) as a jaxmm run.",
+                  "Write a checkpoint trained elsewhere (open_clip, big_vision) as a jaxmm run.",
                   import_weights.USAGE,
                   takes_config=False))
   export_weights.add_arguments(
       add_command("export",
-                  "Write a jaxmm run's parameters as a checkpoint of another library (open_clip).",
+                  "Write a jaxmm run's parameters as a checkpoint of another library (open_clip, "
+                  "big_vision).",
                   export_weights.USAGE,
                   takes_config=False))
   return parser

@@ -1,4 +1,5 @@
-"""Text tokenizers: byte-level (no vocabulary file), SentencePiece, and CLIP's BPE.
+"""Text tokenizers: byte-level (no vocabulary file), SentencePiece, big_vision's SigLIP
+SentencePiece (sticky end-of-text), and CLIP's BPE.
 
 All map texts to fixed-length int32 ids, truncated or right-padded with the
 pad id to `max_len`, so text batches have static shapes under jit;
@@ -10,6 +11,9 @@ import numpy as np
 
 from jaxmm.data import clip_bpe
 from jaxmm.errors import UserError
+
+# data.tokenizer='big_vision:PATH.model' tokenizes as big_vision's SigLIP (StickyEosTokenizer).
+BIG_VISION_PREFIX = "big_vision:"
 
 
 def _as_bytes(text) -> bytes:
@@ -93,10 +97,46 @@ class SentencePieceTokenizer:
     return self._model.decode(ids)
 
 
+class StickyEosTokenizer(SentencePieceTokenizer):
+  """big_vision's SigLIP text preprocessing: `tokenize(eos='sticky', pad_value=EOS)`.
+
+  A text is lowercased (ASCII letters only, as TensorFlow's `strings.lower`),
+  encoded by the SentencePiece model with its end-of-text id appended, cut to
+  `max_len` keeping that id last, and padded with it: with max_len 3 and EOS
+  1, 'a' -> [a, 1, 1], 'a a a' -> [a, a, 1]. So the last id is always EOS,
+  which the text tower's pool='last' reads. `model_path` is the part of
+  data.tokenizer after 'big_vision:'; big_vision's English SigLIPs use T5's
+  c4_en vocabulary (32,000 ids), the multilingual ones mc4 (250,000).
+  """
+
+  def __init__(self, model_path: str, spec: str):
+    if not os.path.isfile(model_path):
+      what = f"{model_path} is not a file" if model_path else "names no vocabulary"
+      raise UserError(f"data.tokenizer={spec!r}: {what}; big_vision's SigLIP models tokenize "
+                      "with a SentencePiece model that jaxmm does not ship (T5's c4_en, "
+                      "gs://t5-data/vocabs/cc_en.32000/sentencepiece.model, for the English "
+                      "ones): set --config.data.tokenizer=big_vision:PATH.model")
+    super().__init__(model_path)
+    self.pad_id = self._model.eos_id()
+    if self.pad_id < 0:
+      raise UserError(f"data.tokenizer={spec!r}: {model_path} has no end-of-text piece, which "
+                      "big_vision's SigLIP tokenization ends and pads every text with")
+
+  def _ids(self, text) -> list:
+    return super()._ids(_as_bytes(text).lower()) + [self.pad_id]
+
+  def encode(self, text, max_len: int) -> np.ndarray:
+    """int32 [max_len], its last id the end-of-text id."""
+    ids = self._ids(text)
+    if len(ids) > max_len:
+      ids = ids[:max_len - 1] + ids[-1:]
+    return _pad(np.asarray(ids, np.int32), max_len, self.pad_id)
+
+
 def get_tokenizer(spec: str):
   """'bytes' -> BytesTokenizer; a path ending in '.model' -> SentencePiece; 'clip_bpe' -> CLIP's
   BPE with jaxmm's copy of its vocabulary, a path ending in '.txt.gz' -> with that one
-  (`clip_bpe`).
+  (`clip_bpe`); 'big_vision:PATH.model' -> `StickyEosTokenizer` with that SentencePiece model.
 
   `spec` is data.tokenizer; anything else raises UserError naming it.
   """
@@ -104,10 +144,12 @@ def get_tokenizer(spec: str):
     return BytesTokenizer()
   if spec == "clip_bpe":
     return clip_bpe.ClipBpeTokenizer(clip_bpe.BUNDLED_VOCAB, spec)
+  if isinstance(spec, str) and spec.startswith(BIG_VISION_PREFIX):
+    return StickyEosTokenizer(spec[len(BIG_VISION_PREFIX):], spec)
   if isinstance(spec, str) and spec.endswith(".model"):
     return SentencePieceTokenizer(spec)
   if isinstance(spec, str) and spec.endswith(".txt.gz"):
     return clip_bpe.ClipBpeTokenizer(spec, spec)
   raise UserError(f"data.tokenizer={spec!r} is not a tokenizer; set --config.data.tokenizer to "
                   "'bytes', 'clip_bpe', or the path of a SentencePiece .model file or of a CLIP "
-                  "BPE vocabulary .txt.gz")
+                  "BPE vocabulary .txt.gz, or 'big_vision:' and a SentencePiece model's path")

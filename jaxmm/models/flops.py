@@ -78,8 +78,9 @@ def two_tower_flops(config_model: Mapping[str, Any],
   the image tokens a training step keeps after patch dropout."""
   image, text, embed_dim = config_model["image"], config_model["text"], config_model["embed_dim"]
   text_len = text["max_len"] if text_len is None else text_len
-  return (vit_flops(image_size, channels, train=train, **image) + text_flops(text_len, **text) + 2 *
-          (image["width"] + text["width"]) * embed_dim)
+  projected = text["width"] + (image["width"] if config_model.get("image_projection", True) else 0)
+  return (vit_flops(image_size, channels, train=train, **image) + text_flops(text_len, **text) +
+          2 * projected * embed_dim)
 
 
 _FLOPS = {

@@ -6,7 +6,11 @@ Two ways to read a text, by `pool`:
   'eot':  the output at the end-of-text token, found as the largest token id
           (the end-of-text token is the last id of CLIP's vocabulary), as
           CLIP's text tower reads it (Radford et al. 2021, section 2.4), which
-          trains with `causal` attention.
+          trains with `causal` attention;
+  'last': the output at the last position, as big_vision's SigLIP text tower
+          reads it (Zhai et al. 2023): its tokenizer ends every text with the
+          end-of-text id and pads with that id too ("sticky" EOS), so the last
+          position holds one; such a tower trains with `mask_pad` off.
 """
 from typing import Any
 
@@ -16,7 +20,7 @@ import jax.numpy as jnp
 from jaxmm import errors
 from jaxmm.models.transformer import NORM_EPS, Encoder, layer_norm, partitioned
 
-POOLS = ("mean", "eot")
+POOLS = ("mean", "eot", "last")
 
 
 class TextTransformer(nn.Module):
@@ -26,6 +30,9 @@ class TextTransformer(nn.Module):
   mask (pads follow the text, so no text token attends to them) and has none,
   which matters where id `pad_id` is also a word: CLIP's tokenizer pads with
   id 0, its '!'.
+  mask_pad: whether padding is masked as attention keys (without `causal`).
+  Off, every position attends to every other, pads included, as in big_vision's
+  text tower, whose pads are end-of-text ids the model was trained to read.
   activation, norm_eps: the MLPs' nonlinearity (`transformer.ACTIVATIONS`) and
   every LayerNorm's epsilon.
   """
@@ -42,6 +49,7 @@ class TextTransformer(nn.Module):
   activation_dtype: Any = jnp.float32  # the encoder's residual stream; the output is float32
   pool: str = "mean"
   causal: bool = False
+  mask_pad: bool = True
   activation: str = "gelu_tanh"
   norm_eps: float = NORM_EPS
 
@@ -49,9 +57,9 @@ class TextTransformer(nn.Module):
   def __call__(self, tokens):
     """tokens int [B, L] with L <= max_len, `pad_id` marking padding -> [B, width] float32.
 
-    The output does not depend on how much padding follows the text: pad
-    positions are masked as attention keys (or, `causal`, come after every
-    text token) and left out of the pooling.
+    With `mask_pad` or `causal`, the output does not depend on how much
+    padding follows the text: pad positions are masked as attention keys (or,
+    `causal`, come after every text token) and left out of the pooling.
     """
     errors.one_of("model.text.pool", self.pool, POOLS)
     length = tokens.shape[1]
@@ -68,7 +76,7 @@ class TextTransformer(nn.Module):
     x = x + pos[:, :length]
 
     is_token = tokens != self.pad_id
-    padding_mask = None if self.causal else is_token
+    padding_mask = is_token if self.mask_pad and not self.causal else None
     x = Encoder(self.depth,
                 self.num_heads,
                 self.mlp_dim,
@@ -81,6 +89,8 @@ class TextTransformer(nn.Module):
                 name="encoder")(x, padding_mask, causal=self.causal)
     x = layer_norm("ln_final", eps=self.norm_eps)(x)
 
+    if self.pool == "last":
+      return x[:, -1]
     if self.pool == "eot":
       # argmax returns the first of equal ids, as torch's does in open_clip.
       eot = jnp.argmax(tokens, axis=1)

@@ -5,6 +5,7 @@ from typing import Any, Mapping, Optional
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jaxmm import errors
 from jaxmm.models.text import TextTransformer
 from jaxmm.models.transformer import partitioned
 from jaxmm.models.vit import ViT
@@ -34,6 +35,9 @@ class TwoTower(nn.Module):
     init_log_scale: initial log of the logit multiplier (log 10 for SigLIP, log 1/0.07 for CLIP).
     init_bias: initial logit bias (−10 for SigLIP); None creates no bias parameter.
     proj_bias: whether the two projections to embed_dim add a bias (CLIP's have none).
+    image_projection: whether the image tower is projected to embed_dim; without, its pooled
+      vector is the embedding (image.width must be embed_dim), as in big_vision's SigLIP,
+      whose image towers end in their attention-pooling head.
   """
   image: Mapping[str, Any]
   text: Mapping[str, Any]
@@ -45,6 +49,7 @@ class TwoTower(nn.Module):
   init_log_scale: float = math.log(10.0)
   init_bias: Optional[float] = -10.0
   proj_bias: bool = True
+  image_projection: bool = True
 
   def setup(self):
     dtype = jnp.dtype(self.dtype)
@@ -55,7 +60,12 @@ class TwoTower(nn.Module):
     self.image_tower = ViT(**self.image, **shared)
     self.text_tower = TextTransformer(**self.text, **shared)
     # The heads run in float32: they are cheap and the embeddings feed the loss.
-    self.image_proj = self._projection()
+    if self.image_projection:
+      self.image_proj = self._projection()
+    elif self.image["width"] != self.embed_dim:
+      raise errors.UserError(f"model.image_projection=False makes the image tower's output the "
+                             f"embedding, but model.image.width={self.image['width']} is not "
+                             f"model.embed_dim={self.embed_dim}; set one to the other")
     self.text_proj = self._projection()
     self.log_scale = self.param("log_scale",
                                 partitioned(nn.initializers.constant(self.init_log_scale), ()), (),
@@ -73,7 +83,8 @@ class TwoTower(nn.Module):
 
   def encode_image(self, images, train: bool = False):
     """images [B, H, W, C] -> unit-norm float32 [B, E]; `train` turns on patch dropout."""
-    return l2_normalize(self.image_proj(self.image_tower(images, train)))
+    pooled = self.image_tower(images, train)
+    return l2_normalize(self.image_proj(pooled) if self.image_projection else pooled)
 
   def encode_text(self, tokens):
     """tokens int [B, L] (0 = pad) -> unit-norm float32 [B, E]."""

@@ -37,6 +37,11 @@ class Link:
   from_peer: Callable[..., tuple]
 
 
+def same(peer: str, param: str) -> Link:
+  """One tensor as it is (reshaped to the parameter's shape, e.g. [1] <-> [])."""
+  return Link((peer,), (param,), lambda p: (p,), lambda t, shapes: (t.reshape(shapes[0]),))
+
+
 def _leaf(tree: Any, path: str) -> Any:
   for key in path.split("/"):
     tree = tree[key]

@@ -21,15 +21,14 @@ run's model, by the table of `open_clip_links`; `write_checkpoint` writes a
 run's parameters back, with `model_config`, the open_clip model config of the
 run, beside them.
 """
-import copy
 import json
 import math
 import os
 
 import ml_collections
 
-from jaxmm import errors
 from jaxmm.errors import UserError
+from jaxmm.weights import archs
 from jaxmm.weights import links
 from jaxmm.weights import open_clip_links
 from jaxmm.weights import run_dir
@@ -105,21 +104,10 @@ _DEFAULTS_ONLY = {
 
 def read_arch(arch: str) -> tuple[dict, dict]:
   """(model config, preprocess config) of `arch`: a name in ARCHS or a .json file's path."""
-  if arch in ARCHS:
-    return copy.deepcopy(ARCHS[arch]), {}
-  if not arch.endswith(".json"):
-    try:
-      errors.one_of("open_clip architecture", arch, ARCHS)
-    except UserError as e:
-      raise UserError(f"{e}; or give the path of an open_clip model config .json") from None
-  if not os.path.isfile(arch):
-    raise UserError(f"open_clip architecture {arch!r} is not a file; give the path of an "
-                    f"open_clip model config .json, or one of {', '.join(ARCHS)}")
-  try:
-    with open(arch, encoding="utf-8") as f:
-      saved = json.load(f)
-  except (UnicodeDecodeError, json.JSONDecodeError) as e:
-    raise UserError(f"open_clip architecture {arch!r} is not JSON ({e})") from None
+  saved = archs.named_or_json(arch, {name: (cfg, {}) for name, cfg in ARCHS.items()}, "open_clip",
+                              "an open_clip model config .json")
+  if isinstance(saved, tuple):
+    return saved
   model_cfg = saved.get("model_cfg", saved) if isinstance(saved, dict) else None
   needed = {"embed_dim", "vision_cfg", "text_cfg"}
   if not isinstance(model_cfg, dict) or not needed <= set(model_cfg):
@@ -133,15 +121,8 @@ def _check_options(model_cfg: dict, arch: str) -> None:
   for part in ("", "vision_cfg", "text_cfg"):
     options = model_cfg[part] if part else model_cfg
     prefix = f"{part}." if part else ""
-    for key, value in options.items():
-      if key in _READ[part]:
-        continue
-      if key not in _DEFAULTS_ONLY[part]:
-        raise UserError(f"{arch}: open_clip option {prefix}{key} is not one jaxmm's towers "
-                        "know; jaxmm imports open_clip's ViT CLIPs")
-      if value not in _DEFAULTS_ONLY[part][key]:
-        raise UserError(f"{arch}: open_clip option {prefix}{key}={value!r} has no counterpart in "
-                        f"jaxmm's towers (they hold {_DEFAULTS_ONLY[part][key][0]!r} only)")
+    archs.check_options(options, _READ[part], _DEFAULTS_ONLY[part],
+                        f"{arch}: open_clip option {prefix}", "open_clip's ViT CLIPs")
 
 
 def _activation(model_cfg: dict, tower: dict, arch: str) -> str:

@@ -15,17 +15,12 @@ import math
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmm.weights.links import Link
+from jaxmm.weights.links import Link, same
 
 
 def _torch_weight(kernel, num_in):
   """A jaxmm kernel [*in, *out] as torch's Linear weight [out, in]."""
   return kernel.reshape(math.prod(kernel.shape[:num_in]), -1).T
-
-
-def _same(peer: str, param: str) -> Link:
-  """One tensor as it is."""
-  return Link((peer,), (param,), lambda p: (p,), lambda t, shapes: (t.reshape(shapes[0]),))
 
 
 def _position_table(peer: str, param: str) -> Link:
@@ -34,7 +29,7 @@ def _position_table(peer: str, param: str) -> Link:
 
 
 def _layer_norm(peer: str, param: str) -> list[Link]:
-  return [_same(f"{peer}.weight", f"{param}/scale"), _same(f"{peer}.bias", f"{param}/bias")]
+  return [same(f"{peer}.weight", f"{param}/scale"), same(f"{peer}.bias", f"{param}/bias")]
 
 
 def _linear(peer: str, param: str, num_in: int = 1) -> list[Link]:
@@ -111,14 +106,14 @@ def links(model) -> list[Link]:
     table += _layer_norm("visual.ln_pre", "image_tower/ln_pre")
   table += _blocks("visual.transformer.resblocks", "image_tower/encoder", model.image.depth)
   table += _layer_norm("visual.ln_post", "image_tower/ln_final")
-  table += [_same("visual.proj", "image_proj/kernel")]
+  table += [same("visual.proj", "image_proj/kernel")]
   table += [
-      _same("token_embedding.weight", "text_tower/token_embed/embedding"),
+      same("token_embedding.weight", "text_tower/token_embed/embedding"),
       _position_table("positional_embedding", "text_tower/pos_embedding")
   ]
   table += _blocks("transformer.resblocks", "text_tower/encoder", model.text.depth)
   table += _layer_norm("ln_final", "text_tower/ln_final")
-  table += [_same("text_projection", "text_proj/kernel"), _same("logit_scale", "log_scale")]
+  table += [same("text_projection", "text_proj/kernel"), same("logit_scale", "log_scale")]
   if model.init_bias is not None:
-    table += [_same("logit_bias", "bias")]
+    table += [same("logit_bias", "bias")]
   return table
