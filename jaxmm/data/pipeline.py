@@ -58,6 +58,7 @@ import tensorflow_datasets as tfds
 from jaxmm import errors
 from jaxmm.data import preprocess
 from jaxmm.data import shards
+from jaxmm.data import source_mixture
 from jaxmm.data import sources
 from jaxmm.data import tokenizers
 from jaxmm.data import view_ops
@@ -301,16 +302,35 @@ def train_iterator(data_config,
   need_text=False to train on the images of a dataset without data.text_key.
   `iterator.set_state(state)` on a fresh iterator with the same arguments
   continues exactly where `state = iterator.get_state()` was taken (the state
-  is a JSON-serialisable dict).
+  is a JSON-serialisable dict). With data.mixture, the batches draw on its
+  sources in proportion to their weights (`source_mixture`).
   """
   local = _local_batch_size(global_batch_size, process_count)
+  if data_config.get("mixture"):
+    rows, counts = source_mixture.mixed_rows(
+        data_config, seed, _DEFAULTS, functools.partial(_train_rows, need_text=need_text))
+  else:
+    rows, counts = _train_rows(data_config, seed, need_text)
+
+  def load(step):
+    return rows(_host_positions(step, global_batch_size, local, process_index))
+
+  dataset = grain.MapDataset.range(sys.maxsize).map(load)
+  batches = _TrainBatches(iter(dataset.to_iter_dataset(_READ_OPTIONS)), counts=counts)
+  if data_config.get("mixture"):
+    return source_mixture.CountedBatches(batches, source_mixture.names(data_config))
+  return batches
+
+
+def _train_rows(data_config, seed, need_text) -> tuple[source_mixture.Rows, bool]:
+  """(rows(stream positions [b]) -> (batch, damaged examples met), whether damage is counted)
+  of the training split, data config checked."""
   _check_config(data_config, need_text, data_config["train_split"])
   reader = split_reader(data_config, data_config["train_split"])
   views = view_ops_of(data_config)
   skips = _skips(data_config, reader)
 
-  def load(step):
-    positions = _host_positions(step, global_batch_size, local, process_index)
+  def rows(positions):
     index, epoch = _shuffled(positions, seed, reader.num_examples)
     if skips is None:
       raw, skipped = reader.read(index), 0
@@ -323,8 +343,7 @@ def train_iterator(data_config,
                                            _get(data_config, "num_views"))
     return batch, skipped
 
-  dataset = grain.MapDataset.range(sys.maxsize).map(load)
-  return _TrainBatches(iter(dataset.to_iter_dataset(_READ_OPTIONS)), counts=skips is not None)
+  return rows, skips is not None
 
 
 def _skips(data_config, reader) -> skips_lib.Skips | None:
