@@ -73,6 +73,15 @@ def test_each_source_reads_its_own_stream_and_epochs(shapes_data_dir):
     assert decoded == captions
 
 
+def test_two_copies_of_a_dataset_are_read_in_different_orders(shapes_data_dir):
+  copy = {"weight": 1.0, "data": {"train_split": "test[:40]"}}
+  config = _config(shapes_data_dir, {"a": copy, "b": copy}, augment=False)
+  batch = next(data.train_iterator(config, global_batch_size=80, seed=0))
+  a, b = (batch["tokens"][batch["source"] == k] for k in (0, 1))
+  assert sorted(map(bytes, a)) == sorted(map(bytes, b))  # one epoch of the same 40 examples each
+  assert np.mean(np.all(a == b, axis=1)) < 0.2  # by chance 1/40 of the rows would agree
+
+
 def test_two_hosts_see_the_global_batches_of_one(shapes_data_dir):
   config = _two_sources(shapes_data_dir)
   whole = _take(data.train_iterator(config, global_batch_size=16, seed=1), 3)
