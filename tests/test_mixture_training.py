@@ -10,6 +10,7 @@ import pytest
 from jaxmm import analysis
 
 from conftest import cli_error_line
+from conftest import crash_and_resume
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TOTAL = 4
@@ -21,14 +22,6 @@ MIXTURE = ("data.mixture={'whole': {'weight': 3.0, 'data': {}}, "
 @pytest.fixture(autouse=True)
 def _in_repo(monkeypatch):
   monkeypatch.chdir(REPO)
-
-
-class _Crash(Exception):
-  pass
-
-
-def _crash(batch):
-  raise _Crash()
 
 
 @pytest.mark.parametrize("config, overrides, expected", [
@@ -65,11 +58,7 @@ def test_a_crashed_mixture_run_resumes_exactly_and_logs_each_source(tiny_config,
                        "data.train_split=test", MIXTURE)
   reference = run_image_text(config, str(tmp_path / "whole"))
   crashed = str(tmp_path / "crashed")
-  with pytest.raises(_Crash):
-    run_image_text(config, crashed, at_step=3, action=_crash)  # dies reading step 3's batch
-  assert analysis.checkpoint_steps(crashed)[-1] == 2
-  resumed = run_image_text(config, crashed)
-  assert int(resumed.step) == TOTAL
+  resumed = crash_and_resume(run_image_text, config, crashed, at_step=3)
   jax.tree.map(np.testing.assert_array_equal, jax.device_get(resumed.params),
                jax.device_get(reference.params))
   # Hand count, batch 16 at 3 : 1: positions 0..31 give 'whole' L(32) = floor(24.5) = 24, and

@@ -220,11 +220,8 @@ class CountedBatches:
     self._seen += np.bincount(batch[SOURCE], minlength=len(self._names))
     return batch
 
-  def get_state(self) -> dict:
-    return self._iterator.get_state()
-
-  def set_state(self, state: dict) -> None:
-    self._iterator.set_state(state)
+  def __getattr__(self, name):  # get_state and set_state: the position is the inner iterator's
+    return getattr(self._iterator, name)
 
   def metrics(self) -> dict[str, int]:
     """The inner iterator's metrics and {'mixture/NAME': examples of source NAME} in the
