@@ -38,7 +38,7 @@ from jaxmm.data import view_ops
 from jaxmm.experiments import inputs
 from jaxmm.models.two_tower import l2_normalize
 from jaxmm.train import model_init
-from jaxmm.train import per_source as per_source_lib
+from jaxmm.train import per_source
 
 LOSSES = ("supcon", "simclr", "ce")
 
@@ -85,8 +85,7 @@ def make_objective(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh):
       per_view = optax.softmax_cross_entropy_with_integer_labels(logits, labels)  # [B, V]
       metrics = {"accuracy": jnp.mean(jnp.argmax(logits, axis=-1) == labels)}
       if sources:  # the mean over each data.mixture source's examples
-        per_source = per_source_lib.mean_per_source(per_view.mean(axis=1), source, sources)
-        metrics.update({f"loss/{name}": value for name, value in per_source.items()})
+        metrics.update(per_source.loss_per_source(per_view.mean(axis=1), source, sources))
       return per_view.mean(), metrics
 
     return cross_entropy

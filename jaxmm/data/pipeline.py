@@ -26,6 +26,10 @@ source replaces a damaged example by another chosen by a hash of it
 `metrics()`: {'skipped': damaged examples met in the batches since the last
 call}.
 
+data.mixture (weighted sources, each a data config of its own) makes the
+stream draw on its sources in proportion, by a schedule of the stream
+position (`source_mixture`), so all of the above holds for it too.
+
 Data config keys: name, data_dir, train_split, eval_split, image_size,
 max_len, tokenizer, augment (shuffle_seed is resolved by the caller into
 `seed`), image_key, text_key (the dataset's image and text features), cache

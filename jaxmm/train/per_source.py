@@ -9,15 +9,16 @@ import jax
 import jax.numpy as jnp
 
 
-def mean_per_source(values: jax.Array, source: jax.Array,
+def loss_per_source(per_example: jax.Array, source: jax.Array,
                     names: Sequence[str]) -> dict[str, jax.Array]:
-  """{name: the mean of values [B] over the rows whose source [B] is its index in `names`}.
+  """{'loss/NAME': the mean of per_example [B] over the rows whose source [B] is NAME's index in
+  `names`}, the metrics an experiment adds for a data.mixture.
 
   A source without rows in the batch gets 0, so a logged mean over steps
   counts such steps as 0: give every source a share of at least 1 / B.
   """
   rows = source[:, None] == jnp.arange(len(names))  # [B, K]
-  sums = jnp.sum(jnp.where(rows, values[:, None], 0.0), axis=0)
+  sums = jnp.sum(jnp.where(rows, per_example[:, None], 0.0), axis=0)
   counts = jnp.sum(rows, axis=0)
   means = sums / jnp.maximum(counts, 1)
-  return {name: means[k] for k, name in enumerate(names)}
+  return {f"loss/{name}": means[k] for k, name in enumerate(names)}
