@@ -35,8 +35,8 @@ def _in_repo(monkeypatch):
     ("siglip_shapes", [MIXTURE.replace("'data': {}", "'data': {'max_len': 16}")],
      "data.mixture sources disagree on what a batch holds: 'tokens' is int32 [b, 8] from 'part' "
      "but int32 [b, 16] from 'whole'; give every source the same data.image_size, "
-     "data.max_len, data.tokenizer and image channels (set or remove data.mixture.whole.data's "
-     "keys)"),
+     "data.max_len, data.tokenizer and image channels (make data.mixture.part.data and "
+     "data.mixture.whole.data agree)"),
 ])
 def test_mistakes_are_one_line_before_training(capsys, tmp_path, shapes_data_dir, tiny_overrides,
                                                config, overrides, expected):

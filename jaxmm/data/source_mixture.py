@@ -195,7 +195,8 @@ def _common_layout(examples: Mapping[str, dict]) -> dict[str, tuple[np.dtype, tu
                         f"{_describe(layouts[first][key])} from {first!r} but "
                         f"{_describe(layouts[other][key])} from {other!r}; give every source "
                         "the same data.image_size, data.max_len, data.tokenizer and image "
-                        f"channels (set or remove data.mixture.{other}.data's keys)")
+                        f"channels (make data.mixture.{first}.data and "
+                        f"data.mixture.{other}.data agree)")
   return {key: layouts[first][key] for key in sorted(common)}
 
 
