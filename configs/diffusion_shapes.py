@@ -85,7 +85,9 @@ def get_config(arg: str, *, schedule: str) -> ml_collections.ConfigDict:
       image_size=32,
       augment=False,
       shuffle_seed=None,
-      label_keys=("shape", "colour"))
+      label_keys=("shape", "colour"),
+      # Weighted sources (jaxmm.data.source_mixture); None: this one source.
+      mixture=None)
 
   config.model = dict(MODELS[arg], num_classes=(6, 8), dtype="float32", remat=False)
 

@@ -110,7 +110,10 @@ def get_config(arg: str, *, loss: str, init_log_scale: float, init_bias, b2: flo
                      max_len=v["max_len"],
                      tokenizer="bytes",
                      augment=v["augment"],
-                     shuffle_seed=None)  # None -> config.seed
+                     shuffle_seed=None,  # None -> config.seed
+                     # Weighted sources: {name: dict(weight=W, data=dict(...keys that differ
+                     # from these))} (jaxmm.data.source_mixture); None: this one source.
+                     mixture=None)
 
   config.model = dict(
       name="two_tower",

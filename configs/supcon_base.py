@@ -114,7 +114,9 @@ def get_config(arg: str, *, loss: str, dataset: str) -> ml_collections.ConfigDic
                      views=d["views"],
                      num_views=l["num_views"],
                      label_key=d["label_key"],
-                     shuffle_seed=None)
+                     shuffle_seed=None,
+                     # Weighted sources (jaxmm.data.source_mixture); None: this one source.
+                     mixture=None)
 
   # The head: a 2-layer projection for the contrastive losses, the logits for CE.
   config.model = dict(name="resnet",

@@ -25,10 +25,12 @@ from jaxmm import diffusion
 from jaxmm import errors
 from jaxmm import evaluators
 from jaxmm import models
+from jaxmm.data import source_mixture
 from jaxmm.experiments import inputs
 from jaxmm.runs import sampling
 from jaxmm.train import ema as ema_lib
 from jaxmm.train import model_init
+from jaxmm.train import per_source
 
 log = logging.getLogger("jaxmm")
 
@@ -61,9 +63,11 @@ def labels_of(batch: dict, label_keys) -> jax.Array | None:
 
 def make_loss_fn(model, config: ml_collections.ConfigDict):
   """loss_fn(params, model_state, batch, rng) -> (loss, metrics, model_state): the mean of
-  λ(σ)·‖D(x0 + σn, σ) − x0‖² over the batch (jaxmm.diffusion.denoising_loss)."""
+  λ(σ)·‖D(x0 + σn, σ) − x0‖² over the batch (jaxmm.diffusion.denoising_loss); with
+  data.mixture, metrics 'loss/NAME' the mean over each source's examples."""
   schedule = diffusion.schedule_from_config(config.diffusion)
   label_keys, rate = tuple(config.data.label_keys), config.diffusion.label_dropout
+  sources = source_mixture.names(config.data)
 
   def loss_fn(params, model_state, batch, rng):
     drop_rng, noise_rng = jax.random.split(rng)
@@ -71,8 +75,11 @@ def make_loss_fn(model, config: ml_collections.ConfigDict):
     if labels is not None and rate > 0:
       labels = diffusion.drop_labels(labels, drop_rng, rate)
     net = lambda x, c_noise: model.apply({"params": params}, x, c_noise, labels)
-    loss = jnp.mean(diffusion.denoising_loss(net, schedule, examples(batch), noise_rng))
-    return loss, {}, model_state
+    per_example = diffusion.denoising_loss(net, schedule, examples(batch), noise_rng)
+    metrics = {}
+    if sources:  # the mean over each data.mixture source's examples
+      metrics = per_source.loss_per_source(per_example, batch[source_mixture.SOURCE], sources)
+    return jnp.mean(per_example), metrics, model_state
 
   return loss_fn
 

@@ -33,10 +33,12 @@ from jaxmm import evaluators
 from jaxmm import losses
 from jaxmm import models
 from jaxmm import parallel
+from jaxmm.data import source_mixture
 from jaxmm.data import view_ops
 from jaxmm.experiments import inputs
 from jaxmm.models.two_tower import l2_normalize
 from jaxmm.train import model_init
+from jaxmm.train import per_source
 
 LOSSES = ("supcon", "simclr", "ce")
 
@@ -72,14 +74,19 @@ def check_config(config: ml_collections.ConfigDict) -> None:
 
 
 def make_objective(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh):
-  """(head outputs [B, V, H], labels int [B]) -> (scalar loss, metrics) of `config.loss`."""
+  """(head outputs [B, V, H], labels int [B], source int [B] or None) -> (scalar loss, metrics)
+  of `config.loss`; with data.mixture, 'ce' adds 'loss/NAME' per source (`per_source`)."""
   settings = config.loss
   if settings.name == "ce":
+    sources = source_mixture.names(config.data)
 
-    def cross_entropy(logits, labels):
+    def cross_entropy(logits, labels, source):
       labels = jnp.broadcast_to(labels[:, None], logits.shape[:2])
-      loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
-      return loss, {"accuracy": jnp.mean(jnp.argmax(logits, axis=-1) == labels)}
+      per_view = optax.softmax_cross_entropy_with_integer_labels(logits, labels)  # [B, V]
+      metrics = {"accuracy": jnp.mean(jnp.argmax(logits, axis=-1) == labels)}
+      if sources:  # the mean over each data.mixture source's examples
+        metrics.update(per_source.loss_per_source(per_view.mean(axis=1), source, sources))
+      return per_view.mean(), metrics
 
     return cross_entropy
 
@@ -90,9 +97,9 @@ def make_objective(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh):
   if settings.name == "simclr":
     sharded = parallel.over_batch_axes(lambda z, axis_name: supcon(z, axis_name=axis_name), mesh,
                                        num_batched=1)
-    return lambda outputs, labels: (sharded(l2_normalize(outputs)), {})
+    return lambda outputs, labels, source: (sharded(l2_normalize(outputs)), {})
   sharded = parallel.over_batch_axes(supcon, mesh, num_batched=2)
-  return lambda outputs, labels: (sharded(l2_normalize(outputs), labels), {})
+  return lambda outputs, labels, source: (sharded(l2_normalize(outputs), labels), {})
 
 
 def make_loss_fn(model, config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh):
@@ -113,7 +120,8 @@ def make_loss_fn(model, config: ml_collections.ConfigDict, mesh: jax.sharding.Me
                                             views.reshape((b * v,) + views.shape[2:]),
                                             train=True,
                                             mutable=list(model_state))
-    loss, metrics = objective(outputs.reshape(b, v, -1), batch[label_key])
+    loss, metrics = objective(outputs.reshape(b, v, -1), batch[label_key],
+                              batch.get(source_mixture.SOURCE))
     return loss, metrics, model_state
 
   return loss_fn

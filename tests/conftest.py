@@ -43,6 +43,7 @@ assert jax.device_count() == 8, jax.devices()
 import filelock  # noqa: E402
 import pytest  # noqa: E402
 
+from jaxmm import analysis  # noqa: E402
 from jaxmm import config_loading  # noqa: E402
 from jaxmm import data  # noqa: E402
 from jaxmm import parallel  # noqa: E402
@@ -237,3 +238,22 @@ def run_image_text():
     return train.run(config, workdir, mesh=mesh, **parts)
 
   return run
+
+
+class InjectedCrash(Exception):
+  """The fault `crash_and_resume` injects."""
+
+
+def _crash(batch):
+  raise InjectedCrash()
+
+
+def crash_and_resume(run, config, workdir: str, at_step: int):
+  """Runs `config` with `run` (`run_image_text`) in `workdir` until it dies reading step
+  `at_step`'s batch, then again to the end; returns the resumed run's final state."""
+  with pytest.raises(InjectedCrash):
+    run(config, workdir, at_step=at_step, action=_crash)
+  assert analysis.checkpoint_steps(workdir)[-1] < at_step
+  resumed = run(config, workdir)
+  assert int(resumed.step) == config.total_steps
+  return resumed

@@ -5,6 +5,7 @@ import pathlib
 import subprocess
 import sys
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -25,6 +26,7 @@ from jaxmm.evaluators import generative
 from jaxmm.evaluators import sample_grid
 from jaxmm.experiments import diffusion as diffusion_experiment
 from jaxmm.runs import sampling
+from jaxmm.train import model_init
 
 # A U-Net small enough that a step compiles and runs in seconds, on 16x16 shapes.
 TINY = ("batch_size=16", "total_steps=4", "checkpoint_every=2", "log_every=2", "eval_every=4",
@@ -286,6 +288,24 @@ def test_guidance_needs_label_dropout_and_sample_needs_a_diffusion_run(
   with pytest.raises(SystemExit):
     cli.main(["sample", "--run", str(tmp_path / "nothing"), "--out", str(tmp_path / "x.png")])
   assert f"--run {tmp_path / 'nothing'}: no run in" in capsys.readouterr().err
+
+
+def test_loss_of_each_mixture_source_splits_the_loss(shapes_data_dir):
+  config = _config(shapes_data_dir, "edm_shapes.py",
+                   "data.mixture={'a': {'weight': 1.0}, 'b': {'weight': 1.0}}")
+  model = models.get_model(config.model)
+  params = nn.unbox(model_init.make_init_variables(model, config)(jax.random.key(0)))["params"]
+  rng = np.random.default_rng(0)
+  batch = {"image": rng.uniform(-1, 1, (8, 16, 16, 3)).astype(np.float32),
+           "shape": rng.integers(6, size=8).astype(np.int32),
+           "colour": rng.integers(8, size=8).astype(np.int32),
+           "source": np.array([0, 1, 1, 0, 0, 1, 1, 0], np.int32)}
+  loss_fn = jax.jit(diffusion_experiment.make_loss_fn(model, config))
+  loss, metrics, _ = loss_fn(params, {}, batch, jax.random.key(1))
+  # The loss is the mean of per-example terms, so of the two sources' means (4 rows each);
+  # float32 sums of 8 terms agree to ~1e-6 relative.
+  np.testing.assert_allclose((metrics["loss/a"] + metrics["loss/b"]) / 2, loss, rtol=1e-5)
+  assert abs(metrics["loss/a"] - metrics["loss/b"]) > 1e-3 * loss  # each its own rows
 
 
 def test_mixture_stream_is_a_pure_function_of_the_step():

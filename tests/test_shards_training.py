@@ -2,21 +2,11 @@
 resumes exactly after a crash."""
 import jax
 import numpy as np
-import pytest
 
-from jaxmm import analysis
-
+from conftest import crash_and_resume
 from conftest import shard_overrides
 
 TOTAL = 4
-
-
-class _Crash(Exception):
-  pass
-
-
-def _crash(batch):
-  raise _Crash()
 
 
 def _config(tiny_config, shapes_data_dir, *overrides):
@@ -33,12 +23,7 @@ def test_a_crashed_run_on_shards_resumes_to_the_tfds_runs_parameters(tiny_config
   """On webdataset shards; parquet ones give the same batches (test_shards_read)."""
   reference = run_image_text(_config(tiny_config, shapes_data_dir), str(tmp_path / "tfds"))
   config = _config(tiny_config, shapes_data_dir, *shard_overrides(shapes_shards, "wds"))
-  crashed = str(tmp_path / "wds")
-  with pytest.raises(_Crash):
-    run_image_text(config, crashed, at_step=3, action=_crash)  # dies reading step 3's batch
-  assert analysis.checkpoint_steps(crashed)[-1] == 2
-  resumed = run_image_text(config, crashed)
-  assert int(resumed.step) == TOTAL
+  resumed = crash_and_resume(run_image_text, config, str(tmp_path / "wds"), at_step=3)
   jax.tree.map(np.testing.assert_array_equal, jax.device_get(resumed.params),
                jax.device_get(reference.params))
   jax.tree.map(np.testing.assert_array_equal, jax.device_get(resumed.opt_state),

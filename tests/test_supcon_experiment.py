@@ -106,6 +106,22 @@ def test_loss_of_a_sharded_batch_is_the_float64_reference(loss):
   np.testing.assert_allclose(value, expected, rtol=2e-5)
 
 
+def test_ce_loss_per_mixture_source_is_the_float64_reference():
+  config = _config("ce_shapes", "data.mixture={'b': {'weight': 1.0}, 'a': {'weight': 2.0}}")
+  objective = supcon.make_objective(config, parallel.make_mesh({"data": 8}))
+  rng = np.random.default_rng(0)
+  logits = rng.normal(size=(8, 2, 6)).astype(np.float32)  # [B, V, classes]
+  labels = rng.integers(6, size=8).astype(np.int32)
+  source = np.array([0, 1, 1, 0, 1, 1, 1, 0], np.int32)  # the index in sorted names: a, b
+  loss, metrics = jax.jit(objective)(logits, labels, source)
+  per_example = -np.take_along_axis(_log_softmax(logits.astype(np.float64)),
+                                    labels[:, None, None], axis=-1).mean(axis=(1, 2))
+  # float32 log-softmax of 6 logits of size ~1: relative error a few ulp, far below 1e-5.
+  np.testing.assert_allclose(loss, per_example.mean(), rtol=1e-5)
+  np.testing.assert_allclose(metrics["loss/a"], per_example[[0, 3, 7]].mean(), rtol=1e-5)
+  np.testing.assert_allclose(metrics["loss/b"], per_example[[1, 2, 4, 5, 6]].mean(), rtol=1e-5)
+
+
 @pytest.fixture(scope="module")
 def trained(digits_data_dir, tmp_path_factory):
   """(final state, workdir, config) of a tiny SupCon run on digits."""

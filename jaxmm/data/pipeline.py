@@ -26,6 +26,10 @@ source replaces a damaged example by another chosen by a hash of it
 `metrics()`: {'skipped': damaged examples met in the batches since the last
 call}.
 
+data.mixture (weighted sources, each a data config of its own) makes the
+stream draw on its sources in proportion, by a schedule of the stream
+position (`source_mixture`), so all of the above holds for it too.
+
 Data config keys: name, data_dir, train_split, eval_split, image_size,
 max_len, tokenizer, augment (shuffle_seed is resolved by the caller into
 `seed`), image_key, text_key (the dataset's image and text features), cache
@@ -64,6 +68,7 @@ from jaxmm import errors
 from jaxmm.data import host_threads
 from jaxmm.data import preprocess
 from jaxmm.data import shards
+from jaxmm.data import source_mixture
 from jaxmm.data import sources
 from jaxmm.data import tokenizers
 from jaxmm.data import view_ops
@@ -322,9 +327,29 @@ def train_iterator(data_config,
   need_text=False to train on the images of a dataset without data.text_key.
   `iterator.set_state(state)` on a fresh iterator with the same arguments
   continues exactly where `state = iterator.get_state()` was taken (the state
-  is a JSON-serialisable dict).
+  is a JSON-serialisable dict). With data.mixture, the batches draw on its
+  sources in proportion to their weights (`source_mixture`).
   """
   local = _local_batch_size(global_batch_size, process_count)
+  if data_config.get("mixture"):
+    rows, counts = source_mixture.mixed_rows(
+        data_config, seed, _DEFAULTS, functools.partial(_train_rows, need_text=need_text))
+  else:
+    rows, counts = _train_rows(data_config, seed, need_text)
+
+  def load(step):
+    return rows(_host_positions(step, global_batch_size, local, process_index))
+
+  dataset = grain.MapDataset.range(sys.maxsize).map(load)
+  batches = _TrainBatches(iter(dataset.to_iter_dataset(_READ_OPTIONS)), counts=counts)
+  if data_config.get("mixture"):
+    return source_mixture.CountedBatches(batches, source_mixture.names(data_config))
+  return batches
+
+
+def _train_rows(data_config, seed, need_text) -> tuple[source_mixture.Rows, bool]:
+  """(rows(stream positions [b]) -> (batch, damaged examples met), whether damage is counted)
+  of the training split, data config checked."""
   _check_config(data_config, need_text, data_config["train_split"])
   reader = split_reader(data_config, data_config["train_split"])
   views = view_ops_of(data_config)
@@ -332,8 +357,7 @@ def train_iterator(data_config,
   crop = train_crop(data_config)
   threads = host_threads.count(_get(data_config, "host_threads"))
 
-  def load(step):
-    positions = _host_positions(step, global_batch_size, local, process_index)
+  def rows(positions):
     index, epoch = _shuffled(positions, seed, reader.num_examples)
     if skips is None:
       raw, skipped = reader.read(index), 0
@@ -348,8 +372,7 @@ def train_iterator(data_config,
       batch["views"] = host_threads.map_chunks(make_views, (batch.pop("image"), keys), threads)
     return batch, skipped
 
-  dataset = grain.MapDataset.range(sys.maxsize).map(load)
-  return _TrainBatches(iter(dataset.to_iter_dataset(_READ_OPTIONS)), counts=skips is not None)
+  return rows, skips is not None
 
 
 def _skips(data_config, reader) -> skips_lib.Skips | None:
