@@ -27,8 +27,7 @@ _WORD = re.compile(r"[^\W\d_]+")
 
 def caption_words(caption: str | bytes) -> list[str]:
   """The lower-cased words of a caption that are not stop words, in order, with repeats."""
-  if isinstance(caption, bytes):
-    caption = caption.decode("utf-8", "ignore")
+  caption = caption.decode("utf-8", "ignore") if isinstance(caption, bytes) else str(caption)
   return [w for w in _WORD.findall(caption.lower()) if w not in STOP_WORDS]
 
 
