@@ -1,4 +1,4 @@
-"""CatLIP: the binary cross-entropy, the caption vocabulary and targets, training, resume, errors."""
+"""CatLIP: the binary cross-entropy, the vocabulary and targets, training, resume, errors."""
 import json
 import math
 import pathlib
@@ -18,7 +18,6 @@ from jaxmm import train
 from jaxmm.commands import cli
 from jaxmm.data import caption_labels
 from jaxmm.experiments import catlip
-from jaxmm.train import model_init
 from conftest import cli_error_line
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -163,6 +162,15 @@ def test_jaxmm_train_writes_the_vocabulary_and_the_probe(trained):
   assert run.params["head"]["kernel"].shape == (32, 22)
   results = json.loads((trained / "linear_probe.json").read_text())["4"]
   assert set(results) == {f"linear_probe/{k}" for k in ("shape", "colour", "size", "position")}
+  # The features the probe reads: the tower's pooled output, unit-norm.
+  images = np.random.default_rng(0).integers(0, 256, (3, 16, 16, 3), np.uint8)
+  features = run.embed_images(images)
+  model = models.get_model(run.config.model)
+  pooled = model.apply({"params": run.params}, images / 127.5 - 1,
+                       method=lambda m, x: m.image_tower(x))
+  pooled = np.asarray(pooled, np.float64)
+  np.testing.assert_allclose(features, pooled / np.linalg.norm(pooled, axis=1, keepdims=True),
+                             rtol=1e-5, atol=1e-6)
 
 
 def test_resume_is_exact_and_reads_the_saved_vocabulary(trained, shapes_data_dir, tmp_path):
