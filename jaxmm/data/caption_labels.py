@@ -59,8 +59,8 @@ class CaptionLabelBatches:
   """A training iterator whose batches carry 'caption_labels' float32 [b, V] in place of
   'tokens': the multi-hot targets of the captions the tokens spell (`tokenizer.decode`).
 
-  A caption that data.max_len cut loses the words past the cut. The position
-  (`get_state` / `set_state`) and `metrics()` are the wrapped iterator's.
+  A caption that data.max_len cut loses the words past the cut. Everything
+  else (`get_state`, `set_state`, `metrics`) is the wrapped iterator's.
   """
 
   def __init__(self, iterator, tokenizer, words: Sequence[str]):
@@ -75,11 +75,5 @@ class CaptionLabelBatches:
     batch["caption_labels"] = multi_hot(captions, self._words)
     return batch
 
-  def get_state(self) -> dict:
-    return self._iterator.get_state()
-
-  def set_state(self, state: dict) -> None:
-    self._iterator.set_state(state)
-
-  def metrics(self) -> dict[str, int]:
-    return self._iterator.metrics() if hasattr(self._iterator, "metrics") else {}
+  def __getattr__(self, name):
+    return getattr(self._iterator, name)
