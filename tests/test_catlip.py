@@ -11,6 +11,7 @@ import pytest
 from jaxmm import analysis
 from jaxmm import config_loading
 from jaxmm import data
+from jaxmm import errors
 from jaxmm import losses
 from jaxmm import models
 from jaxmm import parallel
@@ -78,19 +79,19 @@ def test_binary_cross_entropy_stays_finite_at_large_logits():
 
 
 CAPTIONS = ["A red circle on the left.", b"a RED square, top left", "2 red circles",
-            "blue square"]
+            "blue square", "square"]
 
 
 def test_vocabulary_and_targets_of_a_hand_made_caption_list():
   assert caption_labels.caption_words(CAPTIONS[0]) == ["red", "circle", "left"]
   counts = caption_labels.word_counts(CAPTIONS)
-  # red 3, left 2, square 2; circle, top, circles, blue once each ("2" is no word).
-  assert counts == {"red": 3, "left": 2, "square": 2, "circle": 1, "top": 1, "circles": 1,
+  # red 3, square 3, left 2; circle, top, circles, blue once each ("2" is no word).
+  assert counts == {"red": 3, "square": 3, "left": 2, "circle": 1, "top": 1, "circles": 1,
                     "blue": 1}
   words = caption_labels.vocabulary(counts, min_count=2)
-  assert words == ("red", "left", "square")  # by count, then alphabetically
+  assert words == ("red", "square", "left")  # by count, then alphabetically
   np.testing.assert_array_equal(caption_labels.multi_hot(CAPTIONS, words),
-                                [[1, 1, 0], [1, 1, 1], [1, 0, 0], [0, 0, 1]])
+                                [[1, 0, 1], [1, 1, 1], [1, 0, 0], [0, 1, 0], [0, 1, 0]])
   assert caption_labels.vocabulary(counts, min_count=4) == ()
 
 
@@ -101,7 +102,7 @@ def test_training_batches_carry_the_targets_of_their_captions():
     position = {"next_index": 7}
 
     def __next__(self):
-      return {"image": np.zeros((4, 2, 2, 3)), "tokens": tokenizer.encode_batch(CAPTIONS, 32)}
+      return {"image": np.zeros((5, 2, 2, 3)), "tokens": tokenizer.encode_batch(CAPTIONS, 32)}
 
     def get_state(self):
       return self.position
@@ -113,7 +114,7 @@ def test_training_batches_carry_the_targets_of_their_captions():
   batch = next(batches)
   assert set(batch) == {"image", "caption_labels"}
   np.testing.assert_array_equal(batch["caption_labels"],
-                                [[0, 1, 0], [1, 1, 0], [0, 1, 0], [1, 0, 1]])
+                                [[0, 1, 0], [1, 1, 0], [0, 1, 0], [1, 0, 1], [1, 0, 0]])
   batches.set_state({"next_index": 3})
   assert batches.get_state() == {"next_index": 3}
 
@@ -194,6 +195,10 @@ def test_a_run_uses_the_vocabulary_in_its_workdir(shapes_data_dir, tmp_path):
   first = data.get_tokenizer("bytes").decode(
       next(data.train_iterator(config.data, global_batch_size=16, seed=0))["tokens"][0])
   assert batch["caption_labels"][0].tolist() == [float("red" in first), float("circle" in first)]
+  other = _config(shapes_data_dir, "data.label_min_count=50")
+  with pytest.raises(errors.UserError, match="was built with data.label_min_count=100; set "
+                     "--config.data.label_min_count=100 to resume, or use a new --workdir"):
+    catlip.build(other, str(tmp_path), parallel.make_mesh(other.mesh))
 
 
 @pytest.fixture
