@@ -36,10 +36,16 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   errors.one_of("loss.variant", config.loss.variant, VARIANTS[loss_name])
   if loss_name == "siglip" and config.model.init_bias is None:
     raise errors.UserError("loss.name='siglip' needs a bias: set --config.model.init_bias=-10")
+  check_towers(config, ("image", "text"))
+
+
+def check_towers(config: ml_collections.ConfigDict, towers: tuple[str, ...]) -> None:
+  """Raises `UserError` for settings of config.model.image and of the other `towers` that
+  cannot work."""
   image = config.model.image
   errors.one_of("model.image.pool", image.pool, vit.POOLS)
   errors.one_of("model.image.stem", image.stem, vit.STEMS)
-  for tower in ("image", "text"):
+  for tower in towers:
     width, heads = config.model[tower].width, config.model[tower].num_heads
     if heads > 0 and width % heads:
       raise errors.UserError(f"model.{tower}.num_heads={heads} must divide "

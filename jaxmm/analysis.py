@@ -48,6 +48,7 @@ EMBED_BATCH_SIZE = 256
 _FUNCTIONS = {
     "image_text": "run.embed_images, run.embed_texts",
     "diffusion": "run.denoiser, run.sample",
+    "catlip": "run.embed_images",
 }
 
 
@@ -89,9 +90,9 @@ class Run:
   """A restored run: its arrays (host numpy, or jax Arrays sharded on `mesh`) and functions of
   its model, rebuilt from the saved config (`jaxmm.models.get_model(config.model)`).
 
-  Image-text runs offer `embed_images` and `embed_texts`, diffusion runs
-  `denoiser` and `sample`; asked of another kind of run, each fails naming
-  the ones that run offers. `metrics()` is the logged metrics' table.
+  Image-text runs offer `embed_images` and `embed_texts`, CatLIP runs
+  `embed_images`, diffusion runs `denoiser` and `sample`; asked of another
+  kind of run, each fails naming the ones that run offers. `metrics()` is the logged metrics' table.
   """
   config: ml_collections.ConfigDict = dataclasses.field(repr=False)
   step: int
@@ -112,11 +113,12 @@ class Run:
     """The logged metrics as columns {'step': [R], name: [R]}: `read_metrics(run.workdir)`."""
     return run_files.read_metrics(self.workdir)
 
-  def _require(self, experiment: str, function: str) -> None:
-    """Raises a UserError naming what this run offers unless it is an `experiment` run."""
-    if self.config.experiment != experiment:
+  def _require(self, function: str, *experiments: str) -> None:
+    """Raises a UserError naming what this run offers unless it is a run of `experiments`."""
+    if self.config.experiment not in experiments:
       offers = _FUNCTIONS.get(self.config.experiment, "none of the model functions")
-      raise errors.UserError(f"run.{function} needs an experiment={experiment!r} run, but "
+      experiment = " or ".join(map(repr, experiments))
+      raise errors.UserError(f"run.{function} needs an experiment={experiment} run, but "
                              f"{self.workdir!r} is an experiment={self.config.experiment!r} run; "
                              f"it offers {offers}")
 
@@ -170,7 +172,7 @@ class Run:
     are taken as already normalised (`.resize` makes size S). The image tower
     sees `batch_size` images at a time, so any N fits.
     """
-    self._require("image_text", "embed_images")
+    self._require("embed_images", "image_text", "catlip")
     images = np.asarray(images)
     size = self.config.data.image_size
     if (images.ndim != 4 or images.shape[1:] != (size, size, 3) or
@@ -187,7 +189,7 @@ class Run:
   def embed_texts(self, texts, *, batch_size: int = EMBED_BATCH_SIZE) -> np.ndarray:
     """Unit-norm float32 embeddings [N, E] of N texts (a list of str), tokenised as in training
     (the run's data.tokenizer, cut to data.max_len), `batch_size` at a time."""
-    self._require("image_text", "embed_texts")
+    self._require("embed_texts", "image_text")
     if isinstance(texts, (str, bytes)):
       raise errors.UserError(f"run.embed_texts takes a list of texts, not one text; pass "
                              f"[{texts!r}]")
@@ -227,7 +229,7 @@ class Run:
       ema: a parameter average's name, 'none' for the raw parameters;
         default: the run's first average.
     """
-    self._require("diffusion", "denoiser")
+    self._require("denoiser", "diffusion")
     x = np.asarray(x, np.float32)
     sigma = np.broadcast_to(np.asarray(sigma, np.float32), x.shape[:1])
     if labels is not None:
@@ -264,7 +266,7 @@ class Run:
     once per (num, sampler, num_steps) for this run, and once more for
     guidance other than 1.
     """
-    self._require("diffusion", "sample")
+    self._require("sample", "diffusion")
     with self._on_mesh():
       images, _ = sampling.sample_run(self,
                                       ema=ema,

@@ -168,7 +168,8 @@ def test_model_functions_of_the_other_kind_of_run_fail_clearly(image_text_run, d
   for call in (lambda: denoising_run.embed_images(images),
                lambda: denoising_run.embed_texts(["a red circle"])):
     with pytest.raises(errors.UserError,
-                       match="needs an experiment='image_text' run.*is an experiment='diffusion' "
+                       match="needs an experiment='image_text'( or 'catlip')? run.*is an "
+                       "experiment='diffusion' "
                        "run; it offers run.denoiser, run.sample"):
       call()
   for call in (lambda: image_run.sample(num=2), lambda: image_run.denoiser(images, 1.0)):

@@ -1,4 +1,4 @@
-"""Contrastive losses as pure functions of embeddings (see contrastive.py)."""
+"""Losses as pure functions: contrastive (contrastive.py), multi-label (multilabel.py)."""
 from jaxmm.losses.contrastive import CLIP_INIT_LOG_SCALE
 from jaxmm.losses.contrastive import CLIP_VARIANTS
 from jaxmm.losses.contrastive import SIGLIP_INIT_BIAS
@@ -9,3 +9,4 @@ from jaxmm.losses.contrastive import SUPCON_TEMPERATURE
 from jaxmm.losses.contrastive import clip_loss
 from jaxmm.losses.contrastive import siglip_loss
 from jaxmm.losses.contrastive import supcon_loss
+from jaxmm.losses.multilabel import binary_cross_entropy_loss

@@ -5,6 +5,7 @@ import flax.linen as nn
 import jax
 
 from jaxmm import errors
+from jaxmm.models.catlip import CatLIP
 from jaxmm.models.dit import DiT
 from jaxmm.models.flops import model_flops_per_example
 from jaxmm.models.mlp_denoiser import MLPDenoiser
@@ -19,6 +20,7 @@ MODELS = {
     "dit": DiT,
     "mlp_denoiser": MLPDenoiser,
     "resnet": ResNet,
+    "catlip": CatLIP,
 }
 
 
@@ -75,5 +77,5 @@ def get_model(config_model: Mapping[str, Any]) -> nn.Module:
 
 __all__ = [
     "MODELS", "get_model", "model_flops_per_example", "TwoTower", "UNet", "DiT", "MLPDenoiser",
-    "ResNet"
+    "ResNet", "CatLIP"
 ]

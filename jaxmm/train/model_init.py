@@ -39,6 +39,7 @@ def _denoiser_inputs(config: ml_collections.ConfigDict) -> tuple:
 EXAMPLE_INPUTS = {
     "two_tower": _two_tower_inputs,
     "resnet": lambda config: (_examples(config),),
+    "catlip": lambda config: (_examples(config),),
     "unet": _denoiser_inputs,
     "dit": _denoiser_inputs,
     "mlp_denoiser": _denoiser_inputs,
