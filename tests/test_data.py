@@ -283,6 +283,17 @@ def test_tokenizer_specs(monkeypatch):
     data.get_tokenizer("/nowhere/spm.model")
 
 
+def test_padding_tokenizer_makes_every_text_padding():
+  tok = data.get_tokenizer("padding:1")
+  assert tok.vocab_size == 2 and tok.pad_id == 1
+  np.testing.assert_array_equal(tok.encode_batch(["a long caption", b"", "x"], 3), [[1] * 3] * 3)
+  assert tok.encode("a long caption", 2).dtype == np.int32
+  assert tok.token_count("a long caption") == 0 and tok.decode([1, 1]) == ""
+  with pytest.raises(errors.UserError, match="'padding:x' names no pad id; set "
+                     "--config.data.tokenizer to 'padding:' and the text tower's "):
+    data.get_tokenizer("padding:x")
+
+
 @pytest.fixture(scope="module")
 def spm_model(tmp_path_factory, test_records):
   """A 40-piece SentencePiece model trained here on the test captions (pad 0, unk 1)."""

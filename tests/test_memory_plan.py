@@ -150,6 +150,34 @@ def test_cli_json_simulates_more_devices_than_present(overrides, capsys):
   assert 0 < plan["loss_temp_bytes"] < plan["temp_bytes"]
 
 
+def siglip_b16_parameters(depth: int) -> int:
+  """Parameters of big_vision's SigLIP B/16 at 224 with `depth` blocks in each tower, counted
+  from its sizes: width 768, MLP 3072, 196 patches of 16 x 16 x 3, a MAP head and no image
+  projection; 64 text ids of 32,000 and a 768 -> 768 text projection; t and b. Each dense layer
+  has a bias, but the attention's key (jaxmm's attention has none)."""
+  width, mlp = 768, 3072
+  attention = 4 * width * width + 3 * width  # query, key, value and out kernels, 3 biases
+  mlp_block = 2 * width * mlp + mlp + width
+  layer_norm = 2 * width
+  block = layer_norm + attention + layer_norm + mlp_block
+  map_head = width + attention + layer_norm + mlp_block  # the probe token first
+  image = (16 * 16 * 3 * width + width) + 196 * width + depth * block + layer_norm + map_head
+  text = 32_000 * width + 64 * width + depth * block + layer_norm + (width * width + width)
+  return image + text + 2
+
+
+def test_a_big_vision_siglip_plans_without_its_vocabulary(shapes_data_dir):
+  spec = "configs/siglip_big_vision.py:B/16"
+  assert config_loading.load_config(spec).data.tokenizer == "big_vision:"  # no vocabulary path
+  # One block per tower keeps the compile short; every other size is B/16's.
+  [plan] = memory_plan.plan(spec, [f"data.data_dir={shapes_data_dir}", "model.image.depth=1",
+                                   "model.text.depth=1"], [1], [2])
+  assert plan["params_bytes"] == 4 * siglip_b16_parameters(depth=1)  # float32, one device
+  # The step reads B/16's inputs besides its state: float32 images [2, 224, 224, 3] and int32
+  # tokens [2, 64].
+  assert plan["argument_bytes"] == plan["state_bytes"] + 2 * (224 * 224 * 3 * 4 + 64 * 4)
+
+
 @pytest.mark.parametrize("args,expected", [
     (["--devices", "8", "--batch-sizes", "12"],
      "global batch 12 does not split over --devices 8 (batch axes data=8 x fsdp=1 = 8 shards); "

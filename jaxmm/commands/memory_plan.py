@@ -10,7 +10,10 @@ each field, all in bytes per device), plus `platform`, `devices`, `mesh`,
 experiment's parts come from its `build` in `EXPERIMENTS` with evaluation left
 out (`config.evals` emptied), the batch is abstract, shaped like one example
 read through the experiment's own input pipeline, and the step is only
-compiled.
+compiled. Texts are tokenized as all padding (`tokenizers.PaddingTokenizer`
+of model.text.pad_id): every tokenizer gives int32 [data.max_len], so the
+plan is the same, and needs no vocabulary file (big_vision's SentencePiece
+models, which jaxmm does not ship).
 
 Devices: a mesh over the first N devices present. On the CPU more devices are
 simulated (the `--xla_force_host_platform_device_count` of XLA_FLAGS, set here
@@ -48,6 +51,7 @@ from jaxmm import config_loading
 from jaxmm import errors
 from jaxmm import parallel
 from jaxmm import train
+from jaxmm.data import tokenizers
 from jaxmm.experiments import EXPERIMENTS
 from jaxmm.experiments import image_text
 from jaxmm.train import memory
@@ -100,7 +104,8 @@ def request_cpu_devices(count: int) -> None:
 
 def planning_config(spec: str, overrides: Sequence[str],
                     batch_size: int | None = None) -> ml_collections.ConfigDict:
-  """The config of `spec` with `overrides` (and `batch_size`), evaluation left out.
+  """The config of `spec` with `overrides` (and `batch_size`), evaluation left out and texts
+  tokenized as padding (module docstring).
 
   Evaluators are not part of the train step: none is built, and their batch
   sizes are not checked against the mesh.
@@ -110,6 +115,8 @@ def planning_config(spec: str, overrides: Sequence[str],
   config_loading.apply_overrides(config, list(overrides) + extra)
   config.eval_every = 0
   config.evals = ml_collections.ConfigDict()
+  if "text" in config.model:  # a model without a text tower reads no text
+    config.data.tokenizer = f"{tokenizers.PADDING_PREFIX}{config.model.text.pad_id}"
   return config
 
 
@@ -173,7 +180,7 @@ def _measure(build, config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, 
 
 class _OncePerMessage(logging.Filter):
   """Lets each distinct message through once: every row builds the experiment again, and
-  its warnings (e.g. about caption truncation) say the same each time."""
+  its warnings (e.g. about damaged shard examples skipped) say the same each time."""
 
   def __init__(self):
     super().__init__()

@@ -1,5 +1,5 @@
 """Text tokenizers: byte-level (no vocabulary file), SentencePiece, big_vision's SigLIP
-SentencePiece (sticky end-of-text), and CLIP's BPE.
+SentencePiece (sticky end-of-text), CLIP's BPE, and padding only (no vocabulary file).
 
 All map texts to fixed-length int32 ids, truncated or right-padded with the
 pad id to `max_len`, so text batches have static shapes under jit;
@@ -14,6 +14,8 @@ from jaxmm.errors import UserError
 
 # data.tokenizer='big_vision:PATH.model' tokenizes as big_vision's SigLIP (StickyEosTokenizer).
 BIG_VISION_PREFIX = "big_vision:"
+# data.tokenizer='padding:ID' makes every text all padding ID (PaddingTokenizer).
+PADDING_PREFIX = "padding:"
 
 
 def _as_bytes(text) -> bytes:
@@ -52,6 +54,39 @@ class BytesTokenizer:
   def decode(self, ids) -> str:
     ids = np.asarray(ids)
     return bytes(ids[ids != self.pad_id].astype(np.uint8)).decode("utf-8", "ignore")
+
+
+class PaddingTokenizer:
+  """Every text as `max_len` copies of `pad_id`, vocab pad_id + 1: the int32 [max_len] of every
+  tokenizer, without its vocabulary. Memory and step time do not depend on which ids a text
+  has, so the memory planner tokenizes with this one (`padding:` model.text.pad_id)."""
+
+  def __init__(self, pad_id: int):
+    self.pad_id = pad_id
+    self.vocab_size = pad_id + 1
+
+  def encode(self, text, max_len: int) -> np.ndarray:
+    """int32 [max_len]."""
+    return np.full([max_len], self.pad_id, np.int32)
+
+  def encode_batch(self, texts, max_len: int) -> np.ndarray:
+    """int32 [N, max_len]."""
+    return np.full([len(texts), max_len], self.pad_id, np.int32)
+
+  def token_count(self, text) -> int:
+    """0: no text has an id besides padding, so none is cut."""
+    return 0
+
+  def decode(self, ids) -> str:
+    return ""
+
+
+def _padding_tokenizer(spec: str) -> PaddingTokenizer:
+  pad_id = spec[len(PADDING_PREFIX):]
+  if not pad_id.isdigit():
+    raise UserError(f"data.tokenizer={spec!r} names no pad id; set --config.data.tokenizer to "
+                    "'padding:' and the text tower's model.text.pad_id, e.g. 'padding:0'")
+  return PaddingTokenizer(int(pad_id))
 
 
 class SentencePieceTokenizer:
@@ -136,7 +171,8 @@ class StickyEosTokenizer(SentencePieceTokenizer):
 def get_tokenizer(spec: str):
   """'bytes' -> BytesTokenizer; a path ending in '.model' -> SentencePiece; 'clip_bpe' -> CLIP's
   BPE with jaxmm's copy of its vocabulary, a path ending in '.txt.gz' -> with that one
-  (`clip_bpe`); 'big_vision:PATH.model' -> `StickyEosTokenizer` with that SentencePiece model.
+  (`clip_bpe`); 'big_vision:PATH.model' -> `StickyEosTokenizer` with that SentencePiece model;
+  'padding:ID' -> `PaddingTokenizer` of pad id ID.
 
   `spec` is data.tokenizer; anything else raises UserError naming it.
   """
@@ -146,10 +182,13 @@ def get_tokenizer(spec: str):
     return clip_bpe.ClipBpeTokenizer(clip_bpe.BUNDLED_VOCAB, spec)
   if isinstance(spec, str) and spec.startswith(BIG_VISION_PREFIX):
     return StickyEosTokenizer(spec[len(BIG_VISION_PREFIX):], spec)
+  if isinstance(spec, str) and spec.startswith(PADDING_PREFIX):
+    return _padding_tokenizer(spec)
   if isinstance(spec, str) and spec.endswith(".model"):
     return SentencePieceTokenizer(spec)
   if isinstance(spec, str) and spec.endswith(".txt.gz"):
     return clip_bpe.ClipBpeTokenizer(spec, spec)
   raise UserError(f"data.tokenizer={spec!r} is not a tokenizer; set --config.data.tokenizer to "
                   "'bytes', 'clip_bpe', or the path of a SentencePiece .model file or of a CLIP "
-                  "BPE vocabulary .txt.gz, or 'big_vision:' and a SentencePiece model's path")
+                  "BPE vocabulary .txt.gz, or 'big_vision:' and a SentencePiece model's path, or "
+                  "'padding:' and a pad id")
