@@ -130,6 +130,7 @@ def _losses(workdir):
   return _column(workdir, "train/loss")
 
 
+@pytest.mark.slow  # three `jaxmm train` processes, 3 min of CPU; with the other equalities
 def test_two_processes_equal_one_siglip_with_zero_shot(tmp_path, shapes_data_dir):
   overrides = SIGLIP + ["total_steps=4", "eval_every=4"]
   single, multi = tmp_path / "1x8", tmp_path / "2x4"

@@ -140,6 +140,7 @@ def test_bad_momentum_names_its_key():
   assert str(error.value).startswith("optim.momentum=")
 
 
+@pytest.mark.slow  # test_train_loop's resume test covers resuming in the default suite
 def test_resumed_muon_run_equals_an_uninterrupted_one(tmp_path):
   """The toy trained 4 steps straight, and resumed from its step-2 checkpoint: the same
   parameters and optimizer state, bit for bit (Muon's partitioned optimizer state, with its

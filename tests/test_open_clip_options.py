@@ -79,8 +79,11 @@ def test_layer_norm_epsilon_matches_float64():
 
 
 def _apply(module, *inputs, params=None):
-  params = params if params is not None else nn.unbox(module.init(jax.random.key(0), *inputs))
-  return np.asarray(module.apply(params, *inputs)), params
+  """(outputs, params) of `module` on `inputs` (initialised when `params` is None). Jitted: each
+  call compiles the module once, where an op-by-op call compiles each of its operations."""
+  if params is None:
+    params = nn.unbox(jax.jit(lambda: module.init(jax.random.key(0), *inputs))())
+  return np.asarray(jax.jit(lambda p: module.apply(p, *inputs))(params)), params
 
 
 def test_causal_encoder_outputs_do_not_see_later_tokens():
@@ -154,7 +157,7 @@ def _scaled_embeddings(params, factor):
 def test_ln_pre_normalises_the_tokens_before_the_encoder(ln_pre):
   images = _x((2, 8, 8, 3), scale=1.0)
   vit = ViT(**IMAGE, ln_pre=ln_pre)
-  params = nn.unbox(vit.init(jax.random.key(0), images))
+  params = nn.unbox(jax.jit(vit.init)(jax.random.key(0), images))
   params["params"]["cls"] = _x((1, 1, 16), seed=2, scale=1.0)
   out, _ = _apply(vit, images, params=params)
   scaled, _ = _apply(vit, images, params=_scaled_embeddings(params, 10.0))
@@ -165,7 +168,8 @@ def test_ln_pre_normalises_the_tokens_before_the_encoder(ln_pre):
 
 def test_projections_without_bias():
   model = TwoTower(image=IMAGE, text=TEXT, embed_dim=8, proj_bias=False, init_bias=None)
-  params = model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)), _tokens([1, 2]))["params"]
+  params = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 8, 8, 3)),
+                          _tokens([1, 2]))["params"]
   assert set(params["image_proj"]) == set(params["text_proj"]) == {"kernel"}
 
 

@@ -181,10 +181,12 @@ def test_labels_none_means_all_and_a_name_is_one():
   assert evaluators.chosen_labels(available, "colour", "shapes", "evals.knn") == {"colour": 8}
 
 
+@pytest.mark.slow  # test_labels_none_means_all_and_a_name_is_one covers labels=None by default
 def test_probe_and_knn_classify_every_label_of_shapes(tiny_config, shapes_data_dir):
   """Untrained, on shapes: labels=None gives all four labels, from the first train_examples."""
   config = tiny_config("siglip", f"data.data_dir={shapes_data_dir}",
-                       "evals.linear_probe.train_examples=500", "evals.knn.train_examples=500")
+                       "evals.linear_probe.train_examples=500", "evals.knn.train_examples=500",
+                       *EVALUATORS_ON)
   mesh = parallel.make_mesh(config.mesh)
   model = models.get_model(config.model)
   params = model_init.make_init_variables(model, config)(jax.random.key(0))["params"]
