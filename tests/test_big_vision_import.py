@@ -169,6 +169,7 @@ def test_scanned_blocks_are_read_as_the_python_loops():
     np.testing.assert_array_equal(block.view(np.uint16), raw[i].view(np.uint16))
 
 
+@pytest.mark.slow  # test_lit covers LiT by default; here, the imported tower's config
 def test_lit_locks_the_imported_image_tower(imported, shapes_data_dir, run_image_text, tmp_path):
   config = short_train_config(f"{REPO}/configs/lit_open_clip.py:{imported['map']}",
                               shapes_data_dir, "model.text.width=32", "model.text.depth=1",

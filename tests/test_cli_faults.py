@@ -12,6 +12,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from jaxmm import analysis
 from jaxmm.train import background_errors
 
@@ -192,6 +194,7 @@ def test_full_disk_ends_in_one_line(tmp_path):
   assert lines == lines[-1:], "\n".join(lines[:40])
 
 
+@pytest.mark.slow  # test_full_disk_ends_in_one_line runs the same failure by default
 def test_full_disk_with_traceback_shows_the_libraries_reports_too(tmp_path):
   lines = _train_on_a_full_disk(tmp_path / "run", "--traceback")
   assert "Traceback (most recent call last):" in lines

@@ -230,6 +230,7 @@ def contrastive_run(shapes_data_dir, tmp_path_factory, tiny_config, run_image_te
   return workdir
 
 
+@pytest.mark.slow  # test_generative_eval tests the judge's parts by default
 def test_judge_evaluator_scores_samples_of_every_pair(trained, contrastive_run, tmp_path):
   state, _, config = trained
   config = config.copy_and_resolve_references()
@@ -294,7 +295,8 @@ def test_loss_of_each_mixture_source_splits_the_loss(shapes_data_dir):
   config = _config(shapes_data_dir, "edm_shapes.py",
                    "data.mixture={'a': {'weight': 1.0}, 'b': {'weight': 1.0}}")
   model = models.get_model(config.model)
-  params = nn.unbox(model_init.make_init_variables(model, config)(jax.random.key(0)))["params"]
+  init_variables = jax.jit(model_init.make_init_variables(model, config))  # compiled once
+  params = nn.unbox(init_variables(jax.random.key(0)))["params"]
   rng = np.random.default_rng(0)
   batch = {"image": rng.uniform(-1, 1, (8, 16, 16, 3)).astype(np.float32),
            "shape": rng.integers(6, size=8).astype(np.int32),

@@ -174,7 +174,7 @@ def test_safetensors_round_trip(tmp_path, dtype):
     np.testing.assert_array_equal(back[key], value)
 
 
-@pytest.mark.slow  # the same LiT path as test_big_vision_import's, which runs by default
+@pytest.mark.slow  # test_lit covers LiT by default; here, the imported tower's config
 def test_lit_locks_the_imported_image_tower(imported, shapes_data_dir, run_image_text, tmp_path):
   config = short_train_config(f"{REPO}/configs/lit_open_clip.py:{imported['gelu']}",
                               shapes_data_dir, "model.text.width=32", "model.text.depth=1",

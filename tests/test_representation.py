@@ -189,7 +189,7 @@ def test_probe_and_knn_classify_every_label_of_shapes(tiny_config, shapes_data_d
                        *EVALUATORS_ON)
   mesh = parallel.make_mesh(config.mesh)
   model = models.get_model(config.model)
-  params = model_init.make_init_variables(model, config)(jax.random.key(0))["params"]
+  params = jax.jit(model_init.make_init_variables(model, config))(jax.random.key(0))["params"]
   state = types.SimpleNamespace(params=jax.device_put(params, parallel.replicated(mesh)))
   del config.evals.zero_shot, config.evals.retrieval
   parts = image_text.evaluator_parts(model, data.get_tokenizer(config.data.tokenizer), config,

@@ -73,7 +73,8 @@ def _supcon_reference(outputs, labels, temperature, base_temperature):
 def test_loss_of_a_sharded_batch_is_the_float64_reference(loss):
   config = _config(f"{loss}_shapes", "loss.temperature=0.2", "loss.base_temperature=0.1")
   model = models.get_model(config.model)
-  variables = nn.unbox(model_init.make_init_variables(model, config)(jax.random.key(0)))
+  variables = nn.unbox(
+      jax.jit(model_init.make_init_variables(model, config))(jax.random.key(0)))
   batch = _views_batch(config)
   mesh = parallel.make_mesh({"data": 4, "fsdp": 2})
   loss_fn = supcon.make_loss_fn(model, config, mesh)
@@ -134,7 +135,8 @@ def trained(digits_data_dir, tmp_path_factory):
 def test_training_updates_the_batch_statistics_and_load_run_restores_them(trained):
   state, workdir, config = trained
   model = models.get_model(config.model)
-  initial = nn.unbox(model_init.make_init_variables(model, config)(jax.random.key(0)))
+  initial = nn.unbox(
+      jax.jit(model_init.make_init_variables(model, config))(jax.random.key(0)))
   final = jax.device_get(state.model_state)
   assert set(final) == {"batch_stats"}
   for start, end in zip(jax.tree.leaves(initial["batch_stats"]), jax.tree.leaves(final)):

@@ -48,8 +48,9 @@ def run_steps(config, mesh_shape, devices):
     pytest.param("siglip", (), [(8, 1, 1), (2, 2, 2), (1, 8, 1)], id="siglip"),
     # test_losses and test_clip_ring compare CLIP's sharded loss and gradients by default.
     pytest.param("clip", (), [(2, 2, 2)], id="clip", marks=pytest.mark.slow),
+    # test_muon compares Muon with a NumPy reference by default.
     pytest.param("siglip", ("optim.name=muon", "optim.momentum=0.95"), [(2, 2, 2)],
-                 id="siglip-muon"),
+                 id="siglip-muon", marks=pytest.mark.slow),
 ])
 def test_meshes_match_one_device(loss, optim, meshes, tiny_config):
   # Adam divides by sqrt(v) + eps: with a tiny eps a gradient that is zero up
