@@ -53,8 +53,9 @@ from jaxmm.experiments import image_text  # noqa: E402
 
 # Every image-text run evaluates at its last step; of its evaluators only zero-shot stays in the
 # tiny runs (the others cost a compilation each, and test_representation tests them).
-EVALUATORS_OFF = tuple(f"evals.{name}.every=0" for name in ("retrieval", "linear_probe", "knn"))
-EVALUATORS_ON = tuple(f"evals.{name}.every=None" for name in ("retrieval", "linear_probe", "knn"))
+_COSTLY_EVALUATORS = ("retrieval", "linear_probe", "knn")
+EVALUATORS_OFF = tuple(f"evals.{name}.every=0" for name in _COSTLY_EVALUATORS)
+EVALUATORS_ON = tuple(f"evals.{name}.every=None" for name in _COSTLY_EVALUATORS)
 # A two-tower small enough that a train step compiles and runs in seconds.
 TINY_OVERRIDES = ("batch_size=16", "total_steps=10", "optim.warmup_steps=1", "optim.lr=0.01",
                   "data.image_size=16", "data.max_len=8", "model.dtype=float32",

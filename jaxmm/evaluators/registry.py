@@ -99,8 +99,9 @@ def _supplied(parts: Parts, kind: str) -> bool:
 
 
 def check(name: str, settings: Any, parts: Parts) -> int:
-  """How often evaluator `name` runs, in steps (0: never), after checking its settings; a `UserError`
-  for an unknown type, one the experiment has no parts for, a bad `every` or `batch_size`."""
+  """How often evaluator `name` runs, in steps (0: never), after checking its settings; a
+  `UserError` for an unknown type, one the experiment has no parts for, a bad `every` or
+  `batch_size`."""
   key = f"evals.{name}"
   if not isinstance(settings, ml_collections.ConfigDict) or "type" not in settings:
     raise errors.UserError(f"{key} needs a type: config.{key} = dict(type=TYPE, ...settings), "
@@ -123,8 +124,9 @@ def build_evaluators(parts: Parts) -> list[tuple[int, Evaluator]]:
   """(every, evaluator(state, step)) for each evaluator of `parts.config.evals`, by name.
 
   Every name is checked first (`check`), also when config.eval_every=0, which
-  makes none, and for a name whose every=0, which is left out. Each evaluator evaluates `parts.variables(state)`, returns its
-  metrics under 'NAME/' and adds them to workdir/NAME.json.
+  makes none, and for a name whose every=0, which is left out. Each evaluator
+  evaluates `parts.variables(state)`, returns its metrics under 'NAME/' and
+  adds them to workdir/NAME.json.
   """
   config = parts.config
   if "eval" in config:
