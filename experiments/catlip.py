@@ -31,7 +31,7 @@ from jaxmm import models
 from jaxmm.data import caption_labels
 from jaxmm.experiments import image_text
 from jaxmm.experiments import inputs
-from jaxmm.runs import storage
+from jaxmm import storage
 from jaxmm.train import model_init
 
 # The label vocabulary in the workdir: {"min_count": int, "words": [V], "counts": [V]}.

@@ -28,7 +28,7 @@ from jaxmm import analysis
 from jaxmm.commands import cli
 from jaxmm.commands import sample
 from jaxmm.data import sources
-from jaxmm.runs import storage
+from jaxmm import storage
 from jaxmm.sweeps import plan
 from jaxmm.runs import checkpoints
 

@@ -26,7 +26,7 @@ from jaxmm import evaluators
 from jaxmm.data import derived_dataset
 from jaxmm.experiments import image_text
 from jaxmm.experiments import inputs
-from jaxmm.runs import storage
+from jaxmm import storage
 
 SCORES_FILE = "scores.npz"
 SUMMARY_FILE = "filter.json"

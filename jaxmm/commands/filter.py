@@ -16,7 +16,7 @@ import re
 from jaxmm import errors
 from jaxmm.commands import flag_checks
 from jaxmm.commands import flag_spelling
-from jaxmm.runs import storage
+from jaxmm import storage
 
 USAGE = ("--run DIR --dataset NAME --split S --keep F --out DIR [--step N] [--data-dir DIR] "
          "[--batch-size B]")

@@ -16,7 +16,7 @@ import os
 import tempfile
 
 from jaxmm.errors import UserError
-from jaxmm.runs import storage
+from jaxmm import storage
 
 
 def finite_float(text: str) -> float:

@@ -14,7 +14,7 @@ import numpy as np
 
 from jaxmm import errors
 from jaxmm.commands import flag_checks
-from jaxmm.runs import storage
+from jaxmm import storage
 
 USAGE = ("--run DIR [--step N] [--ema NAME] [--num N] [--sampler NAME] [--steps N] "
          "[--guidance W] [--labels I,J ...] [--seed S] --out FILE.png|FILE.npz")

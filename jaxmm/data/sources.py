@@ -22,7 +22,7 @@ import tensorflow_datasets as tfds
 from jaxmm.data.digits import digits_dataset_builder
 from jaxmm.data.shapes import shapes_dataset_builder
 from jaxmm.errors import UserError
-from jaxmm.runs import storage
+from jaxmm import storage
 
 BUNDLED = {"shapes": shapes_dataset_builder.Builder, "digits": digits_dataset_builder.Builder}
 _DEFAULT_DATA_DIR = os.path.join("~", ".cache", "jaxmm", "tensorflow_datasets")

@@ -34,7 +34,7 @@ from jaxmm import parallel
 from jaxmm.evaluators import from_config
 from jaxmm.evaluators import generative
 from jaxmm.evaluators.features import Encoder, SplitEmbeddings
-from jaxmm.runs import storage
+from jaxmm import storage
 
 OLD_KEY_MESSAGE = ("config.eval is now config.evals, each evaluator with a type: "
                    "config.evals.NAME = dict(type=TYPE, every=None, ...settings), e.g. "

@@ -6,7 +6,7 @@ import jax
 import numpy as np
 from PIL import Image
 
-from jaxmm.runs import storage
+from jaxmm import storage
 
 SAMPLES_DIR = "samples"
 

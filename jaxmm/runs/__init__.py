@@ -1,6 +1,5 @@
 """What a run leaves on disk, and reading it back.
 
-  storage.py    files on a local disk or in a bucket (gs://), through etils.epath
   run_files.py  a workdir read without its arrays: checkpoint steps, configs, metrics
   restore.py    a checkpoint's train state, on the host or sharded on a mesh
   sampling.py   samples of a restored diffusion run (Run.sample, `jaxmm sample`, evaluators)

@@ -28,7 +28,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from jaxmm.errors import UserError
-from jaxmm.runs import storage
+from jaxmm import storage
 
 CHECKPOINT_DIR = "checkpoints"
 DAMAGED_DIR = "damaged_checkpoints"

@@ -23,7 +23,7 @@ import numpy as np
 
 from jaxmm import config_loading
 from jaxmm import errors
-from jaxmm.runs import storage
+from jaxmm import storage
 from jaxmm.runs import checkpoints
 
 log = logging.getLogger("jaxmm")

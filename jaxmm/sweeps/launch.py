@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 from jaxmm import config_loading
 from jaxmm.errors import UserError
-from jaxmm.runs import storage
+from jaxmm import storage
 from jaxmm.sweeps import plan
 
 # tpu/launch.sh --tpu NAME --zone ZONE [--project P] -- COMMAND starts COMMAND on every worker.

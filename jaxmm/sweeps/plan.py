@@ -31,7 +31,7 @@ import ml_collections
 
 from jaxmm import config_loading
 from jaxmm.errors import UserError
-from jaxmm.runs import storage
+from jaxmm import storage
 
 SWEEP_FILE = "sweep.json"
 CONFIG_FILE = "config.json"  # written by `jaxmm train` into every run folder

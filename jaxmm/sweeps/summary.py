@@ -14,7 +14,7 @@ import json
 import os
 from typing import Any
 
-from jaxmm.runs import storage
+from jaxmm import storage
 from jaxmm.sweeps import plan
 
 SUMMARY_FILE = "summary.csv"

@@ -19,7 +19,7 @@ import ml_collections
 
 from jaxmm.errors import UserError
 from jaxmm.runs import run_files
-from jaxmm.runs import storage
+from jaxmm import storage
 from jaxmm.runs import checkpoints
 
 

@@ -19,7 +19,7 @@ import numpy as np
 import tensorboardX
 import tqdm
 
-from jaxmm.runs import storage
+from jaxmm import storage
 from jaxmm.runs.run_files import METRICS_FILE
 
 

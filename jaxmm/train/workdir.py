@@ -22,7 +22,7 @@ import ml_collections
 
 from jaxmm import config_loading
 from jaxmm.errors import UserError
-from jaxmm.runs import storage
+from jaxmm import storage
 
 log = logging.getLogger("jaxmm")
 

@@ -32,7 +32,7 @@ import tqdm
 from jaxmm import errors
 from jaxmm.data import derived_dataset
 from jaxmm.data import sources
-from jaxmm.runs import storage
+from jaxmm import storage
 
 FORMATS = ("wds", "parquet")
 IMAGE_FORMATS = {"png": "PNG", "jpg": "JPEG", "webp": "WEBP"}

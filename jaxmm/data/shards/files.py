@@ -2,7 +2,7 @@
 import os
 
 from jaxmm.errors import UserError
-from jaxmm.runs import storage
+from jaxmm import storage
 
 # The file name endings of each shard format.
 EXTENSIONS = {"wds": (".tar",), "parquet": (".parquet",)}

@@ -18,7 +18,7 @@ from jaxmm.data.shards import files as files_lib
 from jaxmm.data.shards.parquet import ParquetShard
 from jaxmm.data.shards.wds import TarShard
 from jaxmm.errors import UserError
-from jaxmm.runs import storage
+from jaxmm import storage
 
 SHARD_TYPES = {"wds": TarShard, "parquet": ParquetShard}
 # Files opened (tars indexed) at once: the work is mostly waiting for reads.

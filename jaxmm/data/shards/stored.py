@@ -3,7 +3,7 @@ import io
 import threading
 from typing import NamedTuple
 
-from jaxmm.runs import storage
+from jaxmm import storage
 
 
 class StoredExample(NamedTuple):

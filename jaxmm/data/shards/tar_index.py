@@ -31,7 +31,7 @@ import threading
 import numpy as np
 
 from jaxmm.errors import UserError
-from jaxmm.runs import storage
+from jaxmm import storage
 
 INDEX_CACHE_DIR = os.path.join("~", ".cache", "jaxmm", "shard_index")
 _VERSION = 1
