@@ -1,4 +1,5 @@
-"""CPU-only process settings: freed host memory kept mapped, and XLA:CPU's convolution kernels.
+"""CPU-only process settings: freed host memory kept mapped, XLA:CPU's convolution kernels, and
+checkpoint arrays saved whole.
 
 `configure()` applies both, once per process, before JAX starts its backends:
 the `jaxmm` command, the benchmarks and the test suite call it first thing.
@@ -23,6 +24,7 @@ import pkgutil
 
 import jax
 
+from jaxmm.host import checkpoint_saves
 from jaxmm.host import memory
 from jaxmm.host import xla_cpu
 
@@ -55,4 +57,14 @@ def configure() -> bool:
     return False
   memory.keep_freed_memory()
   xla_cpu.use_eigen_convolutions()
+  return True
+
+
+def configure_saves() -> bool:
+  """`checkpoint_saves.save_whole_arrays` if the CPU will be the default backend; the code that
+  makes checkpoint managers calls it (it imports orbax, which `configure` leaves to the commands
+  that need it). Returns whether it applied it."""
+  if not cpu_is_default():
+    return False
+  checkpoint_saves.save_whole_arrays()
   return True

@@ -27,8 +27,9 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from jaxmm.errors import UserError
+from jaxmm import host
 from jaxmm import storage
+from jaxmm.errors import UserError
 
 CHECKPOINT_DIR = "checkpoints"
 DAMAGED_DIR = "damaged_checkpoints"
@@ -75,6 +76,7 @@ def make_manager(workdir: str,
                                          read_only=read_only)
   directory = os.path.join(storage.absolute(workdir), CHECKPOINT_DIR)
   _drop_closed_loop_callbacks()  # before any read through this manager can fail
+  host.configure_saves()
   if storage.is_file(directory):
     raise UserError(f"{directory} is a file, but the run keeps its checkpoints there; move the "
                     "file away or choose another --workdir")
