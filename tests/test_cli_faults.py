@@ -117,6 +117,8 @@ def test_second_run_on_a_live_workdir_is_refused_until_the_holder_dies(
                "checkpoint_every=100000", "log_every=1"))
   try:
     _wait_for_line(holder, r"^\[1\] train/")
+    # Stopped, the holder is still alive and holds the lock, and leaves the cores to the second.
+    holder.send_signal(signal.SIGSTOP)
     second = _run(_command(workdir, shapes_data_dir, tiny_overrides, "total_steps=2"))
     assert second.returncode == 2
     assert re.match(
