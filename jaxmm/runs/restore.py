@@ -1,11 +1,12 @@
 """A checkpoint's train state read back: as host numpy arrays, or straight into its shards on a
-mesh, placed as the train loop places them (`jaxmm.analysis.load_run` returns it as a `Run`).
+mesh, placed as the train loop placed them (`jaxmm.analysis.load_run` returns it as a `Run`).
 
-On a mesh, the shardings come from the run's saved config alone: its model
-(`jaxmm.train.model_init`), optimizer and EMA make the abstract train state that
-`jaxmm.train.state_shardings` shards by the parameters' logical axis names.
+On a mesh, each array goes where the checkpoint says it was: orbax saves every
+array's partition spec (mesh axes such as ('tensor', 'fsdp'), which the loop
+derives from the parameter's logical axis names and do not depend on the mesh's
+size), so the same spec on any mesh of jaxmm's axes places it as training on
+that mesh would, with no model, optimizer or EMA built to find out.
 """
-import dataclasses
 import functools
 from typing import Any
 
@@ -13,31 +14,36 @@ import jax
 import ml_collections
 import numpy as np
 
-from jaxmm import models
 from jaxmm.runs import run_files
 from jaxmm.runs import checkpoints
-from jaxmm.train import model_init
-from jaxmm.train import optim
-from jaxmm.train import state as state_lib
 
 
-def sharded_target(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh):
-  """The train state as ShapeDtypeStructs carrying the shardings the loop gives it on `mesh`."""
-  init_variables = model_init.make_init_variables(models.get_model(config.model), config)
-  tx, _ = optim.make_optimizer(config.optim, config.total_steps)
-  shardings = state_lib.state_shardings(init_variables, tx, config.ema, mesh)
-  return state_lib.abstract_state(init_variables, tx, config.ema, shardings)
+def _saved_spec(meta) -> jax.sharding.PartitionSpec:
+  """The partition spec an array was saved with (replicated if the checkpoint has none)."""
+  saved = getattr(meta, "sharding", None)
+  spec = getattr(saved, "partition_spec", None) or ()
+  # Read back from JSON, an axis tuple such as ('data', 'fsdp') is a list.
+  return jax.sharding.PartitionSpec(*(tuple(e) if isinstance(e, list) else e for e in spec))
+
+
+def sharded_target(metadata: Any, mesh: jax.sharding.Mesh) -> Any:
+  """The saved state's array metadata as ShapeDtypeStructs, each sharded on `mesh` by the
+  partition spec it was saved with."""
+  return jax.tree.map(
+      lambda meta: jax.ShapeDtypeStruct(
+          meta.shape, meta.dtype, sharding=jax.sharding.NamedSharding(mesh, _saved_spec(meta))),
+      metadata)
 
 
 def _restore(manager, step: int, *, mesh: jax.sharding.Mesh | None):
   """(config, state, input position) of checkpoint `step`: the state as host numpy arrays, or
   on `mesh` in the loop's shardings."""
   config = run_files.saved_config(manager, step)
+  metadata = checkpoints.state_metadata(manager, step)
   if mesh is None:
-    target = jax.tree.map(lambda meta: np.zeros(meta.shape, meta.dtype),
-                          checkpoints.state_metadata(manager, step))
+    target = jax.tree.map(lambda meta: np.zeros(meta.shape, meta.dtype), metadata)
   else:
-    target = sharded_target(config, mesh)
+    target = sharded_target(metadata, mesh)
   state, position = checkpoints.restore(manager, step, target)
   return config, state, position
 
@@ -55,6 +61,4 @@ def restore_run(
   with run_files.read_only_manager(workdir) as manager:
     _, (config, state, position) = run_files.read_checkpoint(
         manager, workdir, step, functools.partial(_restore, mesh=mesh))
-  if mesh is not None:  # a TrainState; the host restore gives the same fields as a dict
-    state = {field.name: getattr(state, field.name) for field in dataclasses.fields(state)}
   return config, state, position
