@@ -16,6 +16,7 @@ import numpy as np
 from jaxmm import models
 from jaxmm.runs import run_files
 from jaxmm.runs import checkpoints
+from jaxmm.runs import posthoc
 from jaxmm.train import model_init
 from jaxmm.train import optim
 from jaxmm.train import state as state_lib
@@ -48,8 +49,9 @@ def restore_run(
   """(config, state, input position) of checkpoint `step` of `workdir` (None: the latest).
 
   The state is a dict of the train state's fields ('step', 'params',
-  'opt_state', and 'ema', 'model_state' where the run has them). A
-  checkpoint rotated out or damaged while it is read is handled as
+  'opt_state', and 'ema', 'model_state' where the run has them); 'ema' also
+  holds the averages `jaxmm ema` wrote at that step (`posthoc.read_written`).
+  A checkpoint rotated out or damaged while it is read is handled as
   `run_files.read_checkpoint` says.
   """
   with run_files.read_only_manager(workdir) as manager:
@@ -57,4 +59,7 @@ def restore_run(
         manager, workdir, step, functools.partial(_restore, mesh=mesh))
   if mesh is not None:  # a TrainState; the host restore gives the same fields as a dict
     state = {field.name: getattr(state, field.name) for field in dataclasses.fields(state)}
+  written = posthoc.read_written(workdir, int(state["step"]), state["params"])
+  if written:
+    state["ema"] = {**state.get("ema", {}), **written}
   return config, state, position
