@@ -17,6 +17,7 @@ from jaxmm import parallel
 from jaxmm import train
 from jaxmm.experiments import diffusion as diffusion_experiment
 
+from conftest import assert_same_bits
 from test_checkpoint_damage import layout_file, truncate
 
 CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "configs"
@@ -109,3 +110,14 @@ def test_a_damaged_snapshot_is_passed_over_with_a_warning(toy_run, tmp_path, cap
   shutil.rmtree(os.path.join(without, "ema_snapshots", "95"))
   np.testing.assert_array_equal(
       rebuilt, _flat(analysis.load_run(without).posthoc_ema(0.07, profiles=INPUTS)))
+
+
+def test_training_sets_a_damaged_snapshot_aside_and_writes_it_again(toy_run, tmp_path):
+  workdir = str(tmp_path / "copy")
+  shutil.copytree(toy_run, workdir)
+  truncate(layout_file(os.path.join(workdir, "ema_snapshots", "95"), "ema/d/*"))
+  shutil.rmtree(os.path.join(workdir, "checkpoints", "100"))  # the rerun resumes at step 50
+  train.train(toy_config(), workdir, diffusion_experiment.build)
+  assert os.listdir(os.path.join(workdir, "damaged_ema_snapshots")) == ["95"]
+  rewritten, original = (analysis.load_run(w).posthoc_ema(0.07, step=95) for w in (workdir, toy_run))
+  assert_same_bits(rewritten, original)

@@ -52,6 +52,10 @@ def save(manager: ocp.CheckpointManager, step: int, averages: dict[str, Any]) ->
       return
     set_aside(manager, step, damage)
   try:
-    manager.save(step, args=ocp.args.Composite(**{ITEM: ocp.args.StandardSave(averages)}))
+    # force: orbax passes over, silently, a step below the newest one saved, such as a damaged
+    # snapshot set aside before a newer intact one.
+    manager.save(step,
+                 args=ocp.args.Composite(**{ITEM: ocp.args.StandardSave(averages)}),
+                 force=True)
   except checkpoints.WRITE_ERRORS as e:
     raise checkpoints.save_failed(manager, e) from e
