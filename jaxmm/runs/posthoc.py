@@ -65,6 +65,23 @@ def _snapshots(workdir: str):
         manager.close()
 
 
+def snapshots_up_to(workdir: str, steps: list[int], step: int | None) -> list[int]:
+  """The snapshot `steps` at or before `step` (None: all); a `UserError` unless there are two."""
+  used = [s for s in steps if step is None or s <= step]
+  if len(used) < 2:
+    at = steps[-1] if step is None and steps else step
+    raise errors.UserError(f"post-hoc EMA at step {at} needs two EMA snapshots up to it, and "
+                           f"{workdir!r} has {used or 'none'} (intact snapshots at {steps}); "
+                           "pass a step at or after the second")
+  return used
+
+
+def snapshot_steps(workdir: str) -> list[int]:
+  """The steps of workdir's EMA snapshots, ascending; a `UserError` if there are none."""
+  with _snapshots(workdir) as (_, steps):
+    return steps
+
+
 @jax.jit
 def _add_scaled(total, weight, tree):
   """total + weight·tree, leaf by leaf; compiled once, and run where `tree` lies."""
@@ -139,17 +156,12 @@ def reconstruct(workdir: str,
     raise errors.UserError(f"profiles {names} must be some of the run's power EMAs "
                            f"{list(sigma_rels)}")
   target = read_target(params)
+  if step is not None:
+    errors.integer_at_least("step", step, 1)
   with _snapshots(workdir) as (manager, steps):
-    if step is not None:
-      errors.integer_at_least("step", step, 1)
     damaged = set()
     while True:
-      used = [s for s in steps if s not in damaged and (step is None or s <= step)]
-      if len(used) < 2:
-        raise errors.UserError(
-            f"post-hoc EMA at step {step if step is not None else steps[-1]} needs two EMA "
-            f"snapshots up to it, and {workdir!r} has {used or 'none'} (intact snapshots at "
-            f"{[s for s in steps if s not in damaged]}); pass a step at or after the second")
+      used = snapshots_up_to(workdir, [s for s in steps if s not in damaged], step)
       t = used[-1] if step is None else step
       weights = posthoc_ema.coefficients([s for s in used for _ in names],
                                          [ema_lib.power_gamma(sigma_rels[n]) for _ in used
