@@ -1,5 +1,6 @@
 """Post-hoc EMA of a trained run: EMA snapshots, `Run.posthoc_ema` on the host and on a mesh,
-damaged snapshots, and the refusals."""
+damaged snapshots, `jaxmm ema`, and the refusals."""
+import json
 import logging
 import os
 import pathlib
@@ -15,16 +16,18 @@ from jaxmm import config_loading
 from jaxmm import errors
 from jaxmm import parallel
 from jaxmm import train
+from jaxmm.commands import cli
 from jaxmm.experiments import diffusion as diffusion_experiment
 
-from conftest import assert_same_bits
+from conftest import assert_same_bits, cli_error_line
 from test_checkpoint_damage import layout_file, truncate
 
 CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "configs"
 # The 2-D toy with a small MLP: 100 steps of seconds, three power EMAs snapshotted every 5 steps.
 TOY = ("batch_size=64", "total_steps=100", "checkpoint_every=50", "log_every=50", "eval_every=0",
        "optim.warmup_steps=10", "optim.lr=0.01", "model.width=32", "model.mlp_dim=64",
-       "model.depth=2", "ema.sigma_rels=(0.05, 0.07, 0.1)", "ema.snapshot_every=5")
+       "model.depth=2", "ema.sigma_rels=(0.05, 0.07, 0.1)", "ema.snapshot_every=5",
+       "evals.two_sample.num=500", "evals.two_sample.num_steps=6")
 INPUTS = ["sigma_rel_0.05", "sigma_rel_0.1"]
 
 
@@ -87,12 +90,14 @@ def test_posthoc_ema_refuses_with_one_line(toy_run, sigma_rel, step, expected):
   assert "\n" not in str(e.value)
 
 
-def test_a_run_without_snapshots_says_how_to_get_them(tmp_path):
+def test_a_run_without_snapshots_says_how_to_get_them(tmp_path, capsys):
   workdir = str(tmp_path / "run")
   train.train(toy_config("total_steps=2", "optim.warmup_steps=1", "ema.snapshot_every=0"), workdir,
               diffusion_experiment.build)
-  with pytest.raises(errors.UserError, match="snapshot_every=N"):
+  how = "post-hoc EMA needs a run trained with --config.ema.snapshot_every=N"
+  with pytest.raises(errors.UserError, match=re.escape(how)):
     analysis.load_run(workdir).posthoc_ema(0.07)
+  assert cli_error_line(capsys, ["ema", "--run", workdir, "--sigma-rel", "0.05"]).endswith(how)
 
 
 def test_a_damaged_snapshot_is_passed_over_with_a_warning(toy_run, tmp_path, caplog):
@@ -121,3 +126,52 @@ def test_training_sets_a_damaged_snapshot_aside_and_writes_it_again(toy_run, tmp
   assert os.listdir(os.path.join(workdir, "damaged_ema_snapshots")) == ["95"]
   rewritten, original = (analysis.load_run(w).posthoc_ema(0.07, step=95) for w in (workdir, toy_run))
   assert_same_bits(rewritten, original)
+
+
+def test_ema_command_writes_averages_that_load_run_and_sample_take(toy_run, tmp_path):
+  workdir = str(tmp_path / "copy")
+  shutil.copytree(toy_run, workdir)
+  cli.main(["ema", "--run", workdir, "--sigma-rel", "0.06", "0.08"])
+  run = analysis.load_run(workdir)
+  assert sorted(run.ema) == ["posthoc_sigma_rel_0.06", "posthoc_sigma_rel_0.08", "sigma_rel_0.05",
+                             "sigma_rel_0.07", "sigma_rel_0.1"]
+  assert_same_bits(run.ema["posthoc_sigma_rel_0.08"], run.posthoc_ema(0.08))
+  out = str(tmp_path / "samples.npz")
+  cli.main(["sample", "--run", workdir, "--ema", "posthoc_sigma_rel_0.08", "--num", "16", "--steps",
+            "4", "--out", out])
+  np.testing.assert_array_equal(
+      np.load(out)["images"], run.sample(num=16, num_steps=4, ema="posthoc_sigma_rel_0.08"))
+  assert not analysis.load_run(workdir, 50).ema.keys() & {"posthoc_sigma_rel_0.08"}
+
+
+def test_ema_sweep_scores_each_sigma_rel_beside_the_tracked_ones(toy_run, tmp_path, capsys):
+  workdir = str(tmp_path / "copy")
+  shutil.copytree(toy_run, workdir)
+  cli.main(["ema", "--run", workdir, "--sweep", "0.05:0.09:2"])
+  with open(os.path.join(workdir, "posthoc_ema", "sweep_100.json")) as f:
+    rows = json.load(f)
+  assert list(rows) == ["sigma_rel_0.05", "sigma_rel_0.07", "sigma_rel_0.1",
+                        "posthoc_sigma_rel_0.05", "posthoc_sigma_rel_0.09"]
+  # At the last snapshot the post-hoc 0.05 is the tracked one (weights 1 and ~1e-9).
+  np.testing.assert_allclose(rows["posthoc_sigma_rel_0.05"]["two_sample/mmd2"],
+                             rows["sigma_rel_0.05"]["two_sample/mmd2"], rtol=1e-3)
+  with open(os.path.join(workdir, "posthoc_ema", "sweep_100.png"), "rb") as f:
+    assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+  assert "posthoc_sigma_rel_0.09       0.090" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--sigma-rel", "0.3"], "--sigma-rel=0.3 is out of range: a σ_rel must lie in (0, 0.28)"),
+    (["--sweep", "0.1:0.05:3"], "--sweep 0.1:0.05:3: needs LO < HI and N >= 2"),
+    (["--sweep", "0.1:0.2"], "--sweep 0.1:0.2: give LO:HI:N, e.g. 0.02:0.20:10"),
+    (["--sweep", "0.1:0.3:4"], "--sweep=0.3 is out of range"),
+    (["--sigma-rel", "0.05", "--step", "60"],
+     "--step 60: the averages are kept beside a checkpoint, and"),
+    (["--sigma-rel", "0.05", "--judge", "runs/siglip_shapes"], "--judge scores a --sweep"),
+])
+def test_ema_command_bad_input_is_one_line_before_anything_loads(toy_run, capsys, monkeypatch,
+                                                                 args, expected):
+  monkeypatch.setattr(analysis, "load_run", None)  # reaching it would fail otherwise
+  line = cli_error_line(capsys, ["ema", "--run", toy_run] + args)
+  assert line.startswith(f"jaxmm ema: error: {expected}")
+
