@@ -1,10 +1,8 @@
 """Kill -9 a training process that writes EMA snapshots, past its newest checkpoint; the rerun
 resumes from that checkpoint and ends with the snapshots of a run that was never interrupted."""
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import jax
 import numpy as np
@@ -16,7 +14,7 @@ from jaxmm.runs import run_files
 
 from conftest import assert_same_bits
 from test_posthoc_ema_run import CONFIGS
-from test_resume_kill import _env
+from test_resume_kill import _env, kill_9_when_written
 
 pytestmark = pytest.mark.slow
 
@@ -52,19 +50,10 @@ def _snapshots(workdir) -> dict[int, dict]:
 
 def test_kill_9_then_rerun_writes_the_snapshots_of_an_uninterrupted_run(tmp_path):
   killed, straight = str(tmp_path / "killed"), str(tmp_path / "straight")
-  process = subprocess.Popen(_command(killed),
-                             env=_env(),
-                             stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL)
   # Snapshot 60 follows checkpoint 50 and comes 40 steps before checkpoint 100: the rerun
   # resumes at step 50 and finds snapshot 60 (and any later) already written.
-  after = os.path.join(killed, "ema_snapshots", str(EVERY + SNAPSHOT_EVERY))
-  deadline = time.time() + 600
-  while not os.path.isdir(after):  # orbax renames a step into place when complete
-    assert process.poll() is None and time.time() < deadline, "no snapshot 60"
-    time.sleep(0.005)
-  process.send_signal(signal.SIGKILL)
-  assert process.wait() == -signal.SIGKILL
+  kill_9_when_written(_command(killed),
+                      os.path.join(killed, "ema_snapshots", str(EVERY + SNAPSHOT_EVERY)))
   assert run_files.checkpoint_steps(killed) == [EVERY]
   for workdir in (killed, straight):
     subprocess.run(_command(workdir),

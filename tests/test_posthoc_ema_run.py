@@ -124,7 +124,10 @@ def test_training_sets_a_damaged_snapshot_aside_and_writes_it_again(toy_run, tmp
   shutil.rmtree(os.path.join(workdir, "checkpoints", "100"))  # the rerun resumes at step 50
   train.train(toy_config(), workdir, diffusion_experiment.build)
   assert os.listdir(os.path.join(workdir, "damaged_ema_snapshots")) == ["95"]
-  rewritten, original = (analysis.load_run(w).posthoc_ema(0.07, step=95) for w in (workdir, toy_run))
+  # Snapshot 95 alone: its own 0.07 average, weight 1.
+  rewritten, original = (analysis.load_run(w).posthoc_ema(0.07, step=95,
+                                                          profiles=["sigma_rel_0.07"])
+                         for w in (workdir, toy_run))
   assert_same_bits(rewritten, original)
 
 
