@@ -178,3 +178,13 @@ def test_ema_command_bad_input_is_one_line_before_anything_loads(toy_run, capsys
   line = cli_error_line(capsys, ["ema", "--run", toy_run] + args)
   assert line.startswith(f"jaxmm ema: error: {expected}")
 
+
+
+@pytest.mark.parametrize("overrides, expected", [
+    (["ema.snapshot_every=-1"], "ema.snapshot_every=-1 must be an integer >= 0"),
+    (["ema.sigma_rels=()"], "ema.snapshot_every snapshots the power EMAs, but ema.sigma_rels is "
+     "empty"),
+])
+def test_snapshot_every_is_a_step_count_with_power_emas_to_snapshot(overrides, expected):
+  with pytest.raises(errors.UserError, match=re.escape(expected)):
+    train.check_config(toy_config(*overrides))
