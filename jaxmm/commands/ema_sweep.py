@@ -27,11 +27,12 @@ SCORED_TYPES = ("judge", "two_sample")
 def scored_evals(config, judge: str | None) -> dict:
   """{name: settings} of the run's scoring evaluators, the judge's run set to `judge` if given;
   a `UserError` if there are none, or the judge has no run."""
-  evals = {name: copy.deepcopy(settings) for name, settings in (config.get("evals") or {}).items()
+  every_eval = config.get("evals") or {}
+  evals = {name: copy.deepcopy(settings) for name, settings in every_eval.items()
            if settings.type in SCORED_TYPES}
   if not evals:
     raise errors.UserError(f"--sweep scores samples with the run's {' or '.join(SCORED_TYPES)} "
-                           f"evaluator, and its config.evals has none ({sorted(config.evals)})")
+                           f"evaluator, and its config.evals has none ({sorted(every_eval)})")
   for name, settings in evals.items():
     settings.every = 1
     if settings.type == "judge":
