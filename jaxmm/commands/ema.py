@@ -58,7 +58,7 @@ def parse_sweep(value: str) -> np.ndarray:
     ema_lib.check_sigma_rel(sigma_rel, "--sweep")
   if not lo < hi or num < 2:
     raise errors.UserError(f"--sweep {value}: needs LO < HI and N >= 2, e.g. 0.02:0.20:10")
-  return np.linspace(lo, hi, num)
+  return np.round(np.linspace(lo, hi, num), 10)  # 0.04, not 0.04000000000000001
 
 
 def _step(workdir: str, step: int | None) -> int:

@@ -83,7 +83,7 @@ def table(rows: dict[str, dict]) -> str:
   lines = ["  ".join(["average".ljust(26), "σ_rel".rjust(6)] + [m.rjust(len(m)) for m in metrics])]
   for name, row in rows.items():
     lines.append("  ".join([name.ljust(26), f"{row['sigma_rel']:6.3f}"] +
-                           [f"{row[m]:{len(m)}.4f}" for m in metrics]))
+                           [f"{row[m]:{len(m)}.4g}" for m in metrics]))
   return "\n".join(lines)
 
 
