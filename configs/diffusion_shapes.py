@@ -113,8 +113,9 @@ def get_config(arg: str, *, schedule: str) -> ml_collections.ConfigDict:
       grad_clip_norm=1.0)
 
   # Sampling and evaluation use the first average. EDM2's power EMA adapts its
-  # length to the run (σ_rel = 0.10 of the training time).
-  config.ema = dict(decays=(), sigma_rels=(0.10,))
+  # length to the run (σ_rel = 0.10 of the training time). snapshot_every=N snapshots the
+  # power EMAs every N steps, from which `jaxmm ema` reconstructs any other σ_rel.
+  config.ema = dict(decays=(), sigma_rels=(0.10,), snapshot_every=0)
 
   # Evaluators (config.evals.NAME = dict(type=TYPE, every=N, ...); every=None: every
   # eval_every steps): a grid of every (shape, colour) pair, and a judge: a trained

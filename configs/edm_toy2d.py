@@ -42,7 +42,7 @@ def get_config():
                       warmup_steps=100,
                       schedule="cosine",
                       grad_clip_norm=1.0)
-  config.ema = dict(decays=(), sigma_rels=(0.10,))
+  config.ema = dict(decays=(), sigma_rels=(0.10,), snapshot_every=0)
   config.evals = dict(
       two_sample=dict(type="two_sample", every=None, num=4000, sampler="heun", num_steps=18))
   return config

@@ -81,7 +81,7 @@ def get_config(arg: str, *, loss: str, init_log_scale: float, init_bias, b2: flo
   config.keep_checkpoints = 3
   config.on_nonfinite = "stop"  # or "skip": leave non-finite updates out (jaxmm.train.nonfinite)
   # Parameter averages (jaxmm.train.ema): e.g. decays=(0.999,) or EDM2's sigma_rels=(0.05,).
-  config.ema = dict(decays=(), sigma_rels=())
+  config.ema = dict(decays=(), sigma_rels=(), snapshot_every=0)
   config.mesh = dict(v["mesh"])
   # Parameter subtrees a new run copies from another run (jaxmm.train.init_from), e.g.
   # workdir="runs/siglip_shapes", subtrees={"image_tower": "image_tower"}.

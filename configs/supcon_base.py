@@ -88,7 +88,7 @@ def get_config(arg: str, *, loss: str, dataset: str) -> ml_collections.ConfigDic
   config.eval_every = config.total_steps  # the probe and k-NN of the trained encoder
   config.keep_checkpoints = 3
   config.on_nonfinite = "stop"
-  config.ema = dict(decays=(), sigma_rels=())
+  config.ema = dict(decays=(), sigma_rels=(), snapshot_every=0)
   config.mesh = dict(v["mesh"])
   config.init_from = dict(workdir=None, step=None, subtrees={})
 

@@ -5,6 +5,7 @@
   run.embed_images(images), run.embed_texts(["a red circle"])  # image-text runs
   run.denoiser(x, sigma, labels), run.sample(num=48)            # diffusion runs
   run.metrics()["train/loss"]                                   # what the loop logged
+  run.posthoc_ema(0.05)                                         # EDM2's post-hoc EMA
 
 Without a mesh, arrays come back whole in host memory, whatever mesh trained
 the run. With `mesh=` (e.g. `jaxmm.parallel.make_mesh({'data': 2, 'fsdp': 2,
@@ -31,6 +32,7 @@ from jaxmm import errors
 from jaxmm import models
 from jaxmm import parallel
 from jaxmm.data import preprocess
+from jaxmm.runs import posthoc
 from jaxmm.runs import restore
 from jaxmm.runs import run_files
 from jaxmm.runs import sampling
@@ -112,6 +114,26 @@ class Run:
   def metrics(self) -> dict[str, np.ndarray]:
     """The logged metrics as columns {'step': [R], name: [R]}: `read_metrics(run.workdir)`."""
     return run_files.read_metrics(self.workdir)
+
+  def posthoc_ema(self,
+                  sigma_rel: float,
+                  *,
+                  step: int | None = None,
+                  profiles: list[str] | None = None) -> Any:
+    """The params of the power EMA with `sigma_rel` at `step` (default: the latest snapshot),
+    reconstructed from the run's EMA snapshots up to it (EDM2 Sec. 3.2, Algorithm 3:
+    `jaxmm.runs.posthoc.reconstruct`), like `params`: host numpy, or on the run's mesh.
+
+    `profiles` limits the snapshots' averages used (default: every power EMA).
+    Raises `UserError` for σ_rel outside (0, 0.28), a run without snapshots, or
+    a step before the second snapshot.
+    """
+    return posthoc.reconstruct(self.workdir,
+                               self.config,
+                               sigma_rel,
+                               self.params,
+                               step=step,
+                               profiles=profiles)
 
   def _require(self, function: str, *experiments: str) -> None:
     """Raises a UserError naming what this run offers unless it is a run of `experiments`."""

@@ -20,9 +20,9 @@ ORDER = ("commands", "experiments", "configs", "weights", "train", "evaluators",
          "sweeps", "data", "models", "losses", "diffusion", "parallel", "host")
 LEAVES = ("errors", "config_loading", "storage")
 
-# (importing package, imported package): a run's samples use its first EMA, named by the train
-# layer (runs/sampling.py); a sweep's summary reads its points' run files (sweeps/plan.py,
-# sweeps/summary.py).
+# (importing package, imported package): a run's averages are the train layer's EMA profiles
+# (runs/sampling.py picks the first, runs/posthoc.py reconstructs others from snapshots); a
+# sweep's summary reads its points' run files (sweeps/plan.py, sweeps/summary.py).
 UPWARD = {("runs", "train"), ("sweeps", "runs")}
 
 

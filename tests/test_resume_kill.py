@@ -34,6 +34,21 @@ def _env():
   return env
 
 
+def kill_9_when_written(command, path: str) -> None:
+  """Runs `command` and kills it with SIGKILL as soon as the folder `path` appears (orbax renames
+  a checkpoint into place when complete)."""
+  process = subprocess.Popen(command,
+                             env=_env(),
+                             stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+  deadline = time.time() + 600
+  while not os.path.isdir(path):
+    assert process.poll() is None and time.time() < deadline, f"no {path}"
+    time.sleep(0.005)
+  process.send_signal(signal.SIGKILL)
+  assert process.wait() == -signal.SIGKILL
+
+
 @pytest.mark.parametrize("source", ["tfds", "wds"])
 def test_kill_9_after_second_checkpoint_then_rerun(tmp_path, shapes_data_dir, shapes_shards,
                                                    tiny_overrides, source):
@@ -41,17 +56,8 @@ def test_kill_9_after_second_checkpoint_then_rerun(tmp_path, shapes_data_dir, sh
   if source != "tfds":  # 200 steps of 16 cross the 2,000 examples' first epoch
     overrides += shard_overrides(shapes_shards, source)
   killed = str(tmp_path / "killed")
-  process = subprocess.Popen(_command(killed, overrides, shapes_data_dir),
-                             env=_env(),
-                             stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL)
-  second = os.path.join(killed, "checkpoints", str(2 * EVERY))
-  deadline = time.time() + 600
-  while not os.path.isdir(second):  # orbax renames a checkpoint into place when complete
-    assert process.poll() is None and time.time() < deadline, "no second checkpoint"
-    time.sleep(0.02)
-  process.send_signal(signal.SIGKILL)
-  assert process.wait() == -signal.SIGKILL
+  kill_9_when_written(_command(killed, overrides, shapes_data_dir),
+                      os.path.join(killed, "checkpoints", str(2 * EVERY)))
   interrupted_at = analysis.checkpoint_steps(killed)[-1]
   assert 2 * EVERY <= interrupted_at < TOTAL
 

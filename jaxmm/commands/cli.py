@@ -2,6 +2,7 @@
 
   jaxmm train   --config configs/NAME.py[:ARG] --workdir DIR [--config.KEY=VALUE ...]
   jaxmm sample  --run DIR [--num N] [--guidance W] [--labels I,J ...] --out FILE.png|FILE.npz
+  jaxmm ema     --run DIR (--sigma-rel S [S ...] | --sweep LO:HI:N) [--step N]
   jaxmm inspect --config configs/NAME.py[:ARG] [--json] [--config.KEY=VALUE ...]
   jaxmm inspect --run DIR [--step N] [--json]
   jaxmm inspect --memory --config FILE.py[:ARG] [--devices N,...] [--batch-sizes B,...] [--json]
@@ -34,6 +35,7 @@ from jaxmm import config_loading
 from jaxmm import errors
 from jaxmm import host
 from jaxmm.commands import data as data_command
+from jaxmm.commands import ema as ema_command
 from jaxmm.commands import export_weights
 from jaxmm.commands import filter as filter_command
 from jaxmm.commands import import_weights
@@ -92,6 +94,12 @@ def _parser() -> argparse.ArgumentParser:
                   "Sample a trained diffusion run into a PNG grid or an .npz of arrays.",
                   sample.USAGE,
                   takes_config=False))
+  ema_command.add_arguments(
+      add_command("ema",
+                  "Reconstruct a diffusion run's power EMA of any σ_rel from its EMA snapshots "
+                  "(post-hoc EMA), or judge a range of them.",
+                  ema_command.USAGE,
+                  takes_config=False))
   sweep_parser = add_command(
       "sweep",
       "Run every point of a config's get_sweep() as a run, or summarize a sweep.",
@@ -147,6 +155,7 @@ def main(argv=None) -> None:
   # The commands that read no config of their own making: why each refuses overrides.
   without_config = {
       "sample": (sample.run, ": it samples the run's own config"),
+      "ema": (ema_command.run, ": it reads the run's own config"),
       "filter": (filter_command.run, ": it scores with the run's own config"),
       "data": (data_command.run, ""),
       "import": (import_weights.run, ": the architecture sets the config"),

@@ -70,21 +70,34 @@ def make_manager(workdir: str,
                  async_save: bool = True,
                  read_only: bool = False) -> ocp.CheckpointManager:
   """A CheckpointManager over workdir/checkpoints keeping the last `max_to_keep` steps."""
-  options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep,
-                                         create=not read_only,
-                                         enable_async_checkpointing=async_save,
-                                         read_only=read_only)
-  directory = os.path.join(storage.absolute(workdir), CHECKPOINT_DIR)
-  _drop_closed_loop_callbacks()  # before any read through this manager can fail
-  host.configure_saves()
-  if storage.is_file(directory):
-    raise UserError(f"{directory} is a file, but the run keeps its checkpoints there; move the "
-                    "file away or choose another --workdir")
   handlers = {
       "state": ocp.StandardCheckpointHandler(),
       "data": ocp.JsonCheckpointHandler(),
       "config": ocp.JsonCheckpointHandler()
   }
+  return make_folder_manager(workdir,
+                             CHECKPOINT_DIR,
+                             handlers,
+                             max_to_keep=max_to_keep,
+                             async_save=async_save,
+                             read_only=read_only)
+
+
+def make_folder_manager(workdir: str, folder: str, handlers: dict[str, Any], *,
+                        max_to_keep: int | None, async_save: bool = True,
+                        read_only: bool = False) -> ocp.CheckpointManager:
+  """A CheckpointManager of the items `handlers` names over workdir/`folder` (local or gs://),
+  keeping the last `max_to_keep` steps (None: all)."""
+  options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep,
+                                         create=not read_only,
+                                         enable_async_checkpointing=async_save,
+                                         read_only=read_only)
+  directory = os.path.join(storage.absolute(workdir), folder)
+  _drop_closed_loop_callbacks()  # before any read through this manager can fail
+  host.configure_saves()
+  if storage.is_file(directory):
+    raise UserError(f"{directory} is a file, but the run keeps its {folder} there; move the "
+                    "file away or choose another --workdir")
   return ocp.CheckpointManager(directory, options=options, item_handlers=handlers)
 
 
@@ -92,7 +105,8 @@ class SaveFailed(UserError):
   """Writing a checkpoint failed (disk full, permissions, a file where a folder should be)."""
 
 
-def _save_failed(manager: ocp.CheckpointManager, error: BaseException) -> SaveFailed:
+def save_failed(manager: ocp.CheckpointManager, error: BaseException) -> SaveFailed:
+  """The `SaveFailed` for `error`, raised writing through `manager`: what failed, what is kept."""
   message = " ".join(str(error).split())[:500] or type(error).__name__
   kept = manager.latest_step()
   kept = ("no checkpoint was written"
@@ -113,7 +127,7 @@ def save(manager: ocp.CheckpointManager, step: int, state: Any, data_position: d
                                          data=ocp.args.JsonSave(data_position),
                                          config=ocp.args.JsonSave(config_json)))
   except WRITE_ERRORS as e:
-    raise _save_failed(manager, e) from e
+    raise save_failed(manager, e) from e
 
 
 def raise_if_save_failed(manager: ocp.CheckpointManager) -> None:
@@ -132,7 +146,7 @@ def finish(manager: ocp.CheckpointManager) -> None:
   try:
     manager.wait_until_finished()
   except WRITE_ERRORS as e:
-    raise _save_failed(manager, e) from e
+    raise save_failed(manager, e) from e
 
 
 def restore(manager: ocp.CheckpointManager, step: int, target: Any) -> tuple[Any, dict]:
@@ -153,11 +167,11 @@ def restore_config(manager: ocp.CheckpointManager, step: int) -> dict:
   return manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"]
 
 
-def state_metadata(manager: ocp.CheckpointManager, step: int) -> Any:
-  """The saved state's tree of array metadata (shape, dtype), with no data read."""
-  metadata = manager.item_metadata(step)["state"]
+def state_metadata(manager: ocp.CheckpointManager, step: int, item: str = "state") -> Any:
+  """The saved `item`'s tree of array metadata (shape, dtype), with no data read."""
+  metadata = manager.item_metadata(step)[item]
   if metadata is None:  # orbax's answer when state/_METADATA is missing
-    raise FileNotFoundError(f"{manager.directory}/{step}/state/_METADATA is missing")
+    raise FileNotFoundError(f"{manager.directory}/{step}/{item}/_METADATA is missing")
   return metadata
 
 
@@ -199,21 +213,26 @@ def _host_targets(metadata: Any, max_bytes: int) -> Iterator[Any]:
     ])
 
 
-def unreadable(manager: ocp.CheckpointManager, step: int) -> Exception | None:
+def unreadable(manager: ocp.CheckpointManager,
+               step: int,
+               *,
+               arrays: str = "state",
+               json_items: tuple[str, ...] = ("config", "data")) -> Exception | None:
   """The error that reading checkpoint `step` back as saved raises, or None if all of it reads.
 
-  Every item is read: the config, the input position and each array of the
-  state, into host memory `CHECK_BYTES` at a time, with targets taken from the
-  checkpoint itself. So an error here is the files' (truncated, missing,
-  overwritten), never a reader's target or mesh: a restore that failed on an
-  intact checkpoint failed on what it asked for.
+  Every item is read: the JSON items (the config, the input position) and
+  each array of the `arrays` item (the state), into host memory `CHECK_BYTES`
+  at a time, with targets taken from the checkpoint itself. So an error here
+  is the files' (truncated, missing, overwritten), never a reader's target or
+  mesh: a restore that failed on an intact checkpoint failed on what it asked
+  for.
   """
   try:
-    manager.restore(step,
-                    args=ocp.args.Composite(config=ocp.args.JsonRestore(),
-                                            data=ocp.args.JsonRestore()))
-    state_dir = os.path.join(step_path(manager, step), "state")
-    for target in _host_targets(state_metadata(manager, step).tree, CHECK_BYTES):
+    if json_items:
+      restores = {item: ocp.args.JsonRestore() for item in json_items}
+      manager.restore(step, args=ocp.args.Composite(**restores))
+    state_dir = os.path.join(step_path(manager, step), arrays)
+    for target in _host_targets(state_metadata(manager, step, arrays).tree, CHECK_BYTES):
       read_arrays(state_dir, target)
   except MemoryError:
     raise  # the host's limit, not the files'
@@ -249,19 +268,25 @@ def damage(step_dir: str, error: BaseException) -> str:
           f"{message[:300]})")
 
 
-def set_aside(manager: ocp.CheckpointManager, step: int, error: BaseException) -> str:
-  """Moves checkpoint `step` to workdir/damaged_checkpoints/ with a warning; returns the new path.
+def set_aside(manager: ocp.CheckpointManager,
+              step: int,
+              error: BaseException,
+              *,
+              damaged_dir: str = DAMAGED_DIR,
+              what: str = "checkpoint") -> str:
+  """Moves checkpoint `step` to workdir/`damaged_dir`/ with a warning; returns the new path.
 
-  The manager is reloaded so that it no longer lists the step.
+  The manager is reloaded so that it no longer lists the step. `what` names the kind of
+  checkpoint in the warning.
   """
   step_dir = step_path(manager, step)
-  target_root = os.path.join(os.path.dirname(str(manager.directory)), DAMAGED_DIR)
+  target_root = os.path.join(os.path.dirname(str(manager.directory)), damaged_dir)
   storage.make_dirs(target_root)
   target, n = os.path.join(target_root, str(step)), 1
   while storage.exists(target):
     target, n = os.path.join(target_root, f"{step}.{n}"), n + 1
-  what = damage(step_dir, error)
+  problem = damage(step_dir, error)
   storage.move(step_dir, target)
   manager.reload()
-  log.warning("checkpoint %d is damaged and was moved to %s: %s", step, target, what)
+  log.warning("%s %d is damaged and was moved to %s: %s", what, step, target, problem)
   return target

@@ -16,6 +16,7 @@ import numpy as np
 
 from jaxmm.runs import run_files
 from jaxmm.runs import checkpoints
+from jaxmm.runs import posthoc
 
 
 def _saved_spec(meta) -> jax.sharding.PartitionSpec:
@@ -54,11 +55,15 @@ def restore_run(
   """(config, state, input position) of checkpoint `step` of `workdir` (None: the latest).
 
   The state is a dict of the train state's fields ('step', 'params',
-  'opt_state', and 'ema', 'model_state' where the run has them). A
-  checkpoint rotated out or damaged while it is read is handled as
+  'opt_state', and 'ema', 'model_state' where the run has them); 'ema' also
+  holds the averages `jaxmm ema` wrote at that step (`posthoc.read_written`).
+  A checkpoint rotated out or damaged while it is read is handled as
   `run_files.read_checkpoint` says.
   """
   with run_files.read_only_manager(workdir) as manager:
     _, (config, state, position) = run_files.read_checkpoint(
         manager, workdir, step, functools.partial(_restore, mesh=mesh))
+  written = posthoc.read_written(workdir, int(state["step"]), state["params"])
+  if written:
+    state["ema"] = {**state.get("ema", {}), **written}
   return config, state, position

@@ -83,7 +83,7 @@ def _what_to_pass(workdir: str) -> str:
 
 
 @contextlib.contextmanager
-def _quiet():
+def quiet():
   """Holds back library notes (orbax's read-only notes, jax's platform notes, Python
   warnings) while a checkpoint is read; errors still show, and exceptions propagate."""
   loggers = [logging.getLogger(name) for name in ("absl", "jax")]
@@ -105,7 +105,7 @@ def read_only_manager(workdir: str):
   is open. Raises `NoRun` if `workdir` has no checkpoints/ folder."""
   if not storage.is_dir(os.path.join(workdir, checkpoints.CHECKPOINT_DIR)):
     raise _no_run(workdir)
-  with _quiet():
+  with quiet():
     manager = checkpoints.make_manager(workdir, read_only=True)
     try:
       yield manager

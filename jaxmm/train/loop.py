@@ -25,6 +25,7 @@ from jaxmm import errors
 from jaxmm.errors import Interrupted
 from jaxmm import parallel
 from jaxmm.runs import checkpoints
+from jaxmm.runs import ema_snapshots
 from jaxmm.train import compatibility
 from jaxmm.train import ema as ema_lib
 from jaxmm.train import init_from
@@ -192,6 +193,9 @@ def _train(config, workdir, mesh, init_variables, loss_fn, train_data, evaluator
   log.info("mesh: %s", parallel.describe(mesh))
   tx, shardings, train_step = build_step(config, mesh, init_variables, loss_fn)
   manager = checkpoints.make_manager(workdir, max_to_keep=config.keep_checkpoints)
+  snapshot_every = ema_lib.snapshot_every(config.ema)
+  # Every manager that writes; a snapshot's manager keeps every step.
+  managers = [manager] + ([ema_snapshots.make_manager(workdir)] if snapshot_every else [])
   target = abstract_state(init_variables, tx, config.ema, shardings)
   resumed = _restore_newest_intact(manager, target, config)
   if resumed is None:
@@ -234,6 +238,11 @@ def _train(config, workdir, mesh, init_variables, loss_fn, train_data, evaluator
     checkpoints.save(manager, step, state, train_data.get_state(),
                      json.loads(config_loading.config_to_json(config)))
 
+  def snapshot(step):
+    check_pending()
+    ema_snapshots.save(managers[1], step,
+                       {name: state.ema[name] for name in ema_lib.power_sigma_rels(config.ema)})
+
   def evaluate(step, last):
     """Runs the evaluators due at `step`: those whose `every` divides it, all at the last."""
     due = [evaluator for every, evaluator in evaluators if last or step % every == 0]
@@ -256,12 +265,15 @@ def _train(config, workdir, mesh, init_variables, loss_fn, train_data, evaluator
         state, metrics = train_step(state, batch)
         pending.append((step, metrics))
         bar.update(1)
-        checkpoints.raise_if_save_failed(manager)
+        for writer_manager in managers:
+          checkpoints.raise_if_save_failed(writer_manager)
         last = step == config.total_steps
         if step % config.log_every == 0 or last:
           log_interval(step)
         if step % config.checkpoint_every == 0 or last:
           save(step)
+        if snapshot_every and (step % snapshot_every == 0 or last):
+          snapshot(step)
         evaluate(step, last)
         signum = stop.poll()
         if signum is not None:
@@ -274,8 +286,9 @@ def _train(config, workdir, mesh, init_variables, loss_fn, train_data, evaluator
       # its error raised) before the process moves on.
       bar.close()
       writer.close()
-      try:
-        checkpoints.finish(manager)
-      finally:
-        manager.close()
+      with contextlib.ExitStack() as closing:
+        for writer_manager in managers:
+          closing.callback(writer_manager.close)
+        for writer_manager in managers:
+          checkpoints.finish(writer_manager)
   return state
