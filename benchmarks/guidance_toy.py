@@ -32,7 +32,7 @@ NARROW = 2  # the narrow component of mixture_2d, in class 0
 BLUR = 0.1
 NUM_STEPS = 32
 FAR = 3.0
-WEIGHTS = (1.0, 2.0, 3.0, 4.0)
+SCALES = (1.0, 2.0, 3.0, 4.0)
 
 
 def guided_samples(method: str, w: float, n: int, seed: int = 0) -> list[np.ndarray]:
@@ -64,10 +64,10 @@ def scores(samples: list[np.ndarray], truth: np.ndarray) -> dict[str, float]:
 
 
 def table(n: int, seed: int = 0) -> dict[tuple[str, float], dict[str, float]]:
-  """(method, w) -> scores, for both methods and every w in WEIGHTS."""
+  """(method, w) -> scores, for both methods and every w in SCALES."""
   truth = np.asarray(diffusion.mixture_2d().sample(jax.random.key(seed + 100), n))
   return {(method, w): scores(guided_samples(method, w, n, seed), truth)
-          for method in ("cfg", "auto") for w in WEIGHTS}
+          for method in ("cfg", "auto") for w in SCALES}
 
 
 def main():
@@ -80,7 +80,7 @@ def main():
   print("| w | CFG MMD² | CFG off modes | CFG narrow share | auto MMD² | auto off modes | "
         "auto narrow share |")
   print("|---|---|---|---|---|---|---|")
-  for w in WEIGHTS:
+  for w in SCALES:
     cells = [f"{results[m, w]['mmd2']:.4f} | {results[m, w]['off_modes']:.1%} | "
              f"{results[m, w]['narrow_share']:.3f}" for m in ("cfg", "auto")]
     print(f"| {w:g} | " + " | ".join(cells) + " |")
