@@ -6,7 +6,7 @@ WORKDIR ?= runs/siglip_shapes
 CONFIG ?= configs/siglip_shapes.py
 PIP_VERSION := 26.3
 
-.PHONY: install train test test-slow peers bench clean
+.PHONY: install train train-guided test test-slow peers bench clean
 
 install: $(VENV)/.installed
 
@@ -18,6 +18,12 @@ $(VENV)/.installed: setup.py constraints.txt
 
 train: install
 	$(VENV)/bin/jaxmm train --config $(CONFIG) --workdir $(WORKDIR)
+
+# The diffusion default and its autoguidance guide, a smaller U-Net trained for fewer steps
+# (configs/edm_shapes.py, docs/guidance.md).
+train-guided: install
+	$(VENV)/bin/jaxmm train --config configs/edm_shapes.py --workdir runs/edm_shapes
+	$(VENV)/bin/jaxmm train --config configs/edm_shapes.py:guide --workdir runs/edm_shapes_guide
 
 # One pytest worker per core; a file's tests stay on one worker, so its fixtures train once.
 test: install

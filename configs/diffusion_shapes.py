@@ -121,7 +121,9 @@ def get_config(arg: str, *, schedule: str) -> ml_collections.ConfigDict:
   # eval_every steps): a grid of every (shape, colour) pair, and a judge: a trained
   # image-text run (`make train` writes runs/siglip_shapes) that scores samples of every
   # pair for conditional accuracy and FD. None: no judge. from_sigmas: noise levels from
-  # which test images are also denoised and judged, e.g. (0.3, 1.0).
+  # which test images are also denoised and judged, e.g. (0.3, 1.0). guide.run: autoguidance
+  # by that run (e.g. configs/edm_shapes.py:guide) instead of classifier-free guidance;
+  # guidance_interval: (lo, hi) to guide only where lo < σ <= hi (docs/guidance.md).
   config.evals = dict(
       sample_grid=dict(type="sample_grid",
                        every=None,
@@ -137,5 +139,7 @@ def get_config(arg: str, *, schedule: str) -> ml_collections.ConfigDict:
                  sampler="heun",
                  num_steps=18,
                  guidance=2.0,
+                 guide=dict(run=None, step=None, ema=None),
+                 guidance_interval=None,
                  from_sigmas=()))
   return config

@@ -221,13 +221,14 @@ class Run:
 
   @functools.cached_property
   def _denoise(self):
-    """jit(params, x, sigma, labels, guidance) -> D_w(x; σ) in the run's own preconditioning
-    (its config's schedule and schedule_args); guidance as `sampling.guidance_argument` gives
-    it, traced."""
+    """jit(params, x, sigma, labels, guidance, interval) -> D_w(x; σ) in the run's own
+    preconditioning (its config's schedule and schedule_args); guidance as
+    `sampling.guidance_argument` gives it, traced."""
     model, schedule = self.model, diffusion.schedule_from_config(self.config.diffusion)
 
-    def denoise(params, x, sigma, labels, guidance):
-      return sampling.denoiser(model, schedule, params, labels, guidance)(x, sigma)
+    def denoise(params, x, sigma, labels, guidance, interval):
+      return sampling.denoiser(model, schedule, params, labels, guidance,
+                               interval=interval)(x, sigma)
 
     return jax.jit(denoise)
 
@@ -236,7 +237,8 @@ class Run:
                sigma,
                labels=None,
                guidance: float = 1.0,
-               ema: str | None = None) -> np.ndarray:
+               ema: str | None = None,
+               guidance_interval=None) -> np.ndarray:
     """D(x; σ), float32 numpy [B, ...]: the preconditioned denoiser's estimate of the clean x.
 
     Args:
@@ -250,6 +252,8 @@ class Run:
         conditional denoiser.
       ema: a parameter average's name, 'none' for the raw parameters;
         default: the run's first average.
+      guidance_interval: (lo, hi): guidance only where lo < σ <= hi, the
+        conditional denoiser elsewhere; default: every σ.
     """
     self._require("denoiser", "diffusion")
     x = np.asarray(x, np.float32)
@@ -261,15 +265,31 @@ class Run:
         raise errors.UserError(f"run.denoiser: labels must be int {list(expected)} (one per "
                                f"example and label key {tuple(self.config.data.label_keys)}), "
                                f"not {list(labels.shape)}")
+    interval = diffusion.check_interval(guidance_interval, "guidance_interval")
     params = sampling.choose_params(self, ema)
     with self._on_mesh():
       return parallel.to_host(
-          self._denoise(params, x, sigma, labels, sampling.guidance_argument(labels, guidance)))
+          self._denoise(params, x, sigma, labels, sampling.guidance_argument(labels, guidance),
+                        interval))
 
   @functools.cached_property
   def _sampler(self):
     """The run's `jaxmm.runs.sampling.make_sampler`, kept so that each setting compiles once."""
     return sampling.make_sampler(self.model, self.config)
+
+  @functools.cached_property
+  def _guided_samplers(self) -> dict:
+    """Guide model config (JSON) -> `make_sampler` of this run guided by such a model."""
+    return {}
+
+  def _sampler_with(self, guide: "Run | None"):
+    """The sampler of this run, autoguided by runs with `guide`'s model when one is given."""
+    if guide is None:
+      return self._sampler
+    key = guide.config.model.to_json()
+    if key not in self._guided_samplers:
+      self._guided_samplers[key] = sampling.make_sampler(self.model, self.config, guide.model)
+    return self._guided_samplers[key]
 
   def sample(self,
              num: int = 64,
@@ -278,15 +298,21 @@ class Run:
              num_steps: int = 18,
              guidance: float = 1.0,
              seed: int = 0,
-             ema: str | None = None) -> np.ndarray:
+             ema: str | None = None,
+             guide: "Run | None" = None,
+             guide_ema: str | None = None,
+             guidance_interval=None) -> np.ndarray:
     """float32 samples [num, ...] (images on the data's [-1, 1] scale), as `jaxmm sample` draws
     them: `jaxmm.runs.sampling.sample_run`, so the same seed gives the same samples.
 
     `labels` are K-tuples cycled to `num` (default: the class grid, one row
     per class of the first label); `sampler` and `num_steps` are those of
-    `jaxmm.diffusion.sample`; `guidance` and `ema` as in `denoiser`. Compiled
-    once per (num, sampler, num_steps) for this run, and once more for
-    guidance other than 1.
+    `jaxmm.diffusion.sample`; `guidance`, `ema` and `guidance_interval` as in
+    `denoiser`. With `guide`, another run of the same data, labels and schedule
+    (`load_run(dir, step)`), guidance is autoguidance
+    D_guide + w·(D_main − D_guide) with the guide's average `guide_ema`
+    (default: its first). Compiled once per (num, sampler, num_steps) for
+    this run, and once more for guidance other than 1, an interval, a guide.
     """
     self._require("sample", "diffusion")
     with self._on_mesh():
@@ -298,5 +324,8 @@ class Run:
                                       guidance=guidance,
                                       labels=labels,
                                       seed=seed,
-                                      compiled=self._sampler)
+                                      compiled=self._sampler_with(guide),
+                                      guide=guide,
+                                      guide_ema=guide_ema,
+                                      guidance_interval=guidance_interval)
     return images

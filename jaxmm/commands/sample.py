@@ -1,7 +1,13 @@
 """`jaxmm sample`: samples of a trained diffusion run, as a PNG grid or an .npz of the arrays.
 
   jaxmm sample --run DIR [--step N] [--ema NAME] [--num N] [--sampler NAME] [--steps N]
-               [--guidance W] [--labels I,J ...] [--seed S] --out FILE.png|FILE.npz
+               [--guidance W] [--guide-run DIR [--guide-step N] [--guide-ema NAME]]
+               [--guidance-interval LO HI] [--labels I,J ...] [--seed S] --out FILE.png|FILE.npz
+
+Without --guide-run, --guidance is classifier-free guidance D_∅ + w·(D_c − D_∅);
+with it, autoguidance D_guide + w·(D_main − D_guide) by that run (a smaller or
+shorter-trained one of the same data, labels and schedule). --guidance-interval
+applies either only where LO < σ <= HI (`jaxmm.diffusion.guidance`).
 
 The samples are those of `Run.sample` with the same arguments
 (`jaxmm.runs.sampling.sample_run`). Every flag and --out are checked before the
@@ -17,7 +23,8 @@ from jaxmm.commands import flag_checks
 from jaxmm import storage
 
 USAGE = ("--run DIR [--step N] [--ema NAME] [--num N] [--sampler NAME] [--steps N] "
-         "[--guidance W] [--labels I,J ...] [--seed S] --out FILE.png|FILE.npz")
+         "[--guidance W] [--guide-run DIR [--guide-step N] [--guide-ema NAME]] "
+         "[--guidance-interval LO HI] [--labels I,J ...] [--seed S] --out FILE.png|FILE.npz")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,7 +41,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--guidance",
                       type=flag_checks.finite_float,
                       default=1.0,
-                      help="classifier-free guidance scale w (1: conditional, default)")
+                      help="guidance scale w (1: conditional, default): classifier-free, or "
+                      "autoguidance with --guide-run")
+  parser.add_argument("--guide-run",
+                      metavar="DIR",
+                      help="autoguidance: the workdir of a weaker run of the same data, labels "
+                      "and schedule (e.g. configs/edm_shapes.py:guide)")
+  parser.add_argument("--guide-step", type=int, help="the guide's checkpoint (default: latest)")
+  parser.add_argument("--guide-ema",
+                      metavar="NAME",
+                      help="the guide's parameter average, or 'none' (default: its first)")
+  parser.add_argument("--guidance-interval",
+                      nargs=2,
+                      type=float,
+                      metavar=("LO", "HI"),
+                      help="guide only where LO < σ <= HI (Kynkäänniemi et al. 2024), the "
+                      "conditional denoiser elsewhere (default: every σ)")
   parser.add_argument("--labels",
                       nargs="+",
                       metavar="I,J",
@@ -82,19 +104,28 @@ def write_samples(path: str, images: np.ndarray, labels: np.ndarray | None, conf
   sample_grid.write_png(path, images, columns)
 
 
+def _load(flag: str, workdir: str, step: int | None):
+  """`analysis.load_run(workdir, step)`, its failures as a `UserError` naming `flag`."""
+  from jaxmm import analysis  # pylint: disable=import-outside-toplevel
+  try:
+    return analysis.load_run(workdir, step)
+  except (FileNotFoundError, ValueError) as e:
+    raise errors.UserError(f"{flag} {workdir}: {e}") from e
+
+
 def run(args: argparse.Namespace) -> None:
   """Samples the run of --run into --out (module docstring)."""
   # Imported here so that the other commands need no diffusion start-up.
-  from jaxmm import analysis  # pylint: disable=import-outside-toplevel
   from jaxmm.runs import sampling  # pylint: disable=import-outside-toplevel
   if not args.out.endswith((".png", ".npz")):
     raise errors.UserError(f"--out {args.out}: end it in .png (a grid) or .npz (the arrays)")
   flag_checks.check_output_file("--out", args.out)
-  try:
-    trained = analysis.load_run(args.run, args.step)
-  except (FileNotFoundError, ValueError) as e:
-    raise errors.UserError(f"--run {args.run}: {e}") from e
+  if args.guide_run is None and (args.guide_step is not None or args.guide_ema is not None):
+    raise errors.UserError("--guide-step and --guide-ema choose the guide of --guide-run DIR; "
+                           "give --guide-run too")
+  trained = _load("--run", args.run, args.step)
   check_samples_path(args.out, trained.config)
+  guide = None if args.guide_run is None else _load("--guide-run", args.guide_run, args.guide_step)
   labels = None if args.labels is None else [_parse_labels(value) for value in args.labels]
   images, used_labels = sampling.sample_run(trained,
                                             ema=args.ema,
@@ -103,6 +134,9 @@ def run(args: argparse.Namespace) -> None:
                                             num_steps=args.steps,
                                             guidance=args.guidance,
                                             labels=labels,
-                                            seed=args.seed)
+                                            seed=args.seed,
+                                            guide=guide,
+                                            guide_ema=args.guide_ema,
+                                            guidance_interval=args.guidance_interval)
   write_samples(args.out, images, used_labels, trained.config)
   print(f"wrote {len(images)} samples of {args.run} (step {trained.step}) to {args.out}")

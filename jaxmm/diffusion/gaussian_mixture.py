@@ -59,6 +59,19 @@ class GaussianMixture:
     log_joint, posterior_means = self._components(x, sigma)
     return jnp.einsum("bk,bki->bi", jax.nn.softmax(log_joint, axis=-1), posterior_means)
 
+  def select(self, components, extra_variance=0.0):
+    """The mixture of `components` (indices) alone, weights renormalised, each covariance
+    widened by extra_variance·I: the data convolved with N(0, extra_variance·I)."""
+    components = list(components)
+    weights = self.weights[components]
+    covariances = self.covariances[components] + extra_variance * np.eye(self.means.shape[1])
+    return GaussianMixture(weights / weights.sum(), self.means[components], covariances)
+
+  def mahalanobis(self, x):
+    """float64 [n, K]: ‖x − μ_k‖ in the metric Σ_k⁻¹ for points x [n, D], each component."""
+    offsets = np.asarray(x, np.float64)[:, None, :] - self.means
+    return np.sqrt(np.einsum("nki,kij,nkj->nk", offsets, np.linalg.inv(self.covariances), offsets))
+
 
 def mixture_2d():
   """The 3-component 2-D mixture of the samplers' tests and benchmark.

@@ -16,7 +16,7 @@ Euler, which lands on D(x; σ_{N−1}); for the multistep methods it is their
 lower-order final step.
 
 `sample` draws x at sigma_max, builds the grid and runs one sampler by name;
-`nfe` counts the denoiser calls it makes.
+`call_sigmas` lists the σ of the denoiser calls it makes and `nfe` counts them.
 """
 import inspect
 import math
@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxmm import errors
+from jaxmm.diffusion import guidance
 from jaxmm.diffusion import sigmas as sigma_grids
 
 
@@ -314,15 +315,26 @@ SAMPLERS = {
     "langevin": sample_langevin,
 }
 
-# Denoiser calls for num_steps = n and the sampler's keyword arguments (defaults filled in).
-_NFE = {
-    "euler": lambda n, kw: n,
-    "heun": lambda n, kw: 2 * n - 1,
-    "ddim": lambda n, kw: n,
-    "dpmpp_2m": lambda n, kw: n,
-    "unipc": lambda n, kw: n,
-    "euler_maruyama": lambda n, kw: n,
-    "langevin": lambda n, kw: n * kw["steps_per_level"] + 1,
+def _heun_call_sigmas(sigmas, kw):
+  """σ̂_i and σ_{i+1} of every step, then σ̂_{N−1} (`sample_heun`'s churn raises σ_i to σ̂_i)."""
+  gamma = min(kw["S_churn"] / (len(sigmas) - 1), math.sqrt(2) - 1)
+  levels = sigmas[:-1]
+  churned = (kw["S_min"] <= levels) & (levels <= kw["S_max"])
+  one, gamma, zero = (sigmas.dtype.type(v) for v in (1, gamma, 0))  # the sampler's dtype
+  hat = levels * (one + np.where(churned, gamma, zero))
+  return np.append(np.stack([hat[:-1], levels[1:]], axis=1).ravel(), hat[-1])
+
+
+# The σ of each denoiser call, in order, for a grid sigmas [N + 1] and the sampler's keyword
+# arguments (defaults filled in).
+_CALL_SIGMAS = {
+    "euler": lambda s, kw: s[:-1],
+    "heun": _heun_call_sigmas,
+    "ddim": lambda s, kw: s[:-1],
+    "dpmpp_2m": lambda s, kw: s[:-1],
+    "unipc": lambda s, kw: s[:-1],
+    "euler_maruyama": lambda s, kw: s[:-1],
+    "langevin": lambda s, kw: np.append(np.repeat(s[:-1], kw["steps_per_level"]), s[-2]),
 }
 
 
@@ -380,8 +392,19 @@ def sample(denoiser,
   return fn(denoiser, x, grid, rng, **sampler_kw)
 
 
-def nfe(sampler, num_steps, **sampler_kw):
-  """The number of denoiser calls `sample(..., sampler=sampler, num_steps=num_steps, **sampler_kw)` makes."""
+def call_sigmas(sampler, num_steps, *, sigma_min=0.002, sigma_max=80.0, rho=7.0,
+                **sampler_kw) -> np.ndarray:
+  """float32 [nfe]: the σ at which `sample(...)` with these arguments calls the denoiser, in
+  order (the grid in float32, as the samplers step in the samples' dtype)."""
   fn = _sampler_fn(sampler, sampler_kw)
-  sigma_grids.check_num_steps(num_steps)
-  return _NFE[sampler](num_steps, {**_keyword_defaults(fn), **sampler_kw})
+  grid = np.asarray(sigma_grids.karras_sigmas(num_steps, sigma_min, sigma_max, rho), np.float32)
+  return _CALL_SIGMAS[sampler](grid, {**_keyword_defaults(fn), **sampler_kw})
+
+
+def nfe(sampler, num_steps, *, guided=False, interval=None, **sampler_kw):
+  """The number of network calls `sample(..., sampler=sampler, num_steps=num_steps,
+  **sampler_kw)` makes: one per denoiser call, or with a `guided` denoiser
+  (`guidance.extrapolate`) two per call at σ in `interval` (everywhere for None) and one
+  elsewhere. sampler_kw may hold sigma_min, sigma_max and rho (`call_sigmas`)."""
+  sigmas = call_sigmas(sampler, num_steps, **sampler_kw)
+  return guidance.network_calls(sigmas, interval) if guided else len(sigmas)

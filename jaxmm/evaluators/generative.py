@@ -8,7 +8,8 @@ params when there is none):
 
   sample_grid  a PNG of samples under workdir/samples/NAME/, one row per class
   judge        samples of every (shape, colour) pair scored by a trained
-               image-text run (`jaxmm.evaluators.judge`)
+               image-text run (`jaxmm.evaluators.judge`), guided as its settings
+               say: classifier-free, or autoguidance by `guide.run`, on an interval
   two_sample   MMD² between samples of the 2-D toy and exact draws of
                `jaxmm.diffusion.mixture_2d()`
 """
@@ -18,8 +19,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxmm import analysis
 from jaxmm import diffusion
 from jaxmm import errors
+from jaxmm import models
 from jaxmm import parallel
 from jaxmm.evaluators import judge as judge_lib
 from jaxmm.evaluators import sample_grid
@@ -52,6 +55,26 @@ def make_sample_grid(key, settings, parts):
   return evaluate
 
 
+def guided_sampler(key, settings, parts):
+  """(sample, keyword arguments) that sample as `settings` guide: `parts.sample`, or with
+  `settings.guide.run` a sampler autoguided by that run (its `step` and average `ema`), and
+  the interval `settings.guidance_interval`; every setting checked before anything compiles."""
+  interval = diffusion.check_interval(settings.get("guidance_interval"),
+                                      f"{key}.guidance_interval")
+  guide = settings.get("guide") or {}
+  if guide.get("run") is None:
+    return parts.sample, dict(interval=interval)
+  try:
+    guide_run = analysis.load_run(guide.run, guide.get("step"), mesh=parts.mesh)
+  except (FileNotFoundError, ValueError) as e:
+    raise errors.UserError(f"{key}.guide.run={guide.run!r}: {e}") from e
+  sampling.check_guide(parts.config, guide_run.config, f"{key}.guide.run")
+  guide_params = sampling.choose_params(guide_run, guide.get("ema"), f"{key}.guide.ema")
+  sample = sampling.make_sampler(models.get_model(parts.config.model), parts.config,
+                                 guide_run.model)
+  return sample, dict(interval=interval, guide_params=guide_params)
+
+
 def make_judge(key, settings, parts):
   """evaluate(params, step): samples of every (shape, colour) pair judged by a trained
   image-text run (`settings.run`): conditional accuracy overall and on the held-out
@@ -63,6 +86,10 @@ def make_judge(key, settings, parts):
   small σ means the model loses the labels in drawing the image, at low noise;
   accuracy that falls only from larger σ, in deciding them, at high noise. The
   σ is traced, so every σ shares one compiled sampler.
+
+  `settings.guide` (run, step, ema) makes the guidance autoguidance by that run,
+  and `settings.guidance_interval` (lo, hi) limits it to lo < σ <= hi
+  (`guided_sampler`).
   """
   config = parts.config
   from_sigmas = tuple(settings.get("from_sigmas", ()))
@@ -75,6 +102,7 @@ def make_judge(key, settings, parts):
     raise errors.UserError(f"{key}.from_sigmas denoises from each σ with one compiled "
                            "sampler, and 'unipc' needs its σ grid before compiling; set "
                            f"{key}.sampler to another sampler, e.g. 'heun'")
+  sample, guide_kw = guided_sampler(key, settings, parts)
   if settings.run is None:
     log.warning("%s.run is None: no judge; set --config.%s.run to a trained image-text run, "
                 "e.g. runs/siglip_shapes from `make train`", key, key)
@@ -95,14 +123,15 @@ def make_judge(key, settings, parts):
     """Samples [N, ...] of labels [N, K] with the judge's sampler settings, on the host;
     start_kw: `start` and `sigma_max` to denoise given images from that σ."""
     return parallel.to_host(
-        parts.sample(params,
-                     jax.random.key(config.seed + 1),
-                     jnp.asarray(labels),
-                     len(labels),
-                     sampler=settings.sampler,
-                     num_steps=settings.num_steps,
-                     guidance=settings.guidance,
-                     **start_kw))
+        sample(params,
+               jax.random.key(config.seed + 1),
+               jnp.asarray(labels),
+               len(labels),
+               sampler=settings.sampler,
+               num_steps=settings.num_steps,
+               guidance=settings.guidance,
+               **guide_kw,
+               **start_kw))
 
   def evaluate(params, step):
     del step

@@ -6,7 +6,8 @@ seed and settings give the same samples everywhere. The network F of a run
 (`config.model`) becomes the denoiser D(x; σ, c) = c_skip·x + c_out·F(c_in·x;
 c_noise, c) of the run's schedule (`jaxmm.diffusion.schedule_from_config`), and
 with guidance w ≠ 1 the classifier-free guided D_w
-(`jaxmm.diffusion.guided_denoiser`).
+(`jaxmm.diffusion.guided_denoiser`), or with a guide run the autoguided one
+(`jaxmm.diffusion.extrapolate`), optionally on a σ interval.
 """
 import itertools
 
@@ -44,47 +45,98 @@ def grid_labels(num_classes: tuple[int, ...], per_row: int) -> tuple[np.ndarray 
   return np.concatenate([pairs, rest], axis=1).astype(np.int32), num_classes[1]
 
 
-def denoiser(model, schedule, params, labels: jax.Array | None, guidance=None):
+def _conditional(model, schedule, params):
+  """D(x [B, ...], sigma [B], labels int [B, K] or None) -> x0_hat [B, ...] of `model`."""
+
+  def conditional(x, sigma, labels):
+    net = lambda x_in, c_noise: model.apply({"params": params}, x_in, c_noise, labels)
+    return diffusion.denoiser(net, schedule)(x, sigma)
+
+  return conditional
+
+
+def denoiser(model,
+             schedule,
+             params,
+             labels: jax.Array | None,
+             guidance=None,
+             *,
+             interval=None,
+             guide=None):
   """D(x [B, ...], sigma [B]) -> x0_hat [B, ...] of the network `model` with `params`.
 
   guidance None: the denoiser conditioned on `labels` (int [B, K], or None
   for an unconditional model), one network call; a float or traced scalar w:
-  the guided D_w = D_∅ + w·(D_c − D_∅), two calls. `guidance_argument`
-  picks between them for a concrete w.
+  the guided D_w, two calls where σ is in `interval` ((lo, hi), None:
+  everywhere), one elsewhere: D_∅ + w·(D_c − D_∅), or with `guide` (the guide
+  run's (model, params), same schedule) D_guide + w·(D_main − D_guide).
+  `guidance_argument` picks between them for a concrete w.
   """
-
-  def conditional(x, sigma, labels_):
-    net = lambda x_in, c_noise: model.apply({"params": params}, x_in, c_noise, labels_)
-    return diffusion.denoiser(net, schedule)(x, sigma)
-
+  conditional = _conditional(model, schedule, params)
   if guidance is None:
     return lambda x, sigma: conditional(x, sigma, labels)
-  return diffusion.guided_denoiser(conditional, labels, guidance)
+  if guide is None:
+    return diffusion.guided_denoiser(conditional, labels, guidance, interval)
+  guide_model, guide_params = guide
+  guide_conditional = _conditional(guide_model, schedule, guide_params)
+  return diffusion.extrapolate(lambda x, sigma: conditional(x, sigma, labels),
+                               lambda x, sigma: guide_conditional(x, sigma, labels), guidance,
+                               interval)
 
 
-def guidance_argument(labels, guidance: float) -> float | None:
+def guidance_argument(labels, guidance: float, autoguided: bool = False) -> float | None:
   """What to pass `denoiser` for guidance w: None where D_w is the conditional denoiser (w = 1,
-  or no labels), so that no unconditional pass is compiled; else w, which a jitted caller
-  traces, so that every w shares one compilation."""
-  return None if labels is None or guidance == 1.0 else float(guidance)
+  or no labels and no guide run), so that no second pass is compiled; else w, which a jitted
+  caller traces, so that every w shares one compilation."""
+  if guidance == 1.0 or (labels is None and not autoguided):
+    return None
+  return float(guidance)
 
 
-def make_sampler(model, config: ml_collections.ConfigDict):
+def check_guide(config, guide_config, flag: str = "--guide-run") -> None:
+  """Raises `UserError` unless the run of `guide_config` can guide the run of `config`:
+  a diffusion run on examples of the same shape, with the same labels and schedule."""
+  if guide_config.experiment != "diffusion":
+    raise errors.UserError(f"{flag}: the guide is an experiment={guide_config.experiment!r} "
+                           "run; give a diffusion run of the same data, e.g. one trained with "
+                           "configs/edm_shapes.py:guide")
+  checks = (
+      ("examples of shape", lambda c: data.example_shape(c.data),
+       "train the guide on the same data"),
+      ("labels", lambda c: (tuple(c.data.label_keys), tuple(c.model.num_classes)),
+       "train the guide with the same data.label_keys and model.num_classes"),
+      ("schedule", lambda c: diffusion.schedule_from_config(c.diffusion),
+       "train the guide with the same diffusion.schedule and schedule_args"),
+  )
+  for what, of, fix in checks:
+    main_value, guide_value = of(config), of(guide_config)
+    if main_value != guide_value:
+      raise errors.UserError(f"{flag}: the guide has {what} {guide_value}, the run {main_value}; "
+                             f"{fix}")
+
+
+def make_sampler(model, config: ml_collections.ConfigDict, guide_model=None):
   """sample(params, rng, labels [N, K] or None, num, *, sampler, num_steps, guidance,
-  start=None, sigma_max=None) -> [N, ...].
+  interval=None, guide_params=None, start=None, sigma_max=None) -> [N, ...].
+
+  With `guide_model` (the guide run's network, `check_guide`) and `guide_params`,
+  guidance is autoguidance; `interval` (lo, hi) limits guidance to σ in (lo, hi].
 
   σ runs from sigma_max (default: the schedule's) down to the schedule's
   sigma_min; with `start` [N, ...] the samples are those examples noised to
   sigma_max and denoised (SDEdit, `jaxmm.diffusion.sample`). Compiled once
   per (num, sampler, num_steps), whether it is guided (`guidance_argument`),
-  whether a start and a sigma_max are given; guidance and sigma_max are
-  traced, so their values share it.
+  whether a start, a sigma_max and an interval are given; guidance, the
+  interval and sigma_max are traced, so their values share it.
   """
   schedule = diffusion.schedule_from_config(config.diffusion)
   shape = data.example_shape(config.data)
 
-  def run(params, rng, labels, guidance, start, sigma_max, *, num, sampler, num_steps):
-    return diffusion.sample(denoiser(model, schedule, params, labels, guidance),
+  def run(params, rng, labels, guidance, interval, guide_params, start, sigma_max, *, num,
+          sampler, num_steps):
+    guide = None if guide_params is None else (guide_model, guide_params)
+    return diffusion.sample(denoiser(model, schedule, params, labels, guidance,
+                                     interval=interval, guide=guide),
                             rng, (num,) + shape,
                             sampler=sampler,
                             num_steps=num_steps,
@@ -102,12 +154,16 @@ def make_sampler(model, config: ml_collections.ConfigDict):
              sampler="heun",
              num_steps=18,
              guidance=1.0,
+             interval=None,
+             guide_params=None,
              start=None,
              sigma_max=None):
     return compiled(params,
                     rng,
                     labels,
-                    guidance_argument(labels, guidance),
+                    guidance_argument(labels, guidance, guide_params is not None),
+                    interval,
+                    guide_params,
                     start,
                     sigma_max,
                     num=num,
@@ -123,15 +179,15 @@ def eval_params(state, config: ml_collections.ConfigDict):
   return state.ema[names[0]] if names else state.params
 
 
-def choose_params(run, ema: str | None):
-  """The parameters of `run` named by `ema`: an average's name, 'none' for the raw parameters,
-  None for the run's first average (the raw parameters if it keeps none)."""
+def choose_params(run, ema: str | None, flag: str = "--ema"):
+  """The parameters of `run` named by `ema` (the option `flag`): an average's name, 'none' for
+  the raw parameters, None for the run's first average (the raw parameters if it keeps none)."""
   if ema == "none":
     return run.params
   if ema is None:
     return run.ema[ema_lib.names(run.config.ema)[0]] if run.ema else run.params
   if ema not in run.ema:
-    raise errors.UserError(f"--ema {ema}: the run keeps {sorted(run.ema) or 'no averages'}; "
+    raise errors.UserError(f"{flag} {ema}: the run keeps {sorted(run.ema) or 'no averages'}; "
                            "name one of them, or 'none' for the raw parameters")
   return run.ema[ema]
 
@@ -183,15 +239,20 @@ def sample_run(run,
                guidance: float = 1.0,
                labels=None,
                seed: int = 0,
-               compiled=None) -> tuple[np.ndarray, np.ndarray | None]:
+               compiled=None,
+               guide=None,
+               guide_ema: str | None = None,
+               guidance_interval=None) -> tuple[np.ndarray, np.ndarray | None]:
   """(samples [num, ...], labels int32 [num, K] or None) of a run loaded by `load_run`.
 
   Every argument is checked before anything compiles. `ema` names the
   parameter average (default: the run's first; 'none': the raw parameters);
   `labels` are K-tuples (a list, or an int array [N, K]), cycled to `num`
-  (default: one row per class).
-  `compiled` is a `make_sampler(model, run.config)` to reuse across calls
-  (default: a new one).
+  (default: one row per class). `guide` is a run loaded by `load_run` that
+  guides this one (autoguidance) with its average `guide_ema`;
+  `guidance_interval` (lo, hi) limits guidance to lo < σ <= hi.
+  `compiled` is a `make_sampler(model, run.config, guide model)` to reuse
+  across calls (default: a new one).
   """
   config = run.config
   if config.experiment != "diffusion":
@@ -199,18 +260,26 @@ def sample_run(run,
                            "needs a diffusion run")
   errors.integer_at_least("--num", num, 1)
   diffusion.nfe(sampler, num_steps)  # an unknown sampler or num_steps < 1 fails here
-  if guidance != 1.0 and not config.diffusion.label_dropout:
+  interval = diffusion.check_interval(guidance_interval, "--guidance-interval")
+  guide_params = None
+  if guide is not None:
+    check_guide(config, guide.config)
+    guide_params = choose_params(guide, guide_ema, "--guide-ema")
+  elif guidance != 1.0 and not config.diffusion.label_dropout:
     raise errors.UserError(f"--guidance {guidance}: the run was trained without label dropout "
                            "(diffusion.label_dropout=0), so it has no unconditional denoiser to "
-                           "guide with; use --guidance 1")
+                           "guide with; use --guidance 1, or autoguidance with --guide-run DIR")
   params = choose_params(run, ema)
   labels = sample_labels(config, labels, num)
-  sample = compiled or make_sampler(models.get_model(config.model), config)
+  sample = compiled or make_sampler(models.get_model(config.model), config,
+                                    None if guide is None else guide.model)
   images = sample(params,
                   jax.random.key(seed),
                   None if labels is None else jnp.asarray(labels),
                   num,
                   sampler=sampler,
                   num_steps=num_steps,
-                  guidance=guidance)
+                  guidance=guidance,
+                  interval=interval,
+                  guide_params=guide_params)
   return parallel.to_host(images), labels
