@@ -57,7 +57,7 @@ def parse_args(argv):
 
 
 def topology_devices(name: str) -> list:
-  """The abstract devices of TPU slice `name`; a SystemExit saying what is missing without libtpu."""
+  """The abstract devices of TPU slice `name`; without libtpu, a SystemExit naming it."""
   try:
     return topologies.get_topology_desc(platform="tpu", **TOPOLOGIES[name]).devices
   except Exception as e:  # pylint: disable=broad-except
@@ -67,7 +67,8 @@ def topology_devices(name: str) -> list:
 
 def collective_counts(hlo_text: str) -> collections.Counter:
   """{collective op kind: occurrences} in the compiled HLO text."""
-  return collections.Counter(m.group(1) + (m.group(2) or "") for m in COLLECTIVES.finditer(hlo_text))
+  return collections.Counter(
+      m.group(1) + (m.group(2) or "") for m in COLLECTIVES.finditer(hlo_text))
 
 
 def main(argv=None):

@@ -1,5 +1,6 @@
 """benchmarks/gpu/run.sh and benchmarks/tpu_aot.py without an accelerator: the steps' command
-lines, the imports a GPU image without tensorflow_datasets must satisfy, the HLO collective count."""
+lines, the imports that a GPU image without tensorflow_datasets must satisfy, and the HLO
+collective count."""
 import importlib
 import os
 import subprocess

@@ -30,25 +30,34 @@ export JAX_COMPILATION_CACHE_DIR="$out/../jax-cache" PYTHONUNBUFFERED=1
 mfu=(benchmarks/train_step_mfu.py --config configs/siglip_shapes.py:base
      --config.model.attention=cudnn --steps 10)
 profile_steps=3
-# name, seconds, command. Priority order: ViT-B/16 MFU and its profile, batch 1,024 with
-# rematerialisation, jaxmm against open_clip, the diffusion step against PyTorch at its best.
+# Each step: name, seconds, command, in priority order: ViT-B/16 MFU and its profile, batch 1,024
+# with rematerialisation, jaxmm against open_clip, the diffusion step against PyTorch at its best.
+steps=()
+add() {
+  local name=$1 seconds=$2
+  shift 2
+  steps+=("$name|$seconds|$*")
+}
 if [[ $mode == dry ]]; then
   mfu=(benchmarks/train_step_mfu.py --config configs/siglip_shapes.py:small --steps 1 --warmup 0)
   profile_steps=1
-  steps=(
-    "mfu_profile|300|${mfu[*]} --batch-sizes 8,16 --config.model.remat=False --profile $out/trace --profile-steps 1"
-    "mfu_remat|300|${mfu[*]} --batch-sizes 16 --config.model.remat=True"
-    "vs_open_clip|300|benchmarks/step_throughput.py --device cpu --dtype fp32 --batch 8 --rounds 1 --steps 1 --warmup 1"
-    "diffusion|300|benchmarks/diffusion_step.py --dtypes fp32 --batch-size 8 --channels 16 --rounds 1 --steps 1 --warmup 1 --torch-modes eager,best"
-  )
+  add mfu_profile 300 "${mfu[@]}" --batch-sizes 8,16 --config.model.remat=False \
+    --profile "$out/trace" --profile-steps 1
+  add mfu_remat 300 "${mfu[@]}" --batch-sizes 16 --config.model.remat=True
+  add vs_open_clip 300 benchmarks/step_throughput.py --device cpu --dtype fp32 --batch 8 \
+    --rounds 1 --steps 1 --warmup 1
+  add diffusion 300 benchmarks/diffusion_step.py --dtypes fp32 --batch-size 8 --channels 16 \
+    --rounds 1 --steps 1 --warmup 1 --torch-modes eager,best
 else
-  steps=(
-    "mfu_profile|160|${mfu[*]} --batch-sizes 256,512 --config.model.remat=False --profile $out/trace"
-    "mfu_remat|90|${mfu[*]} --batch-sizes 1024 --config.model.remat=True"
-    "vs_open_clip|110|benchmarks/step_throughput.py --device cuda --model base --dtype bf16 --batch 256 --rounds 3 --steps 10"
-    "diffusion|120|benchmarks/diffusion_step.py --dtypes bf16 --batch-size 256 --steps 20 --rounds 3 --torch-modes eager,compiled,best"
-    "diffusion_wide|60|benchmarks/diffusion_step.py --dtypes bf16 --batch-size 1024 --channels 128 --steps 10 --rounds 3 --torch-modes best"
-  )
+  add mfu_profile 160 "${mfu[@]}" --batch-sizes 256,512 --config.model.remat=False \
+    --profile "$out/trace"
+  add mfu_remat 90 "${mfu[@]}" --batch-sizes 1024 --config.model.remat=True
+  add vs_open_clip 110 benchmarks/step_throughput.py --device cuda --model base --dtype bf16 \
+    --batch 256 --rounds 3 --steps 10
+  add diffusion 120 benchmarks/diffusion_step.py --dtypes bf16 --batch-size 256 --steps 20 \
+    --rounds 3 --torch-modes eager,compiled,best
+  add diffusion_wide 60 benchmarks/diffusion_step.py --dtypes bf16 --batch-size 1024 \
+    --channels 128 --steps 10 --rounds 3 --torch-modes best
 fi
 
 if [[ $mode == plan ]]; then

@@ -16,7 +16,8 @@ dest=.whl
 # name -> version pinned in constraints.txt or requirements-peers.txt.
 pin() {
   local version
-  version=$(grep -ih "^$1==" constraints.txt benchmarks/requirements-peers.txt | head -1 | cut -d= -f3)
+  version=$(grep -ih "^$1==" constraints.txt benchmarks/requirements-peers.txt | head -1 |
+    cut -d= -f3)
   [[ -n "$version" ]] || { echo "wheels.sh: $1 is not pinned" >&2; exit 1; }
   echo "$1==$version"
 }
