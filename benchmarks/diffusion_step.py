@@ -13,9 +13,11 @@ jaxmm's step is exactly the one `jaxmm train` runs: the config, then
 `jaxmm.train.build_step` with `jaxmm.train.model_init.make_init_variables` and
 `experiments.diffusion.make_loss_fn`, on a one-device mesh. The reference is
 diffusers' UNet2DModel in the same layout with the same loss written in torch
-(diffusers_reference.py says what differs), on `TORCH_THREADS` threads, both eager and under
-`torch.compile`. Where JAX's default backend is a GPU, both sides run on
-that GPU (torch on 'cuda', its timings synchronised). Every side is
+(diffusers_reference.py says what differs), on `TORCH_THREADS` threads, in the
+`--torch-modes` of TORCH_MODES: eager, the loss under `torch.compile`, and 'best' (also CUDA
+graphs on a GPU and fused AdamW; `--channels` widens the network where a GPU idles).
+Where JAX's default backend is a GPU, both sides run on that GPU (torch on
+'cuda', its timings synchronised). Every side is
 compiled and warmed up first; then the sides run in turn, `--rounds` times
 `--steps` steps each, so that load from other processes hits all alike.
 The table gives the median over rounds of the time per step, examples/s,
