@@ -167,7 +167,7 @@ def benchmark(dtype: str, args) -> dict:
       "torch convs":
           TorchConvs(convs, bf16=dtype == "bf16"),
       "torch step":
-          diffusion_step.TorchSide(config, batch, compiled=False),
+          diffusion_step.TorchSide(config, batch, mode="eager"),
   }
   for side in sides.values():
     side.run(1)  # compiles

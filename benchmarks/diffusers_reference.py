@@ -104,8 +104,9 @@ def class_index(labels: torch.Tensor, num_classes) -> torch.Tensor:
   return index
 
 
-def make_optimizer(model: torch.nn.Module, optim) -> torch.optim.AdamW:
-  """AdamW with weight decay on parameters of rank >= 2 only (jaxmm.train.make_optimizer)."""
+def make_optimizer(model: torch.nn.Module, optim, fused: bool = False) -> torch.optim.AdamW:
+  """AdamW with weight decay on parameters of rank >= 2 only (jaxmm.train.make_optimizer);
+  `fused`: one fused kernel for all parameters, else one multi-tensor (foreach) pass per op."""
   params = list(model.parameters())
   groups = [
       {
@@ -121,7 +122,8 @@ def make_optimizer(model: torch.nn.Module, optim) -> torch.optim.AdamW:
                            lr=optim.lr,
                            betas=(optim.b1, optim.b2),
                            eps=optim.eps,
-                           foreach=True)
+                           foreach=not fused,
+                           fused=fused)
 
 
 def make_loss_fn(model: PatchedUNet, config, bf16: bool):
@@ -155,16 +157,22 @@ def make_loss_fn(model: PatchedUNet, config, bf16: bool):
   return loss_fn
 
 
-def make_train_step(model: PatchedUNet, config, bf16: bool, compile_loss: bool):
+def make_train_step(model: PatchedUNet, config, bf16: bool, mode: str):
   """train_step(images, labels) -> loss: EDM loss, backward, clip, AdamW, power EMA.
 
-  `compile_loss` compiles the network and the loss with `torch.compile`
-  (inductor); the backward pass is compiled with it, the optimizer stays eager.
+  `mode` says how the step runs: 'eager'; 'compiled': the network and the
+  loss under torch.compile (forward and backward), the optimizer eager;
+  'best': also CUDA graphs on a GPU (mode='reduce-overhead') and fused
+  AdamW, what a careful PyTorch training script runs. The EMA is one multi-tensor
+  lerp per average in every mode; the backward pass cannot be traced into the
+  same graph as the update (it runs in autograd's engine), so 'best' is as far
+  as torch.compile takes a whole step without compiled autograd.
   """
-  optimizer = make_optimizer(model, config.optim)
+  optimizer = make_optimizer(model, config.optim, fused=mode == "best")
   loss_fn = make_loss_fn(model, config, bf16)
-  if compile_loss:
-    loss_fn = torch.compile(loss_fn)
+  if mode != "eager":
+    cuda_graphs = mode == "best" and next(model.parameters()).is_cuda
+    loss_fn = torch.compile(loss_fn, mode="reduce-overhead" if cuda_graphs else None)
   params = list(model.parameters())
   # One average per profile of config.ema, each with its decay β_t after update t.
   betas = [lambda t, d=d: d for d in config.ema.decays]

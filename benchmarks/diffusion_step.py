@@ -13,9 +13,11 @@ jaxmm's step is exactly the one `jaxmm train` runs: the config, then
 `jaxmm.train.build_step` with `jaxmm.train.model_init.make_init_variables` and
 `experiments.diffusion.make_loss_fn`, on a one-device mesh. The reference is
 diffusers' UNet2DModel in the same layout with the same loss written in torch
-(diffusers_reference.py says what differs), on `TORCH_THREADS` threads, both eager and under
-`torch.compile`. Where JAX's default backend is a GPU, both sides run on
-that GPU (torch on 'cuda', its timings synchronised). Every side is
+(diffusers_reference.py says what differs), on `TORCH_THREADS` threads, in the
+`--torch-modes` of TORCH_MODES: eager, the loss under `torch.compile`, and 'best' (also CUDA
+graphs on a GPU and fused AdamW; `--channels` widens the network where a GPU idles).
+Where JAX's default backend is a GPU, both sides run on that GPU (torch on
+'cuda', its timings synchronised). Every side is
 compiled and warmed up first; then the sides run in turn, `--rounds` times
 `--steps` steps each, so that load from other processes hits all alike.
 The table gives the median over rounds of the time per step, examples/s,
@@ -65,7 +67,8 @@ import step_throughput
 CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs", "edm_shapes.py")
 DTYPES = {"fp32": "float32", "bf16": "bfloat16"}
 TORCH_THREADS = 2
-TORCH_MODES = ("eager", "compiled")
+# The modes of diffusers_reference.make_train_step.
+TORCH_MODES = ("eager", "compiled", "best")
 
 
 def parse_args(argv=None, description: str = __doc__):
@@ -85,24 +88,35 @@ def parse_args(argv=None, description: str = __doc__):
   parser.add_argument("--dtypes",
                       default="fp32,bf16",
                       help="comma-separated, from: " + ", ".join(DTYPES))
+  parser.add_argument("--channels",
+                      type=int,
+                      default=None,
+                      help="model.channels, the width of the first level (default: the config's)")
+  parser.add_argument("--torch-modes",
+                      default="eager,compiled",
+                      help="comma-separated torch sides, from: " + ", ".join(TORCH_MODES))
   parser.add_argument("--json", metavar="FILE", help="also write the results to FILE, as JSON")
   args = parser.parse_args(argv)
-  args.dtypes = args.dtypes.split(",")
-  for dtype in args.dtypes:
-    if dtype not in DTYPES:
-      parser.error(f"--dtypes: {dtype!r} is not one of {', '.join(DTYPES)}")
+  args.dtypes, args.torch_modes = args.dtypes.split(","), args.torch_modes.split(",")
+  for flag, values, valid in (("--dtypes", args.dtypes, DTYPES),
+                              ("--torch-modes", args.torch_modes, TORCH_MODES)):
+    for value in values:
+      if value not in valid:
+        parser.error(f"{flag}: {value!r} is not one of {', '.join(valid)}")
   return args
 
 
-def jaxmm_config(batch_size: int | None, dtype: str):
-  """configs/edm_shapes.py (U-Net) with the benchmark's batch and compute dtype, on one device,
-  and AdamW (the config trains with Muon) to match torch's optimizer."""
+def jaxmm_config(batch_size: int | None, dtype: str, channels: int | None = None):
+  """configs/edm_shapes.py (U-Net) with the benchmark's batch, width and compute dtype, on one
+  device, and AdamW (the config trains with Muon) to match torch's optimizer."""
   config = config_loading.load_config(CONFIG)
   overrides = [
       f"model.dtype={dtype}", "mesh.data=1", "mesh.fsdp=1", "mesh.tensor=1", "optim.name=adamw"
   ]
   if batch_size is not None:
     overrides.append(f"batch_size={batch_size}")
+  if channels is not None:
+    overrides.append(f"model.channels={channels}")
   return config_loading.apply_overrides(config, overrides)
 
 
@@ -123,9 +137,9 @@ def diffusion_parts(model, config, mesh):
 
 
 class TorchSide:
-  """diffusers' UNet2DModel with the EDM loss and AdamW, eager or under torch.compile."""
+  """diffusers' UNet2DModel with the EDM loss and AdamW, in one of TORCH_MODES."""
 
-  def __init__(self, config, batch: dict[str, np.ndarray], compiled: bool):
+  def __init__(self, config, batch: dict[str, np.ndarray], mode: str):
     import torch  # pylint: disable=import-outside-toplevel
     import diffusers_reference as reference  # pylint: disable=import-outside-toplevel
     torch.set_num_threads(TORCH_THREADS)
@@ -136,7 +150,7 @@ class TorchSide:
     self.step = reference.make_train_step(model,
                                           config,
                                           bf16=config.model.dtype == "bfloat16",
-                                          compile_loss=compiled)
+                                          mode=mode)
     self.images, self.labels = (t.to(self.device)
                                 for t in reference.to_torch_batch(batch, config.data.label_keys))
 
@@ -166,24 +180,25 @@ def torch_device() -> str:
 
 def benchmark(dtype: str, args) -> dict:
   """Median seconds per step of every side over alternating rounds, and the step's FLOPs."""
-  config = jaxmm_config(args.batch_size, DTYPES[dtype])
+  config = jaxmm_config(args.batch_size, DTYPES[dtype], args.channels)
   batch = random_batch(config)
   sides, setup_s = {}, {}
-  for name in ("jaxmm",) + tuple(f"torch {mode}" for mode in TORCH_MODES):
+  for name in ("jaxmm",) + tuple(f"torch {mode}" for mode in args.torch_modes):
     start = time.perf_counter()
     if name == "jaxmm":
       sides[name] = jaxmm_step.CompiledStep(config, batch, jax.devices()[:1], diffusion_parts)
     else:
-      sides[name] = TorchSide(config, batch, compiled=name == "torch compiled")
+      sides[name] = TorchSide(config, batch, mode=name.split()[1])
     sides[name].run(1)  # compiles (jaxmm, torch.compile)
     setup_s[name] = time.perf_counter() - start
     print(f"{dtype} {name}: built and compiled in {setup_s[name]:.1f} s", flush=True)
-  flops = sides["torch eager"].count_flops()
+  counter = sides.get("torch eager") or TorchSide(config, batch, mode="eager")
+  flops = counter.count_flops()
   for side in sides.values():
     side.run(args.warmup)
   times = step_throughput.alternate(sides, args.rounds, args.steps, dtype)
   median = {name: statistics.median(t) for name, t in times.items()}
-  torch_best = min((f"torch {mode}" for mode in TORCH_MODES), key=median.get)
+  torch_best = min((f"torch {mode}" for mode in args.torch_modes), key=median.get)
   return {
       "dtype": dtype,
       "batch_size": config.batch_size,
@@ -196,7 +211,8 @@ def benchmark(dtype: str, args) -> dict:
       # Rounds run back to back, so a round's sides saw about the same load from elsewhere.
       "paired_ratio": statistics.median(t / j for t, j in zip(times[torch_best], times["jaxmm"])),
       "params": {
-          name: side.num_params for name, side in sides.items() if name != "torch compiled"
+          "jaxmm": sides["jaxmm"].num_params,
+          "torch": counter.num_params
       },
   }
 
@@ -221,7 +237,7 @@ def print_table(results, args):
   print()
   for r in results:
     setup = ", ".join(f"{name} {s:.0f} s" for name, s in r["setup_s"].items())
-    params = ", ".join(f"{name.split()[0]} {n / 1e6:.3f} M" for name, n in r["params"].items())
+    params = ", ".join(f"{name} {n / 1e6:.3f} M" for name, n in r["params"].items())
     print(f"{r['dtype']}: batch {r['batch_size']}, {r['flops'] / 1e9:.1f} GFLOP/step "
           f"(FlopCounterMode); params {params}; build and compile: {setup}")
 

@@ -1,5 +1,5 @@
 """The PyTorch reference of the step-throughput benchmark: an open_clip two-tower
-trained with open_clip's SigLipLoss and torch.optim.AdamW, on the CPU.
+trained with open_clip's SigLipLoss and torch.optim.AdamW, on the CPU or a CUDA GPU.
 
 The model is `open_clip.CLIP` built from custom tower configs (no pretrained
 weights, nothing downloaded), chosen to match jaxmm's TwoTower as far as
@@ -51,8 +51,8 @@ def make_model(shapes: dict) -> open_clip.CLIP:
                         output_dict=True)
 
 
-def make_optimizer(model: torch.nn.Module, optim: dict) -> torch.optim.AdamW:
-  """AdamW with weight decay on parameters of rank >= 2 only."""
+def make_optimizer(model: torch.nn.Module, optim: dict, fused: bool = False) -> torch.optim.AdamW:
+  """AdamW with weight decay on parameters of rank >= 2 only; `fused`: one kernel for all."""
   params = [p for p in model.parameters() if p.requires_grad]
   groups = [
       {
@@ -67,24 +67,39 @@ def make_optimizer(model: torch.nn.Module, optim: dict) -> torch.optim.AdamW:
   return torch.optim.AdamW(groups,
                            lr=optim["lr"],
                            betas=(optim["b1"], optim["b2"]),
-                           eps=optim["eps"])
+                           eps=optim["eps"],
+                           fused=fused)
 
 
-def make_train_step(model: open_clip.CLIP, optimizer: torch.optim.Optimizer, grad_clip_norm: float,
-                    bf16: bool):
+def make_train_step(model: open_clip.CLIP,
+                    optimizer: torch.optim.Optimizer,
+                    grad_clip_norm: float,
+                    bf16: bool,
+                    compiled: bool = False):
   """train_step(images [B, 3, H, W], tokens [B, L]) -> loss: forward, backward, clip, AdamW.
 
-  With `bf16` the forward pass and loss run under CPU autocast to bfloat16;
-  parameters, gradients and optimizer state stay float32.
+  With `bf16` the forward pass and loss run under autocast to bfloat16 on the
+  model's device; parameters, gradients and optimizer state stay float32.
+  `compiled` runs the model and the loss (forward and backward) under
+  torch.compile, as open_clip_train's `--torchcompile` does. Attention is
+  torch's nn.MultiheadAttention, which calls scaled_dot_product_attention
+  (flash attention on a GPU).
   """
-  loss_fn = open_clip.loss.SigLipLoss()
+  device = next(model.parameters()).device.type
+  siglip = open_clip.loss.SigLipLoss()
+
+  def loss_fn(images, tokens):
+    with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
+      out = model(images, tokens)
+      return siglip(out["image_features"], out["text_features"], out["logit_scale"],
+                    out["logit_bias"])
+
+  if compiled:
+    loss_fn = torch.compile(loss_fn)
 
   def train_step(images, tokens):
     optimizer.zero_grad(set_to_none=True)
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-      out = model(images, tokens)
-      loss = loss_fn(out["image_features"], out["text_features"], out["logit_scale"],
-                     out["logit_bias"])
+    loss = loss_fn(images, tokens)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip_norm)
     optimizer.step()

@@ -1,4 +1,4 @@
-"""Examples/s of one SigLIP train step, jaxmm against open_clip (PyTorch), on the CPU.
+"""Examples/s of one SigLIP train step, jaxmm against open_clip (PyTorch), on the CPU or a GPU.
 
 The same small two-tower (ViT 4x192 with 8x8 patches on 64x64 images; text
 transformer 4x192 over 32 byte tokens; 192-d joint embedding) takes full train
@@ -21,6 +21,14 @@ rate, against which both steps' GFLOP/s are also printed.
   .venv-peers/bin/python benchmarks/step_throughput.py
   .venv-peers/bin/python benchmarks/step_throughput.py --dtype bf16 --rounds 3 --steps 3
   .venv/bin/python benchmarks/step_throughput.py --skip-torch   # jaxmm only
+
+On a GPU (`--device cuda`, JAX on the same GPU) open_clip runs as its own
+training script does at best: the model and the loss under torch.compile,
+fused AdamW, bf16 autocast, attention through scaled_dot_product_attention;
+`--model base` times ViT-B/16 (configs/siglip_shapes.py:base, no remat,
+cuDNN attention in jaxmm):
+
+  python benchmarks/step_throughput.py --device cuda --model base --dtype bf16 --batch 256
 """
 import argparse
 import json
@@ -30,7 +38,10 @@ import statistics
 import sys
 import time
 
-from jaxmm import host
+# With --device cuda both frameworks share the GPU: JAX must not take 75 % of its memory at start.
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+
+from jaxmm import host  # pylint: disable=wrong-import-position
 
 host.configure()  # as `jaxmm train` does; the malloc settings apply to both sides alike
 
@@ -69,52 +80,89 @@ def parse_args(argv=None):
   parser.add_argument("--skip-torch",
                       action="store_true",
                       help="time jaxmm only (no torch/open_clip needed)")
+  parser.add_argument("--device",
+                      choices=("cpu", "cuda"),
+                      default="cpu",
+                      help="cuda: both sides on the GPU, open_clip as its training script runs "
+                      "at best (torch.compile of model and loss, fused AdamW, bf16 autocast)")
+  parser.add_argument("--model",
+                      choices=("small", "base"),
+                      default="small",
+                      help="small: the two-tower of SHAPES; base: configs/siglip_shapes.py:base "
+                      "(ViT-B/16 at 224x224, B text tower)")
   parser.add_argument("--json", metavar="FILE", help="also write the results to FILE, as JSON")
   return parser.parse_args(argv)
 
 
-def jaxmm_config(batch_size: int, dtype: str):
-  """configs/siglip_shapes.py with the benchmark's shapes, batch and compute dtype, on one device."""
-  config = config_loading.load_config(CONFIG)
-  image, text = SHAPES["image"], SHAPES["text"]
-  return config_loading.apply_overrides(config, [
-      f"batch_size={batch_size}", f"model.dtype={dtype}", f"model.embed_dim={SHAPES['embed_dim']}",
-      f"data.image_size={SHAPES['image_size']}", f"data.max_len={SHAPES['max_len']}",
-      *(f"model.image.{key}={value}" for key, value in image.items()),
-      *(f"model.text.{key}={value}" for key, value in text.items()), "mesh.data=1", "mesh.fsdp=1",
-      "mesh.tensor=1"
-  ])
+def jaxmm_config(batch_size: int, dtype: str, model: str = "small"):
+  """configs/siglip_shapes.py with the benchmark's shapes (`model`: SHAPES, or the `base`
+  variant's ViT-B/16 without remat, with cuDNN attention on a GPU), batch and compute dtype,
+  on one device."""
+  overrides = [f"batch_size={batch_size}", f"model.dtype={dtype}"]
+  if model == "small":
+    image, text = SHAPES["image"], SHAPES["text"]
+    overrides += [
+        f"model.embed_dim={SHAPES['embed_dim']}", f"data.image_size={SHAPES['image_size']}",
+        f"data.max_len={SHAPES['max_len']}",
+        *(f"model.image.{key}={value}" for key, value in image.items()),
+        *(f"model.text.{key}={value}" for key, value in text.items())
+    ]
+  else:
+    overrides += [f"model.activation_dtype={dtype}", "model.remat=False"]
+    if jax.default_backend() == "gpu" and dtype == "bfloat16":
+      overrides.append("model.attention=cudnn")
+  config = config_loading.load_config(CONFIG + ("" if model == "small" else f":{model}"))
+  return config_loading.apply_overrides(config,
+                                        overrides + ["mesh.data=1", "mesh.fsdp=1", "mesh.tensor=1"])
+
+
+def shapes_of(config) -> dict:
+  """The model's shapes in SHAPES' layout, for open_clip_reference.make_model."""
+  keys = ("patch_size", "width", "depth", "num_heads", "mlp_dim")
+  return dict(image_size=config.data.image_size,
+              max_len=config.data.max_len,
+              embed_dim=config.model.embed_dim,
+              image={key: config.model.image[key] for key in keys},
+              text={key: config.model.text[key] for key in ("vocab_size",) + keys[1:]})
 
 
 class TorchSide:
-  """open_clip's CLIP with SigLipLoss and AdamW, eager, `TORCH_THREADS` threads."""
+  """open_clip's CLIP with SigLipLoss and AdamW: on the CPU eager, `TORCH_THREADS` threads; on a
+  GPU compiled, with fused AdamW."""
 
-  def __init__(self, config, batch):
+  def __init__(self, config, batch, device: str):
     import torch  # pylint: disable=import-outside-toplevel
     import open_clip_reference as reference  # pylint: disable=import-outside-toplevel
     torch.set_num_threads(TORCH_THREADS)
     torch.manual_seed(config.seed)
-    model = reference.make_model(SHAPES)
+    self.device = torch.device(device)
+    cuda = self.device.type == "cuda"
+    model = reference.make_model(shapes_of(config)).to(self.device)
     self.num_params = sum(p.numel() for p in model.parameters())
     self.step = reference.make_train_step(model,
-                                          reference.make_optimizer(model, config.optim),
+                                          reference.make_optimizer(model, config.optim, fused=cuda),
                                           config.optim.grad_clip_norm,
-                                          bf16=config.model.dtype == "bfloat16")
-    self.images, self.tokens = reference.to_torch_batch(batch)
-    # Counting runs one (untimed) step.
-    self.counted_flops = reference.count_step_flops(self.step, self.images, self.tokens)
+                                          bf16=config.model.dtype == "bfloat16",
+                                          compiled=cuda)
+    self.images, self.tokens = (t.to(self.device) for t in reference.to_torch_batch(batch))
+    # Counting runs one (untimed) step; FlopCounterMode does not see into compiled graphs.
+    self.counted_flops = (None if cuda else reference.count_step_flops(
+        self.step, self.images, self.tokens))
 
   def run(self, steps: int) -> float:
-    """Seconds for `steps` steps (eager PyTorch on the CPU returns when the work is done)."""
+    """Seconds for `steps` steps, waiting for the GPU's queue (if any) to drain."""
+    import torch  # pylint: disable=import-outside-toplevel
     start = time.perf_counter()
     for _ in range(steps):
       self.step(self.images, self.tokens)
+    if self.device.type == "cuda":
+      torch.cuda.synchronize(self.device)
     return time.perf_counter() - start
 
 
 def benchmark(dtype: str, args) -> dict:
   """Median seconds per step of each side over alternating rounds, and their FLOP counts."""
-  config = jaxmm_config(args.batch, DTYPES[dtype])
+  config = jaxmm_config(args.batch, DTYPES[dtype], args.model)
   batch = jaxmm_step.synthetic_batch(config)
   matmul_gflops = matmul_rate(dtype)
   sides = {}
@@ -123,7 +171,7 @@ def benchmark(dtype: str, args) -> dict:
   sides["jaxmm"].run(1)  # compiles
   compile_s = time.perf_counter() - start
   if not args.skip_torch:
-    sides["torch"] = TorchSide(config, batch)
+    sides["torch"] = TorchSide(config, batch, args.device)
   for side in sides.values():
     side.run(args.warmup)
   times = alternate(sides, args.rounds, args.steps, dtype)
@@ -141,7 +189,8 @@ def benchmark(dtype: str, args) -> dict:
     # Rounds run back to back, so a round's pair saw about the same load from elsewhere.
     result["paired_ratio"] = statistics.median(
         t / j for t, j in zip(times["torch"], times["jaxmm"]))
-    result["torch_counted_flops"] = sides["torch"].counted_flops
+    if sides["torch"].counted_flops is not None:
+      result["torch_counted_flops"] = sides["torch"].counted_flops
     result["torch_params"] = sides["torch"].num_params
   result["jaxmm_params"] = sides["jaxmm"].num_params
   return result
@@ -216,6 +265,9 @@ def print_table(results, args):
 
 def main(argv=None):
   args = parse_args(argv)
+  if (args.device == "cuda") != (jax.default_backend() == "gpu"):
+    sys.exit(f"--device {args.device} needs JAX on the same device; its backend is "
+             f"{jax.default_backend()}")
   print("command:", shlex.join([os.path.relpath(sys.executable), *sys.argv]))
   print(f"jax {jax.__version__} on {jax.devices()[0].platform} ({len(jax.devices())} device), "
         f"{os.cpu_count()} CPU cores; load average before: {load_average()}")
@@ -223,7 +275,7 @@ def main(argv=None):
   if not args.skip_torch:
     import open_clip  # pylint: disable=import-outside-toplevel
     import torch  # pylint: disable=import-outside-toplevel
-    print(f"torch {torch.__version__}, open_clip {open_clip.__version__}, "
+    print(f"torch {torch.__version__} on {args.device}, open_clip {open_clip.__version__}, "
           f"{TORCH_THREADS} torch threads")
   dtypes = ("fp32", "bf16") if args.dtype == "both" else (args.dtype,)
   results = [benchmark(dtype, args) for dtype in dtypes]

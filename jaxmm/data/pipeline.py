@@ -62,7 +62,6 @@ import sys
 
 import grain
 import numpy as np
-import tensorflow_datasets as tfds
 
 from jaxmm import errors
 from jaxmm.data import host_threads
@@ -180,6 +179,8 @@ def class_labels(data_config) -> dict[str, int]:
   """
   if _source(data_config) != "tfds":
     return split_reader(data_config, data_config["train_split"]).class_labels()
+  # Imported only where data is read, as in sources.get_builder.
+  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
   builder = sources.get_builder(data_config["name"], _get(data_config, "data_dir"))
   return {
       name: feature.num_classes

@@ -15,16 +15,19 @@ import os
 import re
 import shlex
 import shutil
+import importlib
 import tempfile
 
-import tensorflow_datasets as tfds
-
-from jaxmm.data.digits import digits_dataset_builder
-from jaxmm.data.shapes import shapes_dataset_builder
 from jaxmm.errors import UserError
 from jaxmm import storage
 
-BUNDLED = {"shapes": shapes_dataset_builder.Builder, "digits": digits_dataset_builder.Builder}
+# Name -> module of its builder, imported when the dataset is first asked for: tfds (and the
+# builders, which subclass its classes) load only where data is read, so that a train step on
+# synthetic batches (benchmarks/) runs where tensorflow_datasets is not installed.
+BUNDLED = {
+    "shapes": "jaxmm.data.shapes.shapes_dataset_builder",
+    "digits": "jaxmm.data.digits.digits_dataset_builder"
+}
 _DEFAULT_DATA_DIR = os.path.join("~", ".cache", "jaxmm", "tensorflow_datasets")
 _VERSION = re.compile(r"\d+\.\d+\.\d+")
 _MAX_LISTED = 5
@@ -150,17 +153,18 @@ def _not_prepared(name, data_dir) -> UserError:
                    f"first: {command}")
 
 
-def get_builder(name: str, data_dir=None) -> tfds.core.DatasetBuilder:
-  """A prepared builder for `name` (building a bundled dataset if needed).
+def get_builder(name: str, data_dir=None):
+  """A prepared `tfds.core.DatasetBuilder` for `name` (building a bundled dataset if needed).
 
   Any TFDS dataset prepared in the data dir is found from its files, even when
   tfds has no code for it; `name` may add a config and version as tfds spells
   them ('name/config:1.0.0').
   """
+  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
   origin = data_dir
   data_dir = resolve_data_dir(data_dir)
   if name in BUNDLED:
-    builder_cls = BUNDLED[name]
+    builder_cls = importlib.import_module(BUNDLED[name]).Builder
     # Looking before constructing avoids tfds warning about a missing folder.
     info = os.path.join(data_dir, builder_cls.name, str(builder_cls.VERSION), "dataset_info.json")
     if not storage.exists(info):

@@ -16,29 +16,19 @@ image is its 8x8 original exactly (`upsample` is the whole transformation).
 Split: a fixed-seed stratified one; `test` holds a fifth of each digit
 (rounded down: 355 examples), `train` the other 1,442, each in load_digits order. Every example
 keeps its position in load_digits as `index`. Captions name the digit in one
-of CAPTION_TEMPLATES, chosen by that position, so they are deterministic.
+of captions.CAPTION_TEMPLATES, chosen by that position, so they are deterministic.
 """
 import numpy as np
 import tensorflow_datasets as tfds
 
 from jaxmm.data import bundled_builder
+from jaxmm.data.digits.captions import caption
+from jaxmm.data.digits.captions import DIGIT_NAMES
 
-DIGIT_NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
-CAPTION_TEMPLATES = (
-    "a photo of the digit {}",
-    "a handwritten {}",
-    "the number {}, written by hand",
-    "a picture of a handwritten {}",
-)
 IMAGE_SIZE = 32
 MAX_LEVEL = 16  # load_digits' grey levels are 0..16
 TEST_PART = 5  # `test` holds 1/TEST_PART of each digit, rounded down
 _SPLIT_SEED = 0
-
-
-def caption(label: int, index: int) -> str:
-  """The caption of digit `label` at position `index` of load_digits, e.g. 'a handwritten seven'."""
-  return CAPTION_TEMPLATES[index % len(CAPTION_TEMPLATES)].format(DIGIT_NAMES[label])
 
 
 def upsample(levels: np.ndarray) -> np.ndarray:

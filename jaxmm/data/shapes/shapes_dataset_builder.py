@@ -14,21 +14,17 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from jaxmm.data import bundled_builder
-
-SHAPES = ("circle", "square", "triangle", "diamond", "star", "cross")
-COLOURS = ("red", "green", "blue", "yellow", "cyan", "magenta", "orange", "white")
-SIZES = ("small", "medium", "large")
-POSITIONS = ("top left", "top", "top right", "left", "center", "right", "bottom left", "bottom",
-             "bottom right")
+from jaxmm.data.shapes.vocabulary import caption
+from jaxmm.data.shapes.vocabulary import COLOURS
+from jaxmm.data.shapes.vocabulary import HELD_OUT_PAIRS
+from jaxmm.data.shapes.vocabulary import POSITIONS
+from jaxmm.data.shapes.vocabulary import SHAPES
+from jaxmm.data.shapes.vocabulary import SIZES
 
 # Nominal RGB of each colour; per-image jitter stays well inside the gaps.
 COLOUR_RGB = np.array([(230, 30, 30), (30, 200, 50), (40, 90, 255), (240, 230, 40), (40, 225, 235),
                        (230, 50, 225), (255, 145, 0), (245, 245, 245)],
                       dtype=np.float64)
-
-# Each colour is held out once and no shape more than twice, so every shape and
-# every colour still occurs in train with other partners.
-HELD_OUT_PAIRS = tuple((SHAPES[i % len(SHAPES)], COLOURS[i]) for i in range(len(COLOURS)))
 
 IMAGE_SIZE = 32
 NUM_EXAMPLES = {"train": 20_000, "test": 2_000}
@@ -46,33 +42,6 @@ _BACKGROUND_MAX = 40.0
 _NOISE_STD = 6.0
 _COLOUR_JITTER = 12.0
 _CHUNK = 1000
-
-_POSITION_PHRASES = {
-    "top left": "in the top left",
-    "top": "at the top",
-    "top right": "in the top right",
-    "left": "on the left",
-    "center": "in the center",
-    "right": "on the right",
-    "bottom left": "in the bottom left",
-    "bottom": "at the bottom",
-    "bottom right": "in the bottom right",
-}
-
-
-def _name(value, names):
-  return names[value] if isinstance(value, (int, np.integer)) else value
-
-
-def caption(shape, colour, size, position) -> str:
-  """English caption, e.g. "a small red triangle in the top left".
-
-  Each argument is a class name or its integer label.
-  """
-  shape, colour = _name(shape, SHAPES), _name(colour, COLOURS)
-  size, position = _name(size, SIZES), _name(position, POSITIONS)
-  return f"a {size} {colour} {shape} {_POSITION_PHRASES[position]}"
-
 
 def _star_inside(u, v):
   """Five-pointed star, one tip up: fold the angle onto one tip's half-sector."""
