@@ -5,6 +5,7 @@ import flax.linen as nn
 import jax
 
 from jaxmm import errors
+from jaxmm.models.captioner import Captioner
 from jaxmm.models.catlip import CatLIP
 from jaxmm.models.dit import DiT
 from jaxmm.models.flops import model_flops_per_example
@@ -21,6 +22,7 @@ MODELS = {
     "mlp_denoiser": MLPDenoiser,
     "resnet": ResNet,
     "catlip": CatLIP,
+    "captioner": Captioner,
 }
 
 
@@ -77,5 +79,5 @@ def get_model(config_model: Mapping[str, Any]) -> nn.Module:
 
 __all__ = [
     "MODELS", "get_model", "model_flops_per_example", "TwoTower", "UNet", "DiT", "MLPDenoiser",
-    "ResNet", "CatLIP"
+    "ResNet", "CatLIP", "Captioner"
 ]
