@@ -38,7 +38,7 @@ def _plain(value):
 # Compute dtypes a model's `dtype` may name.
 DTYPES = ("float32", "bfloat16", "float16")
 # Integer model keys that may be 0; every other integer (a width, depth, count, size) must be >= 1.
-_MAY_BE_ZERO = ("pad_id",)
+_MAY_BE_ZERO = ("pad_id", "unimodal_depth")
 
 
 def _check_integers(kwargs: Mapping[str, Any], prefix: str) -> None:
