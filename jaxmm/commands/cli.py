@@ -2,6 +2,7 @@
 
   jaxmm train   --config configs/NAME.py[:ARG] --workdir DIR [--config.KEY=VALUE ...]
   jaxmm sample  --run DIR [--num N] [--guidance W] [--labels I,J ...] --out FILE.png|FILE.npz
+  jaxmm caption --run DIR (--split NAME | --images FILE.npz) [--num N] [--beam K]
   jaxmm inspect --config configs/NAME.py[:ARG] [--json] [--config.KEY=VALUE ...]
   jaxmm inspect --run DIR [--step N] [--json]
   jaxmm inspect --memory --config FILE.py[:ARG] [--devices N,...] [--batch-sizes B,...] [--json]
@@ -33,6 +34,7 @@ import traceback
 from jaxmm import config_loading
 from jaxmm import errors
 from jaxmm import host
+from jaxmm.commands import caption
 from jaxmm.commands import data as data_command
 from jaxmm.commands import export_weights
 from jaxmm.commands import filter as filter_command
@@ -92,6 +94,11 @@ def _parser() -> argparse.ArgumentParser:
                   "Sample a trained diffusion run into a PNG grid or an .npz of arrays.",
                   sample.USAGE,
                   takes_config=False))
+  caption.add_arguments(
+      add_command("caption",
+                  "Caption images with a trained captioning run (CapPa, CoCa).",
+                  caption.USAGE,
+                  takes_config=False))
   sweep_parser = add_command(
       "sweep",
       "Run every point of a config's get_sweep() as a run, or summarize a sweep.",
@@ -147,6 +154,7 @@ def main(argv=None) -> None:
   # The commands that read no config of their own making: why each refuses overrides.
   without_config = {
       "sample": (sample.run, ": it samples the run's own config"),
+      "caption": (caption.run, ": it captions with the run's own config"),
       "filter": (filter_command.run, ": it scores with the run's own config"),
       "data": (data_command.run, ""),
       "import": (import_weights.run, ": the architecture sets the config"),
