@@ -54,8 +54,9 @@ def test_a_2x2x2_mesh_trains_as_one_device(name, shapes_data_dir):
   config = _config(name, shapes_data_dir, "eval_every=0")
   batch = next(data.train_iterator(config.data, global_batch_size=16, seed=0))
   ref_losses, caption_start, ref_params = _steps(config, (1, 1, 1), batch)
-  # At the start every logit is 0 (the zero-initialised logits layer): log 256 per token.
-  assert caption_start == pytest.approx(np.log(256), rel=1e-6)
+  # At the start every logit is 0 (the zero-initialised logits layer): log 256 per token. The
+  # float32 mean of ~600 equal terms may be off by ~600 · 6e-8 = 4e-5 relative at worst.
+  assert caption_start == pytest.approx(np.log(256), rel=5e-5)
   assert ref_losses[-1] < ref_losses[0]
   losses, _, params = _steps(config, (2, 2, 2), batch)
   # The same sums in another order: float32 rounding of a few ulps, compounded over 3 steps.
