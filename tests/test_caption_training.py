@@ -1,5 +1,6 @@
 """CapPa and CoCa: sharded steps equal one device, training, `Run.caption`, `jaxmm caption`,
 and bad input."""
+import dataclasses
 import json
 import pathlib
 
@@ -101,16 +102,22 @@ def test_bad_caption_flags_are_one_line(args, expected, trained, capsys):
   assert line.startswith("jaxmm caption: error: ") and expected in line, line
 
 
-def test_a_run_that_does_not_caption_is_one_line(trained, tmp_path, capsys):
-  other = tmp_path / "run"
-  other.mkdir()
-  for path in trained.iterdir():
-    target = other / path.name
-    target.symlink_to(path, target_is_directory=path.is_dir())
-  config = json.loads((trained / "config.json").read_text())
-  config["experiment"] = "catlip"
-  (other / "config.json").unlink()
-  (other / "config.json").write_text(json.dumps(config))
-  line = cli_error_line(capsys, ["caption", "--run", str(other), "--split", "test"])
-  assert line == (f"jaxmm caption: error: --run {other} is an experiment='catlip' run; jaxmm "
+def test_a_run_that_does_not_caption_is_one_line(trained, capsys, monkeypatch):
+  run = analysis.load_run(str(trained))
+  config = run.config.copy_and_resolve_references()
+  config.experiment = "catlip"
+  monkeypatch.setattr(analysis, "load_run",
+                      lambda *args: dataclasses.replace(run, config=config))
+  line = cli_error_line(capsys, ["caption", "--run", str(trained), "--split", "test"])
+  assert line == (f"jaxmm caption: error: --run {trained} is an experiment='catlip' run; jaxmm "
                   "caption needs a captioning run (cappa, coca)")
+
+
+def test_caption_of_a_split_prints_references_and_scores(trained, capsys):
+  cli.main(["caption", "--run", str(trained), "--split", "test", "--num", "3", "--beam", "2"])
+  lines = capsys.readouterr().out.splitlines()
+  config = analysis.load_run(str(trained)).config
+  captions = data.split_reader(config.data, "test").read(np.arange(3))["caption"]
+  assert len(lines) == 4 and lines[-1].startswith("test, 3 images, beam 2: colour_accuracy")
+  for line, caption in zip(lines, captions):
+    assert line.endswith(f"\t(reference: {caption.decode()})"), line

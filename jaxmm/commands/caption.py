@@ -3,7 +3,7 @@
   jaxmm caption --run DIR (--split NAME | --images FILE.npz) [--num N] [--beam K] [--step N]
 
 Prints one caption per line. With --split the images are the first N of that
-split of the run's dataset, each line also shows the reference caption, and a
+split of the run's dataset, as its input pipeline makes them, each line also shows the reference caption, and a
 last line scores them as the 'caption' evaluator does (accuracy per class
 label and exact match). An .npz holds the images under 'images' (uint8
 [N, S, S, 3], or float on the pipeline's scale, as `jaxmm sample --out
@@ -18,6 +18,8 @@ import numpy as np
 from jaxmm import errors
 from jaxmm.runs import storage
 
+# Examples read from a split at a time.
+_SPLIT_BATCH = 256
 USAGE = "--run DIR (--split NAME | --images FILE.npz) [--num N] [--beam K] [--step N]"
 
 
@@ -45,11 +47,16 @@ def _npz_images(path: str) -> np.ndarray:
 
 
 def _split_examples(config, split: str, num: int | None) -> dict:
-  """The first `num` examples of `split` as the dataset stores them (images uint8)."""
+  """The first `num` examples of `split` as the run's pipeline makes them (images normalised and
+  resized, captions tokenised), with their labels."""
   from jaxmm import data  # pylint: disable=import-outside-toplevel
-  reader = data.split_reader(config.data, split)
-  count = reader.num_examples if num is None else min(num, reader.num_examples)
-  return reader.read(np.arange(count))
+  batches, kept = [], 0
+  for batch in data.eval_batches(config.data, split=split, batch_size=_SPLIT_BATCH):
+    batches.append({k: v[batch["mask"]] for k, v in batch.items()})
+    kept += int(batch["mask"].sum())
+    if num is not None and kept >= num:
+      break
+  return {k: np.concatenate([b[k] for b in batches])[:num] for k in batches[0]}
 
 
 def run(args: argparse.Namespace) -> None:
@@ -75,10 +82,9 @@ def run(args: argparse.Namespace) -> None:
     return
   config = trained.config
   examples = _split_examples(config, args.split, args.num)
-  generated = trained.caption(examples[config.data.image_key], beam=args.beam)
+  generated = trained.caption(examples["image"], beam=args.beam)
   tokenizer = data.get_tokenizer(config.data.tokenizer)
-  references = [tokenizer.decode(row) for row in data.tokenize(config.data,
-                                                               examples[config.data.text_key])]
+  references = [tokenizer.decode(row) for row in examples["tokens"]]
   for caption, reference in zip(generated, references):
     print(f"{caption}\t(reference: {reference})")
   scores = captioning.caption_scores(generated, references, examples,
