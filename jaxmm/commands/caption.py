@@ -7,8 +7,8 @@ split of the run's dataset, as its input pipeline makes them, each line also
 shows the reference caption, and a last line scores them as the 'caption'
 evaluator does (accuracy per class label and exact match). An .npz holds
 the images under 'images' (uint8 [N, S, S, 3], or float on the pipeline's
-scale, as `jaxmm sample --out FILE.npz` writes them). Every flag and the run's kind are checked before
-anything is compiled.
+scale, as `jaxmm sample --out FILE.npz` writes them). Every flag and the
+run's kind are checked before anything is compiled.
 """
 import argparse
 import io
