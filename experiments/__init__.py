@@ -4,6 +4,9 @@ Each entry is the experiment's `build(config, workdir, mesh)`, which returns
 the parts that `jaxmm.train.run` needs (init_params, loss_fn, train_data,
 evaluators); `jaxmm.train.train` does the rest.
 """
+import functools
+
+from jaxmm.experiments import captioning
 from jaxmm.experiments import catlip
 from jaxmm.experiments import diffusion
 from jaxmm.experiments import image_text
@@ -14,4 +17,6 @@ EXPERIMENTS = {
     "diffusion": diffusion.build,
     "supcon": supcon.build,
     "catlip": catlip.build,
+    "cappa": functools.partial(captioning.build, contrastive=False),
+    "coca": functools.partial(captioning.build, contrastive=True),
 }

@@ -96,19 +96,19 @@ def make_loss_fn(model, loss_config, mesh):
   return loss_fn
 
 
-def check_tokenizer(tokenizer, config):
-  """The text tower must embed every id the tokenizer produces (JAX would clamp the rest)
-  and mask the id it pads with."""
-  text = config.model.text
+def check_tokenizer(tokenizer, config, tower: str = "text"):
+  """The text tower (or the model's other text `tower`, e.g. a caption decoder) must embed every
+  id the tokenizer produces (JAX would clamp the rest) and know the id it pads with."""
+  text = config.model[tower]
   if tokenizer.vocab_size > text.vocab_size:
     raise errors.UserError(f"data.tokenizer={config.data.tokenizer!r} produces "
-                           f"{tokenizer.vocab_size} token ids but model.text.vocab_size="
+                           f"{tokenizer.vocab_size} token ids but model.{tower}.vocab_size="
                            f"{text.vocab_size}; set "
-                           f"--config.model.text.vocab_size={tokenizer.vocab_size}")
+                           f"--config.model.{tower}.vocab_size={tokenizer.vocab_size}")
   if tokenizer.pad_id != text.pad_id:
     raise errors.UserError(f"data.tokenizer={config.data.tokenizer!r} pads with id "
-                           f"{tokenizer.pad_id} but model.text.pad_id={text.pad_id}; set "
-                           f"--config.model.text.pad_id={tokenizer.pad_id}")
+                           f"{tokenizer.pad_id} but model.{tower}.pad_id={text.pad_id}; set "
+                           f"--config.model.{tower}.pad_id={tokenizer.pad_id}")
 
 
 def encode_image(model):

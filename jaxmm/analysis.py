@@ -4,6 +4,7 @@
   run.config.model, run.step, run.params["image_tower"]...     # host numpy arrays
   run.embed_images(images), run.embed_texts(["a red circle"])  # image-text runs
   run.denoiser(x, sigma, labels), run.sample(num=48)            # diffusion runs
+  run.caption(images, beam=3)                                   # captioning runs (CapPa, CoCa)
   run.metrics()["train/loss"]                                   # what the loop logged
   run.posthoc_ema(0.05)                                         # EDM2's post-hoc EMA
 
@@ -32,6 +33,7 @@ from jaxmm import errors
 from jaxmm import models
 from jaxmm import parallel
 from jaxmm.data import preprocess
+from jaxmm.models import decoding
 from jaxmm.runs import posthoc
 from jaxmm.runs import restore
 from jaxmm.runs import run_files
@@ -51,7 +53,11 @@ _FUNCTIONS = {
     "image_text": "run.embed_images, run.embed_texts",
     "diffusion": "run.denoiser, run.sample",
     "catlip": "run.embed_images",
+    "cappa": "run.caption, run.embed_images",
+    "coca": "run.caption, run.embed_images, run.embed_texts",
 }
+# The experiments whose runs caption images.
+CAPTIONING = ("cappa", "coca")
 
 
 def load_run(workdir: str,
@@ -93,7 +99,8 @@ class Run:
   its model, rebuilt from the saved config (`jaxmm.models.get_model(config.model)`).
 
   Image-text runs offer `embed_images` and `embed_texts`, CatLIP runs
-  `embed_images`, diffusion runs `denoiser` and `sample`; asked of another
+  `embed_images`, diffusion runs `denoiser` and `sample`, captioning runs
+  `caption` and `embed_images` (CoCa also `embed_texts`); asked of another
   kind of run, each fails naming the ones that run offers. `metrics()` is the logged metrics' table.
   """
   config: ml_collections.ConfigDict = dataclasses.field(repr=False)
@@ -164,10 +171,11 @@ class Run:
         "text": jax.jit(lambda p, t: model.apply({"params": p}, t, method=model.encode_text)),
     }
 
-  def _embed(self, tower: str, inputs: np.ndarray, batch_size: int) -> np.ndarray:
-    """`tower`'s embeddings [N, E] of inputs [N, ...], in batches of `batch_size` (rounded up to
-    split over the mesh's batch axes) with the last one padded: compiled once, and an input's
-    embedding is the same bits whatever else is embedded with it."""
+  def _embed(self, tower: str, inputs: np.ndarray, batch_size: int, encode=None) -> np.ndarray:
+    """`tower`'s embeddings [N, E] of inputs [N, ...] (or those of `encode`, a jitted
+    (params, inputs) -> [n, ...]), in batches of `batch_size` (rounded up to split over the
+    mesh's batch axes) with the last one padded: compiled once, and an input's embedding is the
+    same bits whatever else is embedded with it."""
     errors.integer_at_least("batch_size", batch_size, 1)
     if not len(inputs):
       raise errors.UserError(f"run.embed_{tower}s got no {tower}s (N = 0)")
@@ -182,7 +190,7 @@ class Run:
         batch = inputs[start:start + size]
         if self.mesh is not None:
           batch = parallel.shard_whole_batch(batch, self.mesh)
-        outputs.append(parallel.to_host(self._encoders[tower](params, batch)))
+        outputs.append(parallel.to_host((encode or self._encoders[tower])(params, batch)))
     return np.concatenate(outputs)[:num]
 
   def embed_images(self, images, *, batch_size: int = EMBED_BATCH_SIZE) -> np.ndarray:
@@ -194,24 +202,29 @@ class Run:
     are taken as already normalised (`.resize` makes size S). The image tower
     sees `batch_size` images at a time, so any N fits.
     """
-    self._require("embed_images", "image_text", "catlip")
+    self._require("embed_images", "image_text", "catlip", *CAPTIONING)
+    return self._embed("image", self._model_images(images, "embed_images"), batch_size)
+
+  def _model_images(self, images, function: str) -> np.ndarray:
+    """uint8 images [N, S, S, 3] normalised as the run's pipeline does, float ones as they are;
+    a `UserError` naming run.`function` for another shape or dtype."""
     images = np.asarray(images)
     size = self.config.data.image_size
     if (images.ndim != 4 or images.shape[1:] != (size, size, 3) or
         not (images.dtype == np.uint8 or np.issubdtype(images.dtype, np.floating))):
-      raise errors.UserError(f"run.embed_images takes uint8 images [N, {size}, {size}, 3], or "
+      raise errors.UserError(f"run.{function} takes uint8 images [N, {size}, {size}, 3], or "
                              "float ones normalised as the run's pipeline does, not "
                              f"{images.dtype} {list(images.shape)}; "
                              f"jaxmm.data.preprocess.resize makes images of size {size}")
     if images.dtype == np.uint8:
       images = preprocess.normalize(images, self.config.data.get("image_mean"),
                                     self.config.data.get("image_std"))
-    return self._embed("image", images, batch_size)
+    return images
 
   def embed_texts(self, texts, *, batch_size: int = EMBED_BATCH_SIZE) -> np.ndarray:
     """Unit-norm float32 embeddings [N, E] of N texts (a list of str), tokenised as in training
     (the run's data.tokenizer, cut to data.max_len), `batch_size` at a time."""
-    self._require("embed_texts", "image_text")
+    self._require("embed_texts", "image_text", "coca")
     if isinstance(texts, (str, bytes)):
       raise errors.UserError(f"run.embed_texts takes a list of texts, not one text; pass "
                              f"[{texts!r}]")
@@ -329,3 +342,28 @@ class Run:
                                       guide_ema=guide_ema,
                                       guidance_interval=guidance_interval)
     return images
+
+  # Captioning runs.
+
+  @functools.cached_property
+  def _captioners(self) -> dict[int, Any]:
+    """beam -> jit(params, images [b, S, S, 3]) -> caption tokens [b, L], filled by `caption`."""
+    return {}
+
+  def caption(self, images, *, beam: int = 1,
+              batch_size: int = EMBED_BATCH_SIZE) -> list[str]:
+    """The captions [N] of images [N, S, S, 3] (uint8, or float as in `embed_images`): beam
+    search with `beam` prefixes per image (1: greedy) up to the decoder's max_len tokens
+    (`jaxmm.models.decoding`), `batch_size` images at a time, detokenised by the run's
+    data.tokenizer. Compiled once per beam for this run."""
+    self._require("caption", *CAPTIONING)
+    errors.integer_at_least("beam", beam, 1)
+    images = self._model_images(images, "caption")
+    if not len(images):
+      raise errors.UserError("run.caption got no images (N = 0)")
+    if beam not in self._captioners:
+      self._captioners[beam] = jax.jit(
+          functools.partial(decoding.caption_images, self.model, beam=beam))
+    tokens = self._embed("image", images, batch_size, self._captioners[beam])
+    tokenizer = data.get_tokenizer(self.config.data.tokenizer)
+    return [tokenizer.decode(row) for row in tokens]

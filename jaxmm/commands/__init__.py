@@ -3,6 +3,7 @@
   cli.py          the parser, main() and how errors end a command
   train.py        jaxmm train: an experiment of experiments/ through jaxmm.train
   sample.py       jaxmm sample: a diffusion run's samples as a PNG grid or an .npz
+  caption.py      jaxmm caption: captions of images or a split by a captioning run
   inspect.py      jaxmm inspect: a config resolved, or a trained run's summary
   memory.py       jaxmm inspect --memory, planned by memory_plan.py
   sweep.py        jaxmm sweep: a config's get_sweep() points (jaxmm.sweeps)

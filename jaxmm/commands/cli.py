@@ -3,6 +3,7 @@
   jaxmm train   --config configs/NAME.py[:ARG] --workdir DIR [--config.KEY=VALUE ...]
   jaxmm sample  --run DIR [--num N] [--guidance W] [--labels I,J ...] --out FILE.png|FILE.npz
   jaxmm ema     --run DIR (--sigma-rel S [S ...] | --sweep LO:HI:N) [--step N]
+  jaxmm caption --run DIR (--split NAME | --images FILE.npz) [--num N] [--beam K]
   jaxmm inspect --config configs/NAME.py[:ARG] [--json] [--config.KEY=VALUE ...]
   jaxmm inspect --run DIR [--step N] [--json]
   jaxmm inspect --memory --config FILE.py[:ARG] [--devices N,...] [--batch-sizes B,...] [--json]
@@ -34,6 +35,7 @@ import traceback
 from jaxmm import config_loading
 from jaxmm import errors
 from jaxmm import host
+from jaxmm.commands import caption
 from jaxmm.commands import data as data_command
 from jaxmm.commands import ema as ema_command
 from jaxmm.commands import export_weights
@@ -100,6 +102,11 @@ def _parser() -> argparse.ArgumentParser:
                   "(post-hoc EMA), or judge a range of them.",
                   ema_command.USAGE,
                   takes_config=False))
+  caption.add_arguments(
+      add_command("caption",
+                  "Caption images with a trained captioning run (CapPa, CoCa).",
+                  caption.USAGE,
+                  takes_config=False))
   sweep_parser = add_command(
       "sweep",
       "Run every point of a config's get_sweep() as a run, or summarize a sweep.",
@@ -156,6 +163,7 @@ def main(argv=None) -> None:
   without_config = {
       "sample": (sample.run, ": it samples the run's own config"),
       "ema": (ema_command.run, ": it reads the run's own config"),
+      "caption": (caption.run, ": it captions with the run's own config"),
       "filter": (filter_command.run, ": it scores with the run's own config"),
       "data": (data_command.run, ""),
       "import": (import_weights.run, ": the architecture sets the config"),

@@ -31,6 +31,7 @@ import numpy as np
 
 from jaxmm import errors
 from jaxmm import parallel
+from jaxmm.evaluators import captioning
 from jaxmm.evaluators import from_config
 from jaxmm.evaluators import generative
 from jaxmm.evaluators.features import Encoder, SplitEmbeddings
@@ -59,6 +60,9 @@ class Parts:
     sample: `jaxmm.runs.sampling.make_sampler` of the run's model.
     eval_batches: (split, global batch size) -> a pass over this process's rows
       of the split's batches, with 'mask' (`experiments.inputs.eval_batches`).
+    caption: (variables, images [b, S, S, 3], beam) -> caption tokens int [b, L] of a
+      captioner (`jaxmm.models.decoding.caption_images`).
+    detokenize: tokens int [N, L] -> N texts.
   """
   config: ml_collections.ConfigDict
   mesh: jax.sharding.Mesh
@@ -69,6 +73,8 @@ class Parts:
   tokenize: Callable[[Sequence[str]], np.ndarray] | None = None
   sample: Callable[..., jax.Array] | None = None
   eval_batches: Callable[[str, int], Iterable[dict]] | None = None
+  caption: Callable[..., jax.Array] | None = None
+  detokenize: Callable[[np.ndarray], list[str]] | None = None
 
 
 # evaluate(variables, step) -> {metric: value}, as each type makes it; and
@@ -91,6 +97,7 @@ EVALUATORS = {
     "sample_grid": Type(generative.make_sample_grid, ("sample",)),
     "judge": Type(generative.make_judge, ("sample", "eval_batches")),
     "two_sample": Type(generative.make_two_sample, ("sample",)),
+    "caption": Type(captioning.make_caption, ("caption", "detokenize", "eval_batches")),
 }
 
 

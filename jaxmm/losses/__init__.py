@@ -1,4 +1,7 @@
-"""Losses as pure functions: contrastive (contrastive.py), multi-label (multilabel.py)."""
+"""Losses as pure functions: contrastive (contrastive.py), multi-label (multilabel.py),
+captioning (caption.py)."""
+from jaxmm.losses.caption import caption_loss
+from jaxmm.losses.caption import target_weights
 from jaxmm.losses.contrastive import CLIP_INIT_LOG_SCALE
 from jaxmm.losses.contrastive import CLIP_VARIANTS
 from jaxmm.losses.contrastive import SIGLIP_INIT_BIAS

@@ -5,6 +5,7 @@ import flax.linen as nn
 import jax
 
 from jaxmm import errors
+from jaxmm.models.captioner import Captioner
 from jaxmm.models.catlip import CatLIP
 from jaxmm.models.dit import DiT
 from jaxmm.models.flops import model_flops_per_example
@@ -21,6 +22,7 @@ MODELS = {
     "mlp_denoiser": MLPDenoiser,
     "resnet": ResNet,
     "catlip": CatLIP,
+    "captioner": Captioner,
 }
 
 
@@ -36,7 +38,7 @@ def _plain(value):
 # Compute dtypes a model's `dtype` may name.
 DTYPES = ("float32", "bfloat16", "float16")
 # Integer model keys that may be 0; every other integer (a width, depth, count, size) must be >= 1.
-_MAY_BE_ZERO = ("pad_id",)
+_MAY_BE_ZERO = ("pad_id", "unimodal_depth")
 
 
 def _check_integers(kwargs: Mapping[str, Any], prefix: str) -> None:
@@ -77,5 +79,5 @@ def get_model(config_model: Mapping[str, Any]) -> nn.Module:
 
 __all__ = [
     "MODELS", "get_model", "model_flops_per_example", "TwoTower", "UNet", "DiT", "MLPDenoiser",
-    "ResNet", "CatLIP"
+    "ResNet", "CatLIP", "Captioner"
 ]

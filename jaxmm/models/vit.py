@@ -8,7 +8,7 @@ from jaxmm.models.patch_dropout import drop_patches, kept_count
 from jaxmm.models.transformer import (NORM_EPS, Dense, Encoder, MlpBlock, MultiHeadAttention,
                                       layer_norm, partitioned)
 
-POOLS = ("gap", "cls", "map")
+POOLS = ("gap", "cls", "map", "none")
 STEMS = ("patch", "conv")
 
 
@@ -83,7 +83,8 @@ class ViT(nn.Module):
   """Patchify -> + position embedding -> [LayerNorm] -> Encoder -> LayerNorm -> pool.
 
   pool: 'gap' (mean over patches), 'cls' (a learned class token prepended), or
-  'map' (multihead attention pooling). The class token carries no position
+  'map' (multihead attention pooling), or 'none' (every token, for a decoder that
+  attends to them, `jaxmm.models.captioner`). The class token carries no position
   embedding of its own: it is one learned vector either way.
   stem: 'patch' (one linear map per p×p patch, as in the paper) or 'conv' (a
   few stride-2 3×3 convolutions down to the same p×p grid, ConvStem).
@@ -115,7 +116,8 @@ class ViT(nn.Module):
 
   @nn.compact
   def __call__(self, images, train: bool = False):
-    """images [B, H, W, C] (H, W multiples of patch_size) -> [B, width] float32."""
+    """images [B, H, W, C] (H, W multiples of patch_size) -> [B, width] float32 ([B, N, width]
+    with pool 'none')."""
     b, h, w, c = images.shape
     p = self.patch_size
     if h % p or w % p:
@@ -159,6 +161,8 @@ class ViT(nn.Module):
       return jnp.mean(x, axis=1)
     if self.pool == "cls":
       return x[:, 0]
+    if self.pool == "none":
+      return x
     if self.pool == "map":
       return MAPHead(self.num_heads,
                      self.mlp_dim,

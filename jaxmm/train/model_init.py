@@ -40,6 +40,7 @@ EXAMPLE_INPUTS = {
     "two_tower": _two_tower_inputs,
     "resnet": lambda config: (_examples(config),),
     "catlip": lambda config: (_examples(config),),
+    "captioner": _two_tower_inputs,
     "unet": _denoiser_inputs,
     "dit": _denoiser_inputs,
     "mlp_denoiser": _denoiser_inputs,
