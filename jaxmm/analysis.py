@@ -256,12 +256,14 @@ class Run:
              num_steps: int = 18,
              guidance: float = 1.0,
              seed: int = 0,
-             ema: str | None = None) -> np.ndarray:
+             ema: str | None = None,
+             prompts=None) -> np.ndarray:
     """float32 samples [num, ...] (images on the data's [-1, 1] scale), as `jaxmm sample` draws
     them: `jaxmm.runs.sampling.sample_run`, so the same seed gives the same samples.
 
     `labels` are K-tuples cycled to `num` (default: the class grid, one row
-    per class of the first label); `sampler` and `num_steps` are those of
+    per class of the first label); a text-to-image run takes `prompts`, a list
+    of captions cycled to `num`, instead; `sampler` and `num_steps` are those of
     `jaxmm.diffusion.sample`; `guidance` and `ema` as in `denoiser`. Compiled
     once per (num, sampler, num_steps) for this run, and once more for
     guidance other than 1.
@@ -276,5 +278,6 @@ class Run:
                                       guidance=guidance,
                                       labels=labels,
                                       seed=seed,
-                                      compiled=self._sampler)
+                                      compiled=self._sampler,
+                                      prompts=prompts)
     return images

@@ -33,6 +33,7 @@ from jaxmm import errors
 from jaxmm import parallel
 from jaxmm.evaluators import from_config
 from jaxmm.evaluators import generative
+from jaxmm.evaluators import prompt_judge
 from jaxmm.evaluators.features import Encoder, SplitEmbeddings
 from jaxmm.runs import storage
 
@@ -91,6 +92,7 @@ EVALUATORS = {
     "sample_grid": Type(generative.make_sample_grid, ("sample",)),
     "judge": Type(generative.make_judge, ("sample", "eval_batches")),
     "two_sample": Type(generative.make_two_sample, ("sample",)),
+    "prompt_judge": Type(prompt_judge.make_prompt_judge, ("sample",)),
 }
 
 

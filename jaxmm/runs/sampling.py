@@ -20,6 +20,7 @@ from jaxmm import diffusion
 from jaxmm import errors
 from jaxmm import models
 from jaxmm import parallel
+from jaxmm.runs import caption_condition
 from jaxmm.train import ema as ema_lib
 
 # Columns of the default class grid of a run whose model has a single label.
@@ -44,13 +45,20 @@ def grid_labels(num_classes: tuple[int, ...], per_row: int) -> tuple[np.ndarray 
   return np.concatenate([pairs, rest], axis=1).astype(np.int32), num_classes[1]
 
 
-def denoiser(model, schedule, params, labels: jax.Array | None, guidance=None):
+def denoiser(model,
+             schedule,
+             params,
+             labels: jax.Array | None,
+             guidance=None,
+             null: int = diffusion.NULL_LABEL):
   """D(x [B, ...], sigma [B]) -> x0_hat [B, ...] of the network `model` with `params`.
 
   guidance None: the denoiser conditioned on `labels` (int [B, K], or None
   for an unconditional model), one network call; a float or traced scalar w:
   the guided D_w = D_∅ + w·(D_c − D_∅), two calls. `guidance_argument`
-  picks between them for a concrete w.
+  picks between them for a concrete w. For a text-conditioned model `labels`
+  are caption tokens [B, L] and `null` the pad id
+  (`caption_condition.null_condition`).
   """
 
   def conditional(x, sigma, labels_):
@@ -59,7 +67,7 @@ def denoiser(model, schedule, params, labels: jax.Array | None, guidance=None):
 
   if guidance is None:
     return lambda x, sigma: conditional(x, sigma, labels)
-  return diffusion.guided_denoiser(conditional, labels, guidance)
+  return diffusion.guided_denoiser(conditional, labels, guidance, null)
 
 
 def guidance_argument(labels, guidance: float) -> float | None:
@@ -82,9 +90,10 @@ def make_sampler(model, config: ml_collections.ConfigDict):
   """
   schedule = diffusion.schedule_from_config(config.diffusion)
   shape = data.example_shape(config.data)
+  null = caption_condition.null_condition(config)
 
   def run(params, rng, labels, guidance, start, sigma_max, *, num, sampler, num_steps):
-    return diffusion.sample(denoiser(model, schedule, params, labels, guidance),
+    return diffusion.sample(denoiser(model, schedule, params, labels, guidance, null),
                             rng, (num,) + shape,
                             sampler=sampler,
                             num_steps=num_steps,
@@ -174,6 +183,20 @@ def sample_labels(config, labels, num: int) -> np.ndarray | None:
   return np.resize(labels, (num, len(num_classes))).astype(np.int32)
 
 
+def sample_prompts(config, labels, prompts, num: int) -> tuple[np.ndarray, np.ndarray]:
+  """(tokens int32 [num, L], prompts str [num]) of a text-conditioned run: `prompts` cycled to
+  `num`; a `UserError` for none or for `labels`."""
+  if labels is not None:
+    raise errors.UserError("--labels: the run is conditioned on captions (model.text), not "
+                           "labels; give --prompt TEXT instead")
+  if prompts is None:
+    raise errors.UserError("the run is conditioned on captions (model.text); give --prompt "
+                           "TEXT (prompts=[...]), e.g. --prompt 'a large red star in the top left'")
+  tokens = caption_condition.tokenize_prompts(config, prompts)
+  rows = np.resize(np.arange(len(tokens)), num)
+  return tokens[rows], np.asarray(prompts)[rows]
+
+
 def sample_run(run,
                *,
                ema: str | None = None,
@@ -183,13 +206,16 @@ def sample_run(run,
                guidance: float = 1.0,
                labels=None,
                seed: int = 0,
-               compiled=None) -> tuple[np.ndarray, np.ndarray | None]:
-  """(samples [num, ...], labels int32 [num, K] or None) of a run loaded by `load_run`.
+               compiled=None,
+               prompts=None) -> tuple[np.ndarray, np.ndarray | None]:
+  """(samples [num, ...], what they show: labels int32 [num, K], prompts str [num] of a
+  text-conditioned run, or None) of a run loaded by `load_run`.
 
   Every argument is checked before anything compiles. `ema` names the
   parameter average (default: the run's first; 'none': the raw parameters);
   `labels` are K-tuples (a list, or an int array [N, K]), cycled to `num`
-  (default: one row per class).
+  (default: one row per class); a text-conditioned run takes `prompts`
+  instead, a list of captions cycled to `num`.
   `compiled` is a `make_sampler(model, run.config)` to reuse across calls
   (default: a new one).
   """
@@ -203,12 +229,18 @@ def sample_run(run,
     raise errors.UserError(f"--guidance {guidance}: the run was trained without label dropout "
                            "(diffusion.label_dropout=0), so it has no unconditional denoiser to "
                            "guide with; use --guidance 1")
+  if caption_condition.is_text_conditioned(config):
+    condition, labels = sample_prompts(config, labels, prompts, num)
+  elif prompts is not None:
+    raise errors.UserError("--prompt: the run is not conditioned on captions (it has no "
+                           "model.text); give --labels, or sample a text-to-image run")
+  else:
+    labels = condition = sample_labels(config, labels, num)
   params = choose_params(run, ema)
-  labels = sample_labels(config, labels, num)
   sample = compiled or make_sampler(models.get_model(config.model), config)
   images = sample(params,
                   jax.random.key(seed),
-                  None if labels is None else jnp.asarray(labels),
+                  None if condition is None else jnp.asarray(condition),
                   num,
                   sampler=sampler,
                   num_steps=num_steps,
