@@ -314,12 +314,14 @@ class Run:
              ema: str | None = None,
              guide: "Run | None" = None,
              guide_ema: str | None = None,
-             guidance_interval=None) -> np.ndarray:
+             guidance_interval=None,
+             prompts=None) -> np.ndarray:
     """float32 samples [num, ...] (images on the data's [-1, 1] scale), as `jaxmm sample` draws
     them: `jaxmm.runs.sampling.sample_run`, so the same seed gives the same samples.
 
     `labels` are K-tuples cycled to `num` (default: the class grid, one row
-    per class of the first label); `sampler` and `num_steps` are those of
+    per class of the first label); a text-to-image run takes `prompts`, a list
+    of captions cycled to `num`, instead; `sampler` and `num_steps` are those of
     `jaxmm.diffusion.sample`; `guidance`, `ema` and `guidance_interval` as in
     `denoiser`. With `guide`, another run of the same data, labels and schedule
     (`load_run(dir, step)`), guidance is autoguidance
@@ -340,7 +342,8 @@ class Run:
                                       compiled=self._sampler_with(guide),
                                       guide=guide,
                                       guide_ema=guide_ema,
-                                      guidance_interval=guidance_interval)
+                                      guidance_interval=guidance_interval,
+                                      prompts=prompts)
     return images
 
   # Captioning runs.

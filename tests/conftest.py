@@ -258,3 +258,13 @@ def crash_and_resume(run, config, workdir: str, at_step: int):
   resumed = run(config, workdir)
   assert int(resumed.step) == config.total_steps
   return resumed
+
+
+@pytest.fixture(scope="session")
+def tiny_siglip_run(tiny_config, shapes_data_dir, run_image_text, tmp_path_factory):
+  """A finished two-step tiny SigLIP run: the workdir that LiT and text-to-image runs copy a
+  tower from."""
+  workdir = str(tmp_path_factory.mktemp("source"))
+  run_image_text(tiny_config("siglip", "total_steps=2", "checkpoint_every=2", "eval_every=0",
+                             f"data.data_dir={shapes_data_dir}"), workdir)
+  return workdir

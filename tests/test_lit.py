@@ -21,12 +21,9 @@ LOCKED = "image_tower"
 
 
 @pytest.fixture(scope="module")
-def source(tiny_config, shapes_data_dir, run_image_text, tmp_path_factory):
+def source(tiny_siglip_run):
   """A finished two-step SigLIP run: the workdir that LiT runs copy their image tower from."""
-  workdir = str(tmp_path_factory.mktemp("source"))
-  run_image_text(tiny_config("siglip", "total_steps=2", "checkpoint_every=2", "eval_every=0",
-                             f"data.data_dir={shapes_data_dir}"), workdir)
-  return workdir
+  return tiny_siglip_run
 
 
 def lit_config(tiny_config, shapes_data_dir, source, *overrides):

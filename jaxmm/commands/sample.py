@@ -3,11 +3,15 @@
   jaxmm sample --run DIR [--step N] [--ema NAME] [--num N] [--sampler NAME] [--steps N]
                [--guidance W] [--guide-run DIR [--guide-step N] [--guide-ema NAME]]
                [--guidance-interval LO HI] [--labels I,J ...] [--seed S] --out FILE.png|FILE.npz
+  jaxmm sample --run DIR --prompt TEXT [--prompt TEXT ...] [--prompts-file F] ... --out FILE
 
 Without --guide-run, --guidance is classifier-free guidance D_∅ + w·(D_c − D_∅);
 with it, autoguidance D_guide + w·(D_main − D_guide) by that run (a smaller or
 shorter-trained one of the same data, labels and schedule). --guidance-interval
 applies either only where LO < σ <= HI (`jaxmm.diffusion.guidance`).
+A text-to-image run (configs/t2i_shapes.py) takes prompts, from --prompt and
+from --prompts-file (one per line), cycled to --num; a label-conditioned run
+takes --labels.
 
 The samples are those of `Run.sample` with the same arguments
 (`jaxmm.runs.sampling.sample_run`). Every flag and --out are checked before the
@@ -24,7 +28,8 @@ from jaxmm import storage
 
 USAGE = ("--run DIR [--step N] [--ema NAME] [--num N] [--sampler NAME] [--steps N] "
          "[--guidance W] [--guide-run DIR [--guide-step N] [--guide-ema NAME]] "
-         "[--guidance-interval LO HI] [--labels I,J ...] [--seed S] --out FILE.png|FILE.npz")
+         "[--guidance-interval LO HI] [--labels I,J ... | --prompt TEXT ... [--prompts-file F]] "
+         "[--seed S] --out FILE.png|FILE.npz")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -62,6 +67,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       metavar="I,J",
                       help="one label per label key for each sample, cycled to --num "
                       "(default: a grid over the classes, one row per class)")
+  parser.add_argument("--prompt",
+                      action="append",
+                      metavar="TEXT",
+                      help="a caption to sample, for a text-to-image run; repeat for more, "
+                      "cycled to --num")
+  parser.add_argument("--prompts-file",
+                      metavar="F",
+                      help="a text file of prompts, one per line (after any --prompt)")
   parser.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
   parser.add_argument("--out",
                       required=True,
@@ -76,6 +89,20 @@ def _parse_labels(value: str) -> tuple[int, ...]:
   except ValueError:
     raise errors.UserError(f"--labels {value}: give one integer per label key, comma-separated, "
                            "e.g. --labels 2,5") from None
+
+
+def read_prompts(prompt: list[str] | None, prompts_file: str | None) -> list[str] | None:
+  """The --prompt values, then the non-empty lines of --prompts-file; None if neither is given."""
+  if prompts_file is None:
+    return prompt
+  try:
+    lines = storage.read_text(storage.absolute(prompts_file)).splitlines()
+  except (OSError, UnicodeDecodeError) as e:
+    raise errors.UserError(f"--prompts-file {prompts_file}: cannot read it ({e})") from e
+  prompts = (prompt or []) + [line.strip() for line in lines if line.strip()]
+  if not prompts:
+    raise errors.UserError(f"--prompts-file {prompts_file}: holds no prompt; write one per line")
+  return prompts
 
 
 def check_samples_path(path: str, config) -> None:
@@ -95,7 +122,9 @@ def write_samples(path: str, images: np.ndarray, labels: np.ndarray | None, conf
   from jaxmm.evaluators import sample_grid
   from jaxmm.runs import sampling  # pylint: disable=import-outside-toplevel
   if path.endswith(".npz"):
-    arrays = {"images": images} if labels is None else {"images": images, "labels": labels}
+    arrays = {"images": images}
+    if labels is not None:  # the prompts of a text-to-image run are strings
+      arrays["prompts" if labels.dtype.kind == "U" else "labels"] = labels
     npz = io.BytesIO()
     np.savez(npz, **arrays)
     storage.write_bytes(storage.absolute(path), npz.getvalue())
@@ -127,6 +156,7 @@ def run(args: argparse.Namespace) -> None:
   check_samples_path(args.out, trained.config)
   guide = None if args.guide_run is None else _load("--guide-run", args.guide_run, args.guide_step)
   labels = None if args.labels is None else [_parse_labels(value) for value in args.labels]
+  prompts = read_prompts(args.prompt, args.prompts_file)
   images, used_labels = sampling.sample_run(trained,
                                             ema=args.ema,
                                             num=args.num,
@@ -137,6 +167,7 @@ def run(args: argparse.Namespace) -> None:
                                             seed=args.seed,
                                             guide=guide,
                                             guide_ema=args.guide_ema,
-                                            guidance_interval=args.guidance_interval)
+                                            guidance_interval=args.guidance_interval,
+                                            prompts=prompts)
   write_samples(args.out, images, used_labels, trained.config)
   print(f"wrote {len(images)} samples of {args.run} (step {trained.step}) to {args.out}")

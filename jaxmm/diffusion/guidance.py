@@ -33,11 +33,15 @@ from jaxmm import errors
 NULL_LABEL = -1
 
 
-def drop_labels(labels: jax.Array, rng: jax.Array, rate: float) -> jax.Array:
-  """int labels [B, K] with every label of an example set to NULL_LABEL with probability
-  `rate` (the whole example's labels, never one of them alone)."""
+def drop_labels(labels: jax.Array,
+                rng: jax.Array,
+                rate: float,
+                null: int = NULL_LABEL) -> jax.Array:
+  """int labels [B, K] with every label of an example set to `null` with probability
+  `rate` (the whole example's labels, never one of them alone). For a caption's tokens
+  [B, L], `null` is the pad id: a dropped caption is the empty one."""
   dropped = jax.random.bernoulli(rng, rate, labels.shape[:1])
-  return jnp.where(dropped[:, None], NULL_LABEL, labels)
+  return jnp.where(dropped[:, None], null, labels)
 
 
 def check_interval(interval, name="guidance interval"):
@@ -87,20 +91,22 @@ def extrapolate(main, reference, guidance, interval=None):
       jnp.any(in_interval(sigma, interval)), combined, main, x, sigma)
 
 
-def guided_denoiser(denoiser, labels: jax.Array | None, guidance, interval=None):
+def guided_denoiser(denoiser, labels: jax.Array | None, guidance, interval=None,
+                    null: int = NULL_LABEL):
   """D_w(x [B, ...], sigma [B]) -> x0_hat [B, ...] of the conditional `denoiser`, CFG.
 
   `denoiser(x, sigma, labels) -> x0_hat` is D(x; σ, c) for int labels [B, K]
-  (NULL_LABEL rows give D(x; σ, ∅)). `guidance` is w, a float or a traced
+  (rows all `null` give D(x; σ, ∅); for caption tokens, the pad id: the empty
+  caption). `guidance` is w, a float or a traced
   scalar: with labels, D_w is always the combination above (two denoiser
   calls, also at w = 1, which a caller that knows w can skip) in `interval`
   (`extrapolate`); labels None is an unconditional model, whose D_w is D(x; σ).
   """
   if labels is None:
     return lambda x, sigma: denoiser(x, sigma, None)
-  null = jnp.full_like(labels, NULL_LABEL)
+  nulls = jnp.full_like(labels, null)
   return extrapolate(lambda x, sigma: denoiser(x, sigma, labels),
-                     lambda x, sigma: denoiser(x, sigma, null), guidance, interval)
+                     lambda x, sigma: denoiser(x, sigma, nulls), guidance, interval)
 
 
 def network_calls(call_sigmas, interval=None) -> int:

@@ -34,6 +34,7 @@ from jaxmm import parallel
 from jaxmm.evaluators import captioning
 from jaxmm.evaluators import from_config
 from jaxmm.evaluators import generative
+from jaxmm.evaluators import prompt_judge
 from jaxmm.evaluators.features import Encoder, SplitEmbeddings
 from jaxmm import storage
 
@@ -98,6 +99,7 @@ EVALUATORS = {
     "judge": Type(generative.make_judge, ("sample", "eval_batches")),
     "two_sample": Type(generative.make_two_sample, ("sample",)),
     "caption": Type(captioning.make_caption, ("caption", "detokenize", "eval_batches")),
+    "prompt_judge": Type(prompt_judge.make_prompt_judge, ("sample",)),
 }
 
 

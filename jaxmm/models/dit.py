@@ -11,17 +11,22 @@ gate per branch from the conditioning vector c (noise level plus labels,
 with LayerNorms without parameters and the regression zero-initialised, so
 every block starts as the identity ("adaLN-Zero", the paper's section 3.2);
 the output layer starts at zero too, so F is exactly 0 at initialisation.
+Conditioned on a caption (`text`), each block also reads the caption's tokens
+between the two branches, x = x + CrossAttn(LN(x), context), as PixArt-α does
+(Chen et al. 2023), its output projection also zero-initialised
+(`caption_conditioning`).
 Attention and MLP are the contrastive towers' (`jaxmm.models.transformer`),
 with the same logical names and float32 accumulation of `dtype` products.
 """
 import math
-from typing import Any, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
 from jaxmm import errors
+from jaxmm.models.caption_conditioning import CrossAttention, read_condition
 from jaxmm.models.embeddings import Conditioning, check_conditioning, modulate, zero_modulations
 from jaxmm.models.transformer import Dense, MlpBlock, MultiHeadAttention, layer_norm
 
@@ -44,26 +49,32 @@ def sincos_position_embedding(grid_h: int, grid_w: int, width: int) -> np.ndarra
 
 
 class DiTBlock(nn.Module):
-  """One adaLN-Zero transformer block: x [B, N, D], c [B, E] -> [B, N, D]."""
+  """One adaLN-Zero transformer block: x [B, N, D], c [B, E] -> [B, N, D].
+
+  context: None, or a caption's (tokens [B, S, W], mask bool [B, S]) to cross-attend to.
+  """
   num_heads: int
   mlp_dim: int
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x, c):
+  def __call__(self, x, c, context=None):
     width = x.shape[-1]
     shift_a, scale_a, gate_a, shift_m, scale_m, gate_m = zero_modulations(
         c[:, None], 6, width, self.dtype, "adaln")
     y = modulate(layer_norm("ln_attn", affine=False)(x), shift_a, scale_a)
     y = MultiHeadAttention(self.num_heads, self.dtype, name="attn")(y, y)
     x = nn.with_logical_constraint(x + gate_a * y, _ACT)
+    if context is not None:
+      x = nn.with_logical_constraint(
+          CrossAttention(self.num_heads, self.dtype, name="cross_attn")(x, *context), _ACT)
     y = modulate(layer_norm("ln_mlp", affine=False)(x), shift_m, scale_m)
     y = MlpBlock(self.mlp_dim, self.dtype, name="mlp")(y)
     return nn.with_logical_constraint(x + gate_m * y, _ACT)
 
 
 class DiT(nn.Module):
-  """DiT denoiser F(x, c_noise, labels) for images (see the module docstring).
+  """DiT denoiser F(x, c_noise, labels or caption) for images (see the module docstring).
 
   Attributes:
     patch_size: p; H and W must be multiples of p, giving (H/p)·(W/p) tokens.
@@ -76,6 +87,8 @@ class DiT(nn.Module):
     num_classes: class count per label type, () for an unconditional model.
     dtype: operand dtype of the matrix products (float32 accumulation).
     remat: recompute each block in the backward pass.
+    text: None, or the TextTransformer arguments of a caption's text tower
+      (`caption_conditioning`): the model is then conditioned on captions, not labels.
   """
   patch_size: int = 4
   width: int = 128
@@ -86,6 +99,7 @@ class DiT(nn.Module):
   num_classes: Sequence[int] = ()
   dtype: Any = jnp.float32
   remat: bool = False
+  text: Optional[Mapping[str, Any]] = None
 
   def check(self, image_shape: Sequence[int]) -> None:
     """Raises a UserError naming the `model.*` key that cannot work for [B, H, W, C] images."""
@@ -107,12 +121,14 @@ class DiT(nn.Module):
                              f"model.width={self.width}; e.g. model.num_heads={fits}")
 
   @nn.compact
-  def __call__(self, x, noise_labels, class_labels=None):
-    """x [B, H, W, C], noise_labels float [B], class_labels int [B, K] or None -> F [B, H, W, C].
+  def __call__(self, x, noise_labels, condition=None):
+    """x [B, H, W, C], noise_labels float [B], condition -> F [B, H, W, C].
 
-    F is float32.
+    condition: class labels int [B, K] or None; with `text`, a caption's tokens
+    int [B, L] (all padding: the empty caption). F is float32.
     """
     self.check(x.shape)
+    class_labels, text, context = read_condition(self.text, self.dtype, condition)
     b, h, w, channels = x.shape
     p, gh, gw = self.patch_size, h // self.patch_size, w // self.patch_size
     c = Conditioning(self.width,
@@ -120,7 +136,7 @@ class DiT(nn.Module):
                      self.num_classes,
                      self.embedding_type,
                      self.dtype,
-                     name="conditioning")(noise_labels, class_labels)
+                     name="conditioning")(noise_labels, class_labels, text)
 
     patches = x.astype(jnp.float32).reshape(b, gh, p, gw, p, channels).transpose(0, 1, 3, 2, 4, 5)
     tokens = Dense((p, p, channels, self.width), (None, None, None, "embed"),
@@ -132,7 +148,8 @@ class DiT(nn.Module):
 
     block = nn.remat(DiTBlock) if self.remat else DiTBlock
     for i in range(self.depth):
-      tokens = block(self.num_heads, self.mlp_dim, self.dtype, name=f"block_{i}")(tokens, c)
+      tokens = block(self.num_heads, self.mlp_dim, self.dtype, name=f"block_{i}")(tokens, c,
+                                                                                  context)
 
     shift, scale = zero_modulations(c[:, None], 2, self.width, self.dtype, "final_adaln")
     tokens = modulate(layer_norm("ln_final", affine=False)(tokens), shift, scale)

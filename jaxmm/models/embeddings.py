@@ -109,7 +109,7 @@ class LabelEmbedding(nn.Module):
 
 
 class Conditioning(nn.Module):
-  """c = SiLU(fc1(SiLU(fc0(e(c_noise) + Σ_k E_k[y_k])))), one vector per example.
+  """c = SiLU(fc1(SiLU(fc0(e(c_noise) + Σ_k E_k[y_k] + W·text)))), one vector per example.
 
   Attributes:
     features: width of c.
@@ -125,11 +125,15 @@ class Conditioning(nn.Module):
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, noise_labels: jax.Array, class_labels: Optional[jax.Array] = None):
+  def __call__(self,
+               noise_labels: jax.Array,
+               class_labels: Optional[jax.Array] = None,
+               text: Optional[jax.Array] = None):
     """noise_labels float [B], class_labels int [B, K] or None -> c [B, features] float32.
 
     With num_classes set, class_labels None drops every label (the unconditional
-    branch of classifier-free guidance).
+    branch of classifier-free guidance). text [B, W], a caption's pooled text
+    vector (`caption_conditioning`), is projected and added to the noise embedding.
     """
     check_conditioning(self.num_classes, self.embedding_type)
     embed = positional_embedding if self.embedding_type == "positional" else fourier_embedding
@@ -140,6 +144,9 @@ class Conditioning(nn.Module):
       e = e + LabelEmbedding(self.num_classes, e.shape[-1], name="labels")(class_labels)
     elif class_labels is not None:
       raise ValueError("class_labels given to a model without labels (num_classes=())")
+    if text is not None:
+      e = e + Dense((text.shape[-1], e.shape[-1]), (None, "embed"), 1, self.dtype,
+                    name="text")(text)
     h = Dense((e.shape[-1], self.features), ("embed", "mlp"), 1, self.dtype, name="fc0")(e)
     h = nn.with_logical_constraint(nn.silu(h), ("batch", "act_mlp"))
     c = Dense((self.features, self.features), ("mlp", "embed"), 1, self.dtype, name="fc1")(h)

@@ -54,8 +54,11 @@ class TextTransformer(nn.Module):
   norm_eps: float = NORM_EPS
 
   @nn.compact
-  def __call__(self, tokens):
+  def __call__(self, tokens, *, return_tokens: bool = False):
     """tokens int [B, L] with L <= max_len, `pad_id` marking padding -> [B, width] float32.
+
+    return_tokens: also return every position's output, as (outputs [B, L, width],
+    pooled [B, width]), for a model that attends to the text (a text-to-image denoiser).
 
     With `mask_pad` or `causal`, the output does not depend on how much
     padding follows the text: pad positions are masked as attention keys (or,
@@ -89,6 +92,11 @@ class TextTransformer(nn.Module):
                 name="encoder")(x, padding_mask, causal=self.causal)
     x = layer_norm("ln_final", eps=self.norm_eps)(x)
 
+    pooled = self._pool(x, tokens, is_token)
+    return (x, pooled) if return_tokens else pooled
+
+  def _pool(self, x, tokens, is_token):
+    """outputs [B, L, width] -> [B, width] by `pool`."""
     if self.pool == "last":
       return x[:, -1]
     if self.pool == "eot":

@@ -24,13 +24,14 @@ accelerators it takes the bf16 path.
 """
 import functools
 import math
-from typing import Any, Callable, Optional, Sequence, Tuple
+from typing import Any, Callable, Mapping, Optional, Sequence, Tuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from jaxmm import errors
+from jaxmm.models.caption_conditioning import CrossAttention, read_condition
 from jaxmm.models.embeddings import Conditioning, check_conditioning, modulate
 from jaxmm.models.transformer import Dense, MultiHeadAttention, partitioned
 
@@ -107,7 +108,8 @@ class ResBlock(nn.Module):
 
   resample: None, 'down' or 'up'; it is applied to the branch before conv0 and
   to the skip path. The skip path gets a 1×1 projection only when the channel
-  count changes. With `attention`, x + MHSA(GN(x)) over the H·W positions follows.
+  count changes. With `attention`, x + MHSA(GN(x)) over the H·W positions follows,
+  and with a caption's context also cross-attention to it (`CrossAttention`).
   """
   features: int
   num_heads: int
@@ -118,8 +120,11 @@ class ResBlock(nn.Module):
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x, c):
-    """x [B, H, W, Cin], c [B, E] -> [B, H', W', features] (H' = H/2, H or 2H)."""
+  def __call__(self, x, c, context=None):
+    """x [B, H, W, Cin], c [B, E] -> [B, H', W', features] (H' = H/2, H or 2H).
+
+    context: None, or a caption's (tokens [B, S, W], mask bool [B, S]).
+    """
     resample = {None: lambda t: t, "down": downsample, "up": upsample}[self.resample]
     h = nn.silu(group_norm(x.shape[-1], "embed", "norm0")(x))
     h = Conv(self.features, ("embed", "mlp"), dtype=self.dtype, name="conv0")(resample(h))
@@ -150,7 +155,12 @@ class ResBlock(nn.Module):
                            self.dtype,
                            out_kernel_init=nn.initializers.zeros,
                            name="attn")(tokens, tokens)
-    return nn.with_logical_constraint(x + y.reshape(x.shape), _ACT)
+    x = nn.with_logical_constraint(x + y.reshape(x.shape), _ACT)
+    if context is None:
+      return x
+    y = CrossAttention(self.num_heads, self.dtype,
+                       name="cross_attn")(x.reshape(b, height * width, channels), *context)
+    return nn.with_logical_constraint(y.reshape(x.shape), _ACT)
 
 
 def _largest_divisor(n: int, at_most: int) -> int:
@@ -158,7 +168,7 @@ def _largest_divisor(n: int, at_most: int) -> int:
 
 
 class UNet(nn.Module):
-  """U-Net denoiser F(x, c_noise, labels) for images (see the module docstring).
+  """U-Net denoiser F(x, c_noise, labels or caption) for images (see the module docstring).
 
   Level l works at resolution H/2^l with channels·channel_mult[l] channels:
   the encoder has num_blocks blocks per level and a downsampling block between
@@ -183,6 +193,8 @@ class UNet(nn.Module):
     dtype: operand dtype of convolutions and dense layers (float32 accumulation).
     remat: recompute each block in the backward pass.
     patch_size: side of the pixel patches folded into channels (1: none).
+    text: None, or the TextTransformer arguments of a caption's text tower
+      (`caption_conditioning`): the model is then conditioned on captions, not labels.
   """
   channels: int = 64
   channel_mult: Sequence[int] = (1, 2, 2)
@@ -195,6 +207,7 @@ class UNet(nn.Module):
   dtype: Any = jnp.float32
   remat: bool = False
   patch_size: int = 1
+  text: Optional[Mapping[str, Any]] = None
 
   def check(self, image_shape: Sequence[int]) -> None:
     """Raises a UserError naming the `model.*` key that cannot work for [B, H, W, C] images."""
@@ -239,18 +252,21 @@ class UNet(nn.Module):
                              f"{_largest_divisor(common, self.num_heads)}")
 
   @nn.compact
-  def __call__(self, x, noise_labels, class_labels=None, *, train: bool = False):
-    """x [B, H, W, C], noise_labels float [B], class_labels int [B, K] or None -> F [B, H, W, C].
+  def __call__(self, x, noise_labels, condition=None, *, train: bool = False):
+    """x [B, H, W, C], noise_labels float [B], condition -> F [B, H, W, C].
 
-    train=True enables dropout (needs a 'dropout' rng); F is float32.
+    condition: class labels int [B, K] or None; with `text`, a caption's tokens
+    int [B, L] (all padding: the empty caption). train=True enables dropout
+    (needs a 'dropout' rng); F is float32.
     """
     self.check(x.shape)
+    class_labels, text, context = read_condition(self.text, self.dtype, condition)
     c = Conditioning(4 * self.channels,
                      self.channels,
                      self.num_classes,
                      self.embedding_type,
                      self.dtype,
-                     name="conditioning")(noise_labels, class_labels)
+                     name="conditioning")(noise_labels, class_labels, text)
     block_cls = nn.remat(ResBlock) if self.remat else ResBlock
     block = functools.partial(block_cls,
                               num_heads=self.num_heads,
@@ -269,10 +285,11 @@ class UNet(nn.Module):
         skips.append(h)
       for i in range(self.num_blocks):
         attn = (res >> level) in self.attn_resolutions
-        h = block(self.channels * mult, attention=attn, name=f"enc{level}_block{i}")(h, c)
+        h = block(self.channels * mult, attention=attn,
+                  name=f"enc{level}_block{i}")(h, c, context if attn else None)
         skips.append(h)
 
-    h = block(h.shape[-1], attention=True, name="mid0")(h, c)
+    h = block(h.shape[-1], attention=True, name="mid0")(h, c, context)
     h = block(h.shape[-1], name="mid1")(h, c)
 
     for level, mult in reversed(list(enumerate(self.channel_mult))):
@@ -281,7 +298,8 @@ class UNet(nn.Module):
       for i in range(self.num_blocks + 1):
         attn = (res >> level) in self.attn_resolutions
         h = jnp.concatenate([h, skips.pop()], axis=-1)
-        h = block(self.channels * mult, attention=attn, name=f"dec{level}_block{i}")(h, c)
+        h = block(self.channels * mult, attention=attn,
+                  name=f"dec{level}_block{i}")(h, c, context if attn else None)
 
     h = nn.silu(group_norm(h.shape[-1], "embed", "norm_out")(h))
     h = Conv(x.shape[-1] * self.patch_size**2, ("embed", None),

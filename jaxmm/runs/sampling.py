@@ -21,6 +21,7 @@ from jaxmm import diffusion
 from jaxmm import errors
 from jaxmm import models
 from jaxmm import parallel
+from jaxmm.runs import caption_condition
 from jaxmm.train import ema as ema_lib
 
 # Columns of the default class grid of a run whose model has a single label.
@@ -62,7 +63,8 @@ def denoiser(model,
              guidance=None,
              *,
              interval=None,
-             guide=None):
+             guide=None,
+             null: int = diffusion.NULL_LABEL):
   """D(x [B, ...], sigma [B]) -> x0_hat [B, ...] of the network `model` with `params`.
 
   guidance None: the denoiser conditioned on `labels` (int [B, K], or None
@@ -70,13 +72,15 @@ def denoiser(model,
   the guided D_w, two calls where σ is in `interval` ((lo, hi), None:
   everywhere), one elsewhere: D_∅ + w·(D_c − D_∅), or with `guide` (the guide
   run's (model, params), same schedule) D_guide + w·(D_main − D_guide).
-  `guidance_argument` picks between them for a concrete w.
+  `guidance_argument` picks between them for a concrete w. For a
+  text-conditioned model `labels` are caption tokens [B, L] and `null` the pad
+  id (`caption_condition.null_condition`).
   """
   conditional = _conditional(model, schedule, params)
   if guidance is None:
     return lambda x, sigma: conditional(x, sigma, labels)
   if guide is None:
-    return diffusion.guided_denoiser(conditional, labels, guidance, interval)
+    return diffusion.guided_denoiser(conditional, labels, guidance, interval, null)
   guide_model, guide_params = guide
   guide_conditional = _conditional(guide_model, schedule, guide_params)
   return diffusion.extrapolate(lambda x, sigma: conditional(x, sigma, labels),
@@ -131,12 +135,13 @@ def make_sampler(model, config: ml_collections.ConfigDict, guide_model=None):
   """
   schedule = diffusion.schedule_from_config(config.diffusion)
   shape = data.example_shape(config.data)
+  null = caption_condition.null_condition(config)
 
   def run(params, rng, labels, guidance, interval, guide_params, start, sigma_max, *, num,
           sampler, num_steps):
     guide = None if guide_params is None else (guide_model, guide_params)
     return diffusion.sample(denoiser(model, schedule, params, labels, guidance,
-                                     interval=interval, guide=guide),
+                                     interval=interval, guide=guide, null=null),
                             rng, (num,) + shape,
                             sampler=sampler,
                             num_steps=num_steps,
@@ -230,6 +235,20 @@ def sample_labels(config, labels, num: int) -> np.ndarray | None:
   return np.resize(labels, (num, len(num_classes))).astype(np.int32)
 
 
+def sample_prompts(config, labels, prompts, num: int) -> tuple[np.ndarray, np.ndarray]:
+  """(tokens int32 [num, L], prompts str [num]) of a text-conditioned run: `prompts` cycled to
+  `num`; a `UserError` for none or for `labels`."""
+  if labels is not None:
+    raise errors.UserError("--labels: the run is conditioned on captions (model.text), not "
+                           "labels; give --prompt TEXT instead")
+  if prompts is None:
+    raise errors.UserError("the run is conditioned on captions (model.text); give --prompt "
+                           "TEXT (prompts=[...]), e.g. --prompt 'a large red star in the top left'")
+  tokens = caption_condition.tokenize_prompts(config, prompts)
+  rows = np.resize(np.arange(len(tokens)), num)
+  return tokens[rows], np.asarray(prompts)[rows]
+
+
 def sample_run(run,
                *,
                ema: str | None = None,
@@ -242,14 +261,17 @@ def sample_run(run,
                compiled=None,
                guide=None,
                guide_ema: str | None = None,
-               guidance_interval=None) -> tuple[np.ndarray, np.ndarray | None]:
-  """(samples [num, ...], labels int32 [num, K] or None) of a run loaded by `load_run`.
+               guidance_interval=None,
+               prompts=None) -> tuple[np.ndarray, np.ndarray | None]:
+  """(samples [num, ...], what they show: labels int32 [num, K], prompts str [num] of a
+  text-conditioned run, or None) of a run loaded by `load_run`.
 
   Every argument is checked before anything compiles. `ema` names the
   parameter average (default: the run's first; 'none': the raw parameters);
   `labels` are K-tuples (a list, or an int array [N, K]), cycled to `num`
-  (default: one row per class). `guide` is a run loaded by `load_run` that
-  guides this one (autoguidance) with its average `guide_ema`;
+  (default: one row per class); a text-conditioned run takes `prompts`
+  instead, a list of captions cycled to `num`. `guide` is a run loaded by
+  `load_run` that guides this one (autoguidance) with its average `guide_ema`;
   `guidance_interval` (lo, hi) limits guidance to lo < σ <= hi.
   `compiled` is a `make_sampler(model, run.config, guide model)` to reuse
   across calls (default: a new one).
@@ -269,13 +291,19 @@ def sample_run(run,
     raise errors.UserError(f"--guidance {guidance}: the run was trained without label dropout "
                            "(diffusion.label_dropout=0), so it has no unconditional denoiser to "
                            "guide with; use --guidance 1, or autoguidance with --guide-run DIR")
+  if caption_condition.is_text_conditioned(config):
+    condition, labels = sample_prompts(config, labels, prompts, num)
+  elif prompts is not None:
+    raise errors.UserError("--prompt: the run is not conditioned on captions (it has no "
+                           "model.text); give --labels, or sample a text-to-image run")
+  else:
+    labels = condition = sample_labels(config, labels, num)
   params = choose_params(run, ema)
-  labels = sample_labels(config, labels, num)
   sample = compiled or make_sampler(models.get_model(config.model), config,
                                     None if guide is None else guide.model)
   images = sample(params,
                   jax.random.key(seed),
-                  None if labels is None else jnp.asarray(labels),
+                  None if condition is None else jnp.asarray(condition),
                   num,
                   sampler=sampler,
                   num_steps=num_steps,

@@ -29,9 +29,12 @@ def _two_tower_inputs(config: ml_collections.ConfigDict) -> tuple:
 
 
 def _denoiser_inputs(config: ml_collections.ConfigDict) -> tuple:
-  """x [1, ...], c_noise [1] and labels int32 [1, K] (None for an unconditional model)."""
+  """x [1, ...], c_noise [1] and labels int32 [1, K] (None for an unconditional model), or a
+  caption's tokens int32 [1, L] of data.max_len for a text-conditioned one (model.text)."""
   num_classes = config.model.num_classes
   labels = jnp.zeros((1, len(num_classes)), jnp.int32) if num_classes else None
+  if config.model.get("text") is not None:
+    labels = jnp.zeros((1, config.data.max_len), jnp.int32)
   return _examples(config), jnp.zeros((1,), jnp.float32), labels
 
 
