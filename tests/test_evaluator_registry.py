@@ -82,7 +82,8 @@ def test_every_zero_leaves_one_evaluator_out_but_checks_it():
      "'sample_grid', 'two_sample'"),
     (dict(probe=dict(type="linear_probs")),
      "evals.probe.type='linear_probs' is not one of 'zero_shot', 'retrieval', 'linear_probe', "
-     "'knn', 'sample_grid', 'judge', 'two_sample', 'caption'; did you mean 'linear_probe'?"),
+     "'knn', 'sample_grid', 'judge', 'two_sample', 'caption', 'prompt_judge'; did you mean "
+     "'linear_probe'?"),
     (dict(grid=dict(rows=2)), "evals.grid needs a type: config.evals.grid = dict(type=TYPE"),
     (dict(toy=_two_sample(num=4, every=-1)), "evals.toy.every=-1 must be an integer >= 0"),
     (dict(toy=_two_sample(num=4, batch_size=12)),
