@@ -5,6 +5,7 @@ import sys
 
 import jax
 import numpy as np
+import pytest
 
 from jaxmm import diffusion
 
@@ -22,6 +23,7 @@ def test_mahalanobis_and_select_against_numbers_by_hand():
   np.testing.assert_allclose(blurred.covariances[1], (0.05**2 + 0.01) * np.eye(2))
 
 
+@pytest.mark.slow  # test_guidance_interval checks the combination; benchmarks/guidance_toy.py
 def test_cfg_collapses_the_narrow_mode_where_autoguidance_keeps_it():
   n, w = 1000, 3.0
   truth = np.asarray(diffusion.mixture_2d().sample(jax.random.key(5), n))

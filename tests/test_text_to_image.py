@@ -111,14 +111,14 @@ def test_labels_on_a_text_run_and_no_prompt_are_one_line_errors(t2i_run, capsys,
 
 def test_prompt_on_a_run_without_captions_is_a_one_line_error(source, shapes_data_dir, capsys,
                                                                tmp_path):
+  # The 2-D toy: a diffusion run without captions that trains in seconds.
   config = config_loading.apply_overrides(
-      config_loading.load_config("configs/edm_shapes.py"),
-      ["batch_size=16", "total_steps=1", "eval_every=0", "optim.warmup_steps=0",
-       "data.image_size=16", "model.channels=8", f"data.data_dir={shapes_data_dir}"])
-  workdir = str(tmp_path / "labels")
+      config_loading.load_config("configs/edm_toy2d.py"),
+      ["batch_size=16", "total_steps=1", "eval_every=0", "optim.warmup_steps=0"])
+  workdir = str(tmp_path / "toy")
   train.train(config, workdir, diffusion_experiment.build)
   line = cli_error_line(capsys, ["sample", "--run", workdir, "--prompt", "a red circle", "--out",
-                                 str(tmp_path / "x.png")])
+                                 str(tmp_path / "x.npz")])
   assert line == ("jaxmm sample: error: --prompt: the run is not conditioned on captions (it has "
                   "no model.text); give --labels, or sample a text-to-image run")
   # A diffusion run has no text tower to condition on.
