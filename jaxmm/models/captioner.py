@@ -16,8 +16,7 @@ import jax.numpy as jnp
 
 from jaxmm import errors
 from jaxmm.models.text_decoder import TextDecoder
-from jaxmm.models.transformer import partitioned
-from jaxmm.models.two_tower import l2_normalize
+from jaxmm.models.two_tower import joint_projection, l2_normalize, logit_scale_and_bias
 from jaxmm.models.vit import ViT
 
 
@@ -57,19 +56,9 @@ class Captioner(nn.Module):
     if not self.decoder.get("unimodal_depth"):
       raise errors.UserError("a contrastive head (model.embed_dim) reads the decoder's unimodal "
                              "layers: set --config.model.decoder.unimodal_depth to 1 or more")
-    self.image_proj, self.text_proj = self._projection(), self._projection()
-    self.log_scale = self.param("log_scale",
-                                partitioned(nn.initializers.constant(self.init_log_scale), ()), (),
-                                jnp.float32)
-    if self.init_bias is not None:
-      self.bias = self.param("bias", partitioned(nn.initializers.constant(self.init_bias), ()), (),
-                             jnp.float32)
-
-  def _projection(self):
-    return nn.Dense(self.embed_dim,
-                    dtype=jnp.float32,
-                    kernel_init=partitioned(nn.initializers.lecun_normal(), ("embed", "joint")),
-                    bias_init=partitioned(nn.initializers.zeros, ("joint",)))
+    self.image_proj = joint_projection(self.embed_dim)
+    self.text_proj = joint_projection(self.embed_dim)
+    self.log_scale, self.bias = logit_scale_and_bias(self, self.init_log_scale, self.init_bias)
 
   def image_tokens(self, images, train: bool = False):
     """images [B, H, W, C] -> the ViT's tokens [B, N, image.width]."""

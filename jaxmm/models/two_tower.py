@@ -18,6 +18,25 @@ def l2_normalize(x, eps=1e-12):
                                                  eps * eps)))
 
 
+def joint_projection(embed_dim: int, use_bias: bool = True) -> nn.Dense:
+  """A tower's projection [.., embed] -> [.., embed_dim] into the joint embedding (float32)."""
+  return nn.Dense(embed_dim,
+                  dtype=jnp.float32,
+                  use_bias=use_bias,
+                  kernel_init=partitioned(nn.initializers.lecun_normal(), ("embed", "joint")),
+                  bias_init=partitioned(nn.initializers.zeros, ("joint",)))
+
+
+def logit_scale_and_bias(module: nn.Module, init_log_scale: float, init_bias: Optional[float]):
+  """(log_scale [], bias [] or None): the contrastive logits' parameters of `module`, made in its
+  setup; init_bias None makes no bias."""
+  constant = lambda value: partitioned(nn.initializers.constant(value), ())
+  log_scale = module.param("log_scale", constant(init_log_scale), (), jnp.float32)
+  if init_bias is None:
+    return log_scale, None
+  return log_scale, module.param("bias", constant(init_bias), (), jnp.float32)
+
+
 class TwoTower(nn.Module):
   """ViT and text transformer, each projected to `embed_dim` and L2-normalised.
 
@@ -67,19 +86,10 @@ class TwoTower(nn.Module):
                              f"embedding, but model.image.width={self.image['width']} is not "
                              f"model.embed_dim={self.embed_dim}; set one to the other")
     self.text_proj = self._projection()
-    self.log_scale = self.param("log_scale",
-                                partitioned(nn.initializers.constant(self.init_log_scale), ()), (),
-                                jnp.float32)
-    if self.init_bias is not None:
-      self.bias = self.param("bias", partitioned(nn.initializers.constant(self.init_bias), ()), (),
-                             jnp.float32)
+    self.log_scale, self.bias = logit_scale_and_bias(self, self.init_log_scale, self.init_bias)
 
   def _projection(self):
-    return nn.Dense(self.embed_dim,
-                    dtype=jnp.float32,
-                    use_bias=self.proj_bias,
-                    kernel_init=partitioned(nn.initializers.lecun_normal(), ("embed", "joint")),
-                    bias_init=partitioned(nn.initializers.zeros, ("joint",)))
+    return joint_projection(self.embed_dim, use_bias=self.proj_bias)
 
   def encode_image(self, images, train: bool = False):
     """images [B, H, W, C] -> unit-norm float32 [B, E]; `train` turns on patch dropout."""
